@@ -1,0 +1,213 @@
+"""The feeder process: shards, the publisher loop, the health key, the stats line.
+
+Redis failures never stop the feed: the publisher waits for Redis to come back, then marks
+every book suspect and asks every connection for fresh snapshots (the events in between were
+never written, and a snapshot replaces them all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from feeder.config import FeederConfig
+from feeder.connection import Connection, backoff_delay
+from feeder.mirror import Mirror
+from feeder.outbox import Outbox
+from feeder.publisher import Publisher
+from polybus import __version__
+from wire import keys
+from wire.errors import BackendError
+from wire.events import Status
+
+
+__all__ = ["Feeder"]
+
+log = structlog.get_logger("feeder.app")
+
+
+class Feeder:
+    """Runs connections for all configured tokens and publishes what they receive."""
+
+    def __init__(
+        self,
+        config: FeederConfig,
+        *,
+        redis: aioredis.Redis | None = None,
+        connect: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.redis = redis or aioredis.Redis.from_url(
+            config.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+        )
+        self.outbox = Outbox(config.outbox_capacity)
+        self.mirror = Mirror()
+        self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen)
+        epochs = itertools.count(1)
+        extra = {"connect": connect} if connect else {}
+        size = config.tokens_per_connection
+        tokens = list(config.tokens)
+        self.connections = [
+            Connection(i, tokens[at : at + size], config, self.outbox, self.mirror,
+                       lambda: next(epochs), **extra)
+            for i, at in enumerate(range(0, len(tokens), size))
+        ]  # fmt: skip
+        self.published = 0
+        self.batches = 0
+        self.batch_seconds = 0.0
+        self.redis_ok = True
+        self.started = time.time()
+        self._stop = asyncio.Event()
+        self._rng = random.Random()
+
+    def stop(self) -> None:
+        """Ask the feeder to flush and exit (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until stopped (exit code 0) or a connection gives up (exit code 1)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
+                 connections=len(self.connections), ws_url=self.config.ws_url)  # fmt: skip
+        await self._wait_for_redis()
+        conns = [asyncio.create_task(self._start_staggered(c, i))
+                 for i, c in enumerate(self.connections)]  # fmt: skip
+        helpers = [asyncio.create_task(self._publish_loop()), asyncio.create_task(self._health_loop()),
+                   asyncio.create_task(self._stats_loop())]  # fmt: skip
+        stopper = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stopper, *conns, *helpers], return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                code = 1
+                log.error("feeder.fatal", error=repr(task.exception()))
+        for task in [*conns, *helpers, stopper]:
+            task.cancel()
+        await asyncio.gather(*conns, *helpers, stopper, return_exceptions=True)
+        await self._shutdown()
+        return code
+
+    async def _start_staggered(self, conn: Connection, index: int) -> None:
+        # Many sockets opened at once draw HTTP 429; open them a little apart.
+        await asyncio.sleep(index * self.config.connect_stagger)
+        await conn.run()
+
+    # --- publishing -----------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        while True:
+            batch = await self.outbox.take()
+            started = time.perf_counter()
+            try:
+                await self.publisher.write(batch)
+            except BackendError as exc:
+                await self._recover_redis(exc)
+                continue
+            self.batch_seconds += time.perf_counter() - started
+            self.batches += 1
+            self.published += batch.size
+
+    async def _recover_redis(self, exc: BackendError) -> None:
+        """Wait for Redis, then resync every book: events since the failure were not written."""
+        self.redis_ok = False
+        log.error("feeder.redis.lost", error=str(exc))
+        await self._wait_for_redis()
+        self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
+        for conn in self.connections:
+            self.mirror.unsync(conn.tokens)
+            self.outbox.put_nowait([Status(t, "suspect", "redis_lost") for t in conn.tokens],
+                                   conn.epoch, time.time_ns() // 1000)  # fmt: skip
+            if conn.live:
+                conn.request_resync(conn.tokens, "redis_lost")
+        log.info("feeder.redis.recovered")
+
+    async def _wait_for_redis(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.redis.ping()
+                await self.publisher.load()
+                self.redis_ok = True
+                return
+            except (RedisError, BackendError, OSError) as exc:
+                attempt += 1
+                delay = max(0.05, backoff_delay(attempt, 0.2, 5.0, self._rng))
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning("feeder.redis.waiting", attempt=attempt, error=str(exc))
+                await asyncio.sleep(delay)
+
+    # --- health and stats -----------------------------------------------------------------
+    def health(self) -> dict[str, str]:
+        """The fields of this feeder's health hash."""
+        conns = [{"id": c.cid, "state": c.state.value, "epoch": c.epoch, "tokens": len(c.tokens),
+                  "silence_s": round(c.silence, 3), "reconnects": c.stats.reconnects,
+                  "resubscribes": c.stats.resubscribes, "last_reason": c.stats.last_reason}
+                 for c in self.connections]  # fmt: skip
+        silence = min((c["silence_s"] for c in conns), default=0.0)
+        live = sum(c.state.value == "subscribed" for c in self.connections)
+        return {
+            "state": "ok" if self.redis_ok and live == len(conns) else "degraded",
+            "version": __version__,
+            "pid": str(os.getpid()),
+            "started": str(int(self.started * 1000)),
+            "tokens": str(len(self.config.tokens)),
+            "synced": str(len(self.mirror.synced)),
+            "connections": orjson.dumps(conns).decode(),
+            "last_frame_age_ms": str(int(float(silence) * 1000)),
+            "published": str(self.published),
+            "ws_url": self.config.ws_url,
+        }
+
+    async def _health_loop(self) -> None:
+        key = keys.feeder(self.config.feeder_id, self.config.prefix)
+        ttl_ms = int(self.config.health_ttl * 1000)
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.hset(key, mapping=self.health())  # type: ignore[arg-type]
+                pipe.pexpire(key, ttl_ms)
+                await pipe.execute()
+            await asyncio.sleep(self.config.health_interval)
+
+    async def _stats_loop(self) -> None:
+        last, last_t = 0, time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            now = time.monotonic()
+            rate = (self.published - last) / max(now - last_t, 1e-9)
+            last, last_t = self.published, now
+            counts: dict[str, int] = {}
+            for conn in self.connections:
+                for name, value in conn.normalizer.counts.items():
+                    counts[name] = counts.get(name, 0) + value
+            log.info("feeder.stats", published=self.published, per_s=round(rate, 1),
+                     queue=len(self.outbox), synced=len(self.mirror.synced),
+                     reconnects=sum(c.stats.reconnects for c in self.connections),
+                     batch_ms=round(1000 * self.batch_seconds / max(self.batches, 1), 3),
+                     **{k.replace(".", "_"): v for k, v in counts.items()})  # fmt: skip
+
+    async def _shutdown(self) -> None:
+        """Flush what is queued, delete the health key, close Redis."""
+        batch = self.outbox.take_nowait()
+        with contextlib.suppress(BackendError, RedisError, OSError):
+            if batch.size:
+                await asyncio.wait_for(self.publisher.write(batch), 5)
+            await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+        log.info("feeder.stop", published=self.published)
+

@@ -1,0 +1,53 @@
+"""`polybus feed`: run the feeder (DESIGN.md §5, fixed flags: --tokens --ws-url --redis-url --prefix)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from wire.errors import ConfigError
+
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the `feed` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "feed", help="keep the market channel and publish books and events to Redis",
+        description="Keep Polymarket's market channel for the given tokens and publish every "
+        "book and event to Redis. Flags win over env, env over .env, .env over defaults.",
+    )  # fmt: skip
+    p.add_argument("--tokens", help="token ids, comma separated (env POLYBUS_TOKENS)")
+    p.add_argument("--ws-url", help="market channel URL (env WS_MARKET_URL)")
+    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
+    p.add_argument("--prefix", help="key prefix (env POLYBUS_PREFIX, default pm)")
+    p.add_argument("--feeder-id", help="health key id (env POLYBUS_FEEDER_ID, default host-pid)")
+    p.add_argument("--tokens-per-connection", type=int,
+                   help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")  # fmt: skip
+    p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["json", "console"], default=None,
+                   help="default: console on a terminal, json otherwise")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the configuration, run the feeder, return its exit code."""
+    from feeder.app import Feeder
+    from feeder.config import FeederConfig
+    from polybus.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    try:
+        config = FeederConfig.from_env(
+            tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
+            feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
+        )  # fmt: skip
+        if not config.tokens:
+            raise ConfigError("no tokens: pass --tokens ID[,ID…] or set POLYBUS_TOKENS")
+    except ConfigError as exc:
+        print(f"polybus feed: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(Feeder(config).run())

@@ -1,0 +1,109 @@
+"""The bounded buffer between the connections and the publisher.
+
+Connections put whole frames' worth of events; the publisher takes everything queued as one
+batch (one Redis round trip). Overflow rule: when `capacity` events are waiting, producers
+wait (backpressure on the WebSocket reader, whose socket buffers then fill) — nothing is ever
+dropped here. A connection that stays blocked long enough goes silent to the exchange, which
+the liveness checks turn into a reconnect and a fresh snapshot, so books stay correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from wire.codec import encode_body, encode_market
+from wire.events import Event, MarketEvent
+
+
+__all__ = ["Batch", "Outbox"]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the publisher writes in one round trip."""
+
+    entries: dict[str, list[str]] = field(default_factory=dict)
+    """token -> Lua ARGV tail: for each entry `n` then n field/value items."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """token -> number of entries."""
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+    markets: list[dict[str, str]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, event: Event, epoch: int, rx: int) -> None:
+        """Encode one token event into this batch."""
+        body = encode_body(event, epoch=epoch, rx=rx)
+        args = self.entries.get(event.asset_id)
+        if args is None:
+            args = self.entries[event.asset_id] = []
+            self.counts[event.asset_id] = 0
+        args.append(str(2 * len(body)))
+        for k, v in body.items():
+            args.append(k)
+            args.append(v)
+        self.counts[event.asset_id] += 1
+        self.size += 1
+
+
+class Outbox:
+    """Bounded, batching hand-off from many producers to one publisher."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._batch = Batch()
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._seen_markets: set[tuple[str, str]] = set()
+
+    def __len__(self) -> int:
+        return self._batch.size
+
+    async def put(self, events: list[Event], epoch: int, rx: int) -> None:
+        """Queue a frame's events; waits while the outbox is full (backpressure)."""
+        while self._batch.size >= self.capacity:
+            self._space.clear()
+            await self._space.wait()
+        batch = self._batch
+        for event in events:
+            batch.add(event, epoch, rx)
+        if events:
+            self._ready.set()
+
+    def put_nowait(self, events: list[Event], epoch: int, rx: int) -> None:
+        """Queue control events (status markers) regardless of capacity: they are few."""
+        for event in events:
+            self._batch.add(event, epoch, rx)
+        if events:
+            self._ready.set()
+
+    def quarantine(self, raw: str, reason: str, rx: int) -> None:
+        """Queue a raw frame that could not be used."""
+        self._batch.quarantine.append({"raw": raw, "reason": reason, "rx": str(rx)})
+        self._batch.size += 1
+        self._ready.set()
+
+    def market(self, event: MarketEvent, rx: int) -> bool:
+        """Queue a lifecycle event once per (kind, market); every shard receives each one."""
+        key = (event.kind, event.market)
+        if key in self._seen_markets:
+            return False
+        self._seen_markets.add(key)
+        self._batch.markets.append(encode_market(event, rx=rx))
+        self._batch.size += 1
+        self._ready.set()
+        return True
+
+    async def take(self) -> Batch:
+        """Wait for something queued, then return all of it as one batch."""
+        await self._ready.wait()
+        return self.take_nowait()
+
+    def take_nowait(self) -> Batch:
+        """Return everything queued (possibly nothing) and make room for producers."""
+        batch, self._batch = self._batch, Batch()
+        self._ready.clear()
+        self._space.set()
+        return batch
+

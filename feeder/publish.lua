@@ -1,0 +1,108 @@
+-- One atomic step per token (DESIGN.md §2, invariant 1): append each entry to the token's
+-- stream and fold it into the token's book hash, then record last_id/seq/epoch/status.
+-- KEYS[1] = P:book:{T}   KEYS[2] = P:stream:{T}
+-- ARGV[1] = MAXLEN (approximate)   ARGV[2] = token id
+-- ARGV[3..] = entries, each as: n, then n items = field/value pairs, the first pair ("type", t).
+-- seq is assigned here, so it is contiguous per token whatever the feeder does.
+local book, stream = KEYS[1], KEYS[2]
+local maxlen, token = ARGV[1], ARGV[2]
+local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
+local status = redis.call('HGET', book, 'status') or 'pending'
+local last_id, epoch
+
+local function hset_many(items)
+  -- unpack() has a C-stack limit: write in chunks
+  local n = #items
+  local i = 1
+  while i <= n do
+    local cmd = {'HSET', book}
+    local stop = math.min(i + 3999, n)
+    for j = i, stop do cmd[#cmd + 1] = items[j] end
+    redis.call(unpack(cmd))
+    i = stop + 1
+  end
+end
+
+local function clear_levels()
+  local dels = {}
+  for _, k in ipairs(redis.call('HKEYS', book)) do
+    local p = string.sub(k, 1, 4)
+    if p == 'bid:' or p == 'ask:' then dels[#dels + 1] = k end
+  end
+  local i = 1
+  while i <= #dels do
+    local cmd = {'HDEL', book}
+    local stop = math.min(i + 3999, #dels)
+    for j = i, stop do cmd[#cmd + 1] = dels[j] end
+    redis.call(unpack(cmd))
+    i = stop + 1
+  end
+end
+
+local function fold_book(f)
+  clear_levels()
+  local items = {'market', f.market, 'hash', f.hash, 'ts', f.ts}
+  local bids, asks = cjson.decode(f.bids), cjson.decode(f.asks)
+  for _, l in ipairs(bids) do items[#items + 1] = 'bid:' .. l[1]; items[#items + 1] = l[2] end
+  for _, l in ipairs(asks) do items[#items + 1] = 'ask:' .. l[1]; items[#items + 1] = l[2] end
+  items[#items + 1] = 'best_bid'; items[#items + 1] = (bids[1] and bids[1][1]) or ''
+  items[#items + 1] = 'best_ask'; items[#items + 1] = (asks[1] and asks[1][1]) or ''
+  if f.tick_size then items[#items + 1] = 'tick_size'; items[#items + 1] = f.tick_size end
+  if f.last_trade_price then
+    items[#items + 1] = 'last_trade_price'; items[#items + 1] = f.last_trade_price
+  end
+  hset_many(items)
+  status = 'synced'
+end
+
+local fold = {
+  book = fold_book,
+  price_change = function(f)
+    local level = f.side .. ':' .. f.price
+    if f.size == '0' then
+      redis.call('HDEL', book, level)
+    else
+      redis.call('HSET', book, level, f.size)
+    end
+    redis.call('HSET', book, 'best_bid', f.best_bid, 'best_ask', f.best_ask,
+               'hash', f.hash, 'ts', f.ts)
+  end,
+  trade = function(f)
+    redis.call('HSET', book, 'last_trade_price', f.price, 'last_trade_size', f.size,
+               'last_trade_side', f.side)
+  end,
+  tick_size_change = function(f)
+    redis.call('HSET', book, 'tick_size', f.new)
+  end,
+  best_bid_ask = function(f)
+    redis.call('HSET', book, 'best_bid', f.best_bid, 'best_ask', f.best_ask)
+  end,
+  status = function(f)
+    if f.state == 'disconnected' or f.state == 'suspect' then status = 'suspect' end
+  end,
+}
+
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local first, stop = i + 1, i + n
+  seq = seq + 1
+  local cmd = {'XADD', stream, 'MAXLEN', '~', maxlen, '*',
+               ARGV[first], ARGV[first + 1], 'seq', tostring(seq)}
+  local f = {}
+  for j = first, stop, 2 do
+    f[ARGV[j]] = ARGV[j + 1]
+    if j > first then cmd[#cmd + 1] = ARGV[j]; cmd[#cmd + 1] = ARGV[j + 1] end
+  end
+  last_id = redis.call(unpack(cmd))
+  epoch = f.epoch
+  local step = fold[f.type]
+  if step then step(f) end
+  i = stop + 1
+end
+
+if last_id then
+  redis.call('HSET', book, 'asset_id', token, 'last_id', last_id, 'seq', tostring(seq),
+             'epoch', epoch, 'status', status)
+end
+return last_id

@@ -1,0 +1,8 @@
+"""polybus: the `polybus` console script that fronts the feeder, consumers and simulator."""
+
+from __future__ import annotations
+
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""The stream codec: flat string fields, a schema version, identity round trips."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
+from wire.errors import DecodeError
+from wire.events import (
+    BestBidAsk, Book, Entry, MarketEvent, PriceChange, Status, TickSizeChange, Trade,
+)  # fmt: skip
+
+
+T = "123456789"
+
+nums = st.decimals(min_value=0, max_value=10000, places=3, allow_nan=False).map(
+    lambda d: format(d.normalize(), "f") if d else "0"
+)
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+levels = st.lists(st.tuples(nums, nums), max_size=5).map(tuple)
+events = st.one_of(
+    st.builds(Book, asset_id=st.just(T), market=text, ts=text, bids=levels, asks=levels,
+              hash=text, source=st.sampled_from(["ws", "rest"]), tick_size=nums,
+              last_trade_price=st.one_of(st.just(""), nums)),
+    st.builds(PriceChange, asset_id=st.just(T), ts=text, side=st.sampled_from(["bid", "ask"]),
+              price=nums, size=nums, best_bid=nums, best_ask=nums, hash=text),
+    st.builds(Trade, asset_id=st.just(T), ts=text, price=nums, size=nums,
+              side=st.sampled_from(["BUY", "SELL"]), fee_rate_bps=nums, tx=text),
+    st.builds(TickSizeChange, asset_id=st.just(T), ts=text, old=nums, new=nums),
+    st.builds(BestBidAsk, asset_id=st.just(T), ts=text, best_bid=nums, best_ask=nums,
+              spread=nums),
+    st.builds(Status, asset_id=st.just(T), state=st.sampled_from(["connected", "disconnected"]),
+              reason=text, ts=st.just("")),
+)  # fmt: skip
+
+
+@given(events, st.integers(1, 2**40), st.integers(0, 2**31), st.integers(0, 2**62))
+def test_encode_then_decode_is_identity(event, seq, epoch, rx) -> None:
+    """decode(encode(entry)) gives back the same entry, for every event type."""
+    entry = Entry(event=event, seq=seq, epoch=epoch, rx=rx)
+    fields = encode(entry)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+    assert decode(fields, T) == entry
+    as_bytes = {k.encode(): v.encode() for k, v in fields.items()}
+    assert decode(as_bytes, T, b"1-0") == Entry(event, seq, epoch, rx, id="1-0")
+
+
+def test_encoded_fields_are_flat_and_readable() -> None:
+    """A price_change entry is exactly the contract's flat fields, seq after type."""
+    event = PriceChange(T, "1791201601406", "bid", "0.48", "150", "0.48", "0.49", "abc")
+    fields = encode(Entry(event, seq=7, epoch=2, rx=99))
+    assert list(fields.items()) == [
+        ("type", "price_change"), ("seq", "7"), ("epoch", "2"), ("ts", "1791201601406"),
+        ("rx", "99"), ("v", SCHEMA_VERSION), ("side", "bid"), ("price", "0.48"),
+        ("size", "150"), ("best_bid", "0.48"), ("best_ask", "0.49"), ("hash", "abc"),
+    ]  # fmt: skip
+
+
+def test_book_levels_travel_as_json_best_first() -> None:
+    """Book levels are JSON arrays of [price, size] string pairs in the order given."""
+    book = Book(T, "0xm", "5", (("0.47", "310.5"), ("0.46", "850")), (("0.49", "275.25"),), "h")
+    fields = encode(Entry(book, 1, 1, 1))
+    assert fields["bids"] == '[["0.47","310.5"],["0.46","850"]]'
+    assert fields["asks"] == '[["0.49","275.25"]]'
+    assert "tick_size" not in fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"seq": "1", "epoch": "1", "rx": "1"}, "lacks field 'type'"),
+     ({"type": "nope", "seq": "1", "epoch": "1", "rx": "1"}, "unknown entry type"),
+     ({"type": "status", "seq": "x", "epoch": "1", "rx": "1", "state": "s"}, "not an integer"),
+     ({"type": "status", "seq": "1", "epoch": "1", "rx": "1", "v": "9", "state": "s"}, "version"),
+     ({"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[1]", "asks": "[]"},
+      "bad level"),
+     ({"type": "price_change", "seq": "1", "epoch": "1", "rx": "1", "side": "BUY", "price": "1",
+       "size": "1"}, "side must be"),
+     ({"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "1"}, "lacks field 'size'")],
+)  # fmt: skip
+def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: str) -> None:
+    """Bad input raises DecodeError naming what is wrong."""
+    with pytest.raises(DecodeError, match=message):
+        decode(fields, T)
+
+
+def test_market_events_round_trip() -> None:
+    """Lifecycle events encode to flat fields and decode back unchanged."""
+    event = MarketEvent("market_resolved", "0xc", "22", ("1", "2"), "5", winning_asset_id="1",
+                        winning_outcome="Yes")  # fmt: skip
+    assert decode_market(encode_market(event, rx=3)) == event

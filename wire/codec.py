@@ -1,0 +1,302 @@
+"""The stream codec: events to flat string fields and back (DESIGN.md §2).
+
+Every token stream entry has `type`, `seq`, `epoch`, `ts`, `rx`, `v` (schema version) and the
+fields of its type. The publisher's Lua step assigns `seq`, so `encode_body` leaves it out and
+`encode` (for tests, replays and tools) puts it in. Bad input raises DecodeError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from wire.errors import DecodeError
+from wire.events import (
+    BestBidAsk,
+    Book,
+    Entry,
+    Event,
+    Level,
+    MarketEvent,
+    PriceChange,
+    Status,
+    TickSizeChange,
+    Trade,
+)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "decode",
+    "decode_levels",
+    "decode_market",
+    "encode",
+    "encode_body",
+    "encode_levels",
+    "encode_market",
+    "text_fields",
+]
+
+SCHEMA_VERSION = "1"
+
+Fields = dict[str, str]
+
+
+def encode_levels(levels: tuple[Level, ...]) -> str:
+    """JSON `[["0.47","310.5"], …]` of levels, in the order given (best first)."""
+    return orjson.dumps(levels).decode()
+
+
+def decode_levels(text: str) -> tuple[Level, ...]:
+    """Levels from their JSON form; DecodeError unless a list of [price, size] strings."""
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"levels are not JSON: {text!r:.80}") from exc
+    if not isinstance(raw, list):
+        raise DecodeError("levels must be a JSON list")
+    out: list[Level] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise DecodeError(f"bad level {item!r:.80}")
+        out.append((item[0], item[1]))
+    return tuple(out)
+
+
+def _book_body(e: Book) -> Fields:
+    body = {
+        "market": e.market,
+        "bids": encode_levels(e.bids),
+        "asks": encode_levels(e.asks),
+        "hash": e.hash,
+        "source": e.source,
+    }
+    if e.tick_size:
+        body["tick_size"] = e.tick_size
+    if e.last_trade_price:
+        body["last_trade_price"] = e.last_trade_price
+    return body
+
+
+def _price_change_body(e: PriceChange) -> Fields:
+    return {
+        "side": e.side,
+        "price": e.price,
+        "size": e.size,
+        "best_bid": e.best_bid,
+        "best_ask": e.best_ask,
+        "hash": e.hash,
+    }
+
+
+def _trade_body(e: Trade) -> Fields:
+    return {
+        "price": e.price,
+        "size": e.size,
+        "side": e.side,
+        "fee_rate_bps": e.fee_rate_bps,
+        "tx": e.tx,
+    }
+
+
+def _tick_body(e: TickSizeChange) -> Fields:
+    return {"old": e.old, "new": e.new}
+
+
+def _bba_body(e: BestBidAsk) -> Fields:
+    return {"best_bid": e.best_bid, "best_ask": e.best_ask, "spread": e.spread}
+
+
+def _status_body(e: Status) -> Fields:
+    return {"state": e.state, "reason": e.reason}
+
+
+_BODY: dict[str, Callable[[Any], Fields]] = {
+    "book": _book_body,
+    "price_change": _price_change_body,
+    "trade": _trade_body,
+    "tick_size_change": _tick_body,
+    "best_bid_ask": _bba_body,
+    "status": _status_body,
+}
+
+
+def encode_body(event: Event, *, epoch: int, rx: int) -> Fields:
+    """Flat fields of `event` without `seq` (the publisher's atomic step assigns it)."""
+    head = {"type": event.type, "epoch": str(epoch), "ts": event.ts, "rx": str(rx)}
+    head["v"] = SCHEMA_VERSION
+    head.update(_BODY[event.type](event))
+    return head
+
+
+def encode(entry: Entry) -> Fields:
+    """Flat fields of a whole entry, `seq` included, in stream order."""
+    body = encode_body(entry.event, epoch=entry.epoch, rx=entry.rx)
+    return {"type": body.pop("type"), "seq": str(entry.seq), **body}
+
+
+def text_fields(fields: Mapping[Any, Any]) -> Fields:
+    """Fields as str -> str, whether redis returned bytes or str."""
+    out: Fields = {}
+    for k, v in fields.items():
+        key = k.decode() if isinstance(k, bytes) else k
+        val = v.decode() if isinstance(v, bytes) else v
+        if not isinstance(key, str) or not isinstance(val, str):
+            raise DecodeError(f"field {k!r:.40} is not a string")
+        out[key] = val
+    return out
+
+
+def _need(f: Fields, name: str) -> str:
+    try:
+        return f[name]
+    except KeyError:
+        raise DecodeError(f"{f.get('type', '?')} entry lacks field {name!r}") from None
+
+
+def _int(f: Fields, name: str) -> int:
+    text = _need(f, name)
+    try:
+        return int(text)
+    except ValueError:
+        raise DecodeError(f"field {name!r} is not an integer: {text!r:.40}") from None
+
+
+def _decode_book(t: str, f: Fields) -> Event:
+    return Book(
+        asset_id=t,
+        market=f.get("market", ""),
+        ts=f.get("ts", ""),
+        bids=decode_levels(_need(f, "bids")),
+        asks=decode_levels(_need(f, "asks")),
+        hash=f.get("hash", ""),
+        source=f.get("source", "ws"),
+        tick_size=f.get("tick_size", ""),
+        last_trade_price=f.get("last_trade_price", ""),
+    )
+
+
+def _decode_price_change(t: str, f: Fields) -> Event:
+    side = _need(f, "side")
+    if side not in ("bid", "ask"):
+        raise DecodeError(f"price_change side must be bid or ask, got {side!r:.20}")
+    return PriceChange(
+        asset_id=t,
+        ts=f.get("ts", ""),
+        side=side,
+        price=_need(f, "price"),
+        size=_need(f, "size"),
+        best_bid=f.get("best_bid", ""),
+        best_ask=f.get("best_ask", ""),
+        hash=f.get("hash", ""),
+    )
+
+
+def _decode_trade(t: str, f: Fields) -> Event:
+    return Trade(
+        asset_id=t,
+        ts=f.get("ts", ""),
+        price=_need(f, "price"),
+        size=_need(f, "size"),
+        side=f.get("side", ""),
+        fee_rate_bps=f.get("fee_rate_bps", ""),
+        tx=f.get("tx", ""),
+    )
+
+
+def _decode_tick(t: str, f: Fields) -> Event:
+    return TickSizeChange(
+        asset_id=t, ts=f.get("ts", ""),
+        old=f.get("old", ""), new=_need(f, "new"),
+    )  # fmt: skip
+
+
+def _decode_bba(t: str, f: Fields) -> Event:
+    return BestBidAsk(
+        asset_id=t, ts=f.get("ts", ""),
+        best_bid=f.get("best_bid", ""), best_ask=f.get("best_ask", ""),
+        spread=f.get("spread", ""),
+    )  # fmt: skip
+
+
+def _decode_status(t: str, f: Fields) -> Event:
+    return Status(asset_id=t, state=_need(f, "state"), reason=f.get("reason", ""),
+                  ts=f.get("ts", ""))  # fmt: skip
+
+
+_DECODE: dict[str, Callable[[str, Fields], Event]] = {
+    "book": _decode_book,
+    "price_change": _decode_price_change,
+    "trade": _decode_trade,
+    "tick_size_change": _decode_tick,
+    "best_bid_ask": _decode_bba,
+    "status": _decode_status,
+}
+
+
+def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") -> Entry:
+    """The Entry a token stream entry holds; `token` comes from the stream's key."""
+    f = text_fields(fields)
+    version = f.get("v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise DecodeError(f"unsupported schema version {version!r:.10}")
+    kind = _need(f, "type")
+    try:
+        build = _DECODE[kind]
+    except KeyError:
+        raise DecodeError(f"unknown entry type {kind!r:.40}") from None
+    event = build(token, f)
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Entry(event=event, seq=_int(f, "seq"), epoch=_int(f, "epoch"), rx=_int(f, "rx"), id=eid)
+
+
+def encode_market(e: MarketEvent, *, rx: int) -> Fields:
+    """Flat fields of a lifecycle event for the markets stream."""
+    return {
+        "type": e.kind,
+        "ts": e.ts,
+        "rx": str(rx),
+        "v": SCHEMA_VERSION,
+        "market": e.market,
+        "id": e.id,
+        "asset_ids": orjson.dumps(e.asset_ids).decode(),
+        "question": e.question,
+        "slug": e.slug,
+        "outcomes": orjson.dumps(e.outcomes).decode(),
+        "winning_asset_id": e.winning_asset_id,
+        "winning_outcome": e.winning_outcome,
+        "tick_size": e.tick_size,
+    }
+
+
+def _str_tuple(text: str, name: str) -> tuple[str, ...]:
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{name} is not JSON") from exc
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise DecodeError(f"{name} must be a JSON list of strings")
+    return tuple(raw)
+
+
+def decode_market(fields: Mapping[Any, Any]) -> MarketEvent:
+    """The MarketEvent a markets stream entry holds."""
+    f = text_fields(fields)
+    kind = _need(f, "type")
+    if kind not in ("new_market", "market_resolved"):
+        raise DecodeError(f"unknown lifecycle type {kind!r:.40}")
+    return MarketEvent(
+        kind=kind,  # type: ignore[arg-type]
+        market=_need(f, "market"),
+        id=f.get("id", ""),
+        asset_ids=_str_tuple(f.get("asset_ids", "[]"), "asset_ids"),
+        ts=f.get("ts", ""),
+        question=f.get("question", ""),
+        slug=f.get("slug", ""),
+        outcomes=_str_tuple(f.get("outcomes", "[]"), "outcomes"),
+        winning_asset_id=f.get("winning_asset_id", ""),
+        winning_outcome=f.get("winning_outcome", ""),
+        tick_size=f.get("tick_size", ""),
+    )

@@ -1,0 +1,87 @@
+"""Every Redis key name polybus uses, and nowhere else (DESIGN.md §2, fixed).
+
+`{T}` is a Redis Cluster hash tag, so a token's book and stream live in the same slot and
+one Lua step can touch both.
+"""
+
+from __future__ import annotations
+
+from wire.errors import InvalidToken
+
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "book",
+    "consumer",
+    "feeder",
+    "feeder_pattern",
+    "interest",
+    "markets",
+    "quarantine",
+    "stream",
+    "token_of",
+    "validate_token",
+]
+
+DEFAULT_PREFIX = "pm"
+_MAX_TOKEN_DIGITS = 100
+
+
+def validate_token(token: str) -> str:
+    """Return `token` if it is a decimal string of 1..100 digits, else raise InvalidToken."""
+    if (
+        not isinstance(token, str)
+        or not 0 < len(token) <= _MAX_TOKEN_DIGITS
+        or not token.isascii()
+        or not token.isdigit()
+    ):
+        raise InvalidToken(f"token id must be 1-100 decimal digits, got {token!r:.120}")
+    return token
+
+
+def book(token: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Hash holding the current book of `token` and the stream id it covers."""
+    return f"{prefix}:book:{{{token}}}"
+
+
+def stream(token: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Stream of every normalized event of `token`, in wire order."""
+    return f"{prefix}:stream:{{{token}}}"
+
+
+def token_of(key: str) -> str:
+    """The token inside a book or stream key's hash tag."""
+    start, end = key.find("{"), key.rfind("}")
+    if start < 0 or end <= start:
+        raise InvalidToken(f"no hash tag in key {key!r}")
+    return validate_token(key[start + 1 : end])
+
+
+def markets(prefix: str = DEFAULT_PREFIX) -> str:
+    """Stream of market lifecycle events (new_market, market_resolved), deduplicated."""
+    return f"{prefix}:markets"
+
+
+def feeder(feeder_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Hash with a TTL: one feeder's health."""
+    return f"{prefix}:feeder:{feeder_id}"
+
+
+def feeder_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """SCAN pattern matching every feeder's health key."""
+    return f"{prefix}:feeder:*"
+
+
+def interest(prefix: str = DEFAULT_PREFIX) -> str:
+    """Sorted set: token -> lease expiry (ms). Consumers ask, the feeder subscribes."""
+    return f"{prefix}:interest"
+
+
+def quarantine(prefix: str = DEFAULT_PREFIX) -> str:
+    """Stream of raw frames that could not be used, with the reason."""
+    return f"{prefix}:quarantine"
+
+
+def consumer(name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Hash with a TTL: one consumer's cursors, for lag reporting."""
+    return f"{prefix}:consumer:{name}"
