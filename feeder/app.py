@@ -56,7 +56,7 @@ class Feeder:
         self.mirror = Mirror()
         self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen)
         epochs = itertools.count(1)
-        extra = {"connect": connect} if connect else {}
+        extra: dict[str, Any] = {"connect": connect} if connect else {}
         size = config.tokens_per_connection
         tokens = list(config.tokens)
         self.connections = [
@@ -87,10 +87,11 @@ class Feeder:
         await self._wait_for_redis()
         conns = [asyncio.create_task(self._start_staggered(c, i))
                  for i, c in enumerate(self.connections)]  # fmt: skip
-        helpers = [asyncio.create_task(self._publish_loop()), asyncio.create_task(self._health_loop()),
-                   asyncio.create_task(self._stats_loop())]  # fmt: skip
+        loops = (self._publish_loop(), self._health_loop(), self._stats_loop())
+        helpers = [asyncio.create_task(loop) for loop in loops]
         stopper = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stopper, *conns, *helpers], return_when=asyncio.FIRST_COMPLETED)
+        everything = [stopper, *conns, *helpers]
+        done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
         code = 0
         for task in done:
             if task is not stopper and task.exception() is not None:
@@ -113,27 +114,39 @@ class Feeder:
             batch = await self.outbox.take()
             started = time.perf_counter()
             try:
-                await self.publisher.write(batch)
+                broken = await self.publisher.write(batch)
             except BackendError as exc:
-                await self._recover_redis(exc)
+                await self._recover_redis(str(exc))
                 continue
             self.batch_seconds += time.perf_counter() - started
             self.batches += 1
             self.published += batch.size
+            if broken:  # Redis lost these tokens' state under us (restart, failover, flush)
+                self._resync(broken, "redis_lost")
 
-    async def _recover_redis(self, exc: BackendError) -> None:
+    async def _recover_redis(self, error: str) -> None:
         """Wait for Redis, then resync every book: events since the failure were not written."""
         self.redis_ok = False
-        log.error("feeder.redis.lost", error=str(exc))
+        log.error("feeder.redis.lost", error=error)
         await self._wait_for_redis()
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
-        for conn in self.connections:
-            self.mirror.unsync(conn.tokens)
-            self.outbox.put_nowait([Status(t, "suspect", "redis_lost") for t in conn.tokens],
-                                   conn.epoch, time.time_ns() // 1000)  # fmt: skip
-            if conn.live:
-                conn.request_resync(conn.tokens, "redis_lost")
+        self.publisher.forget()
+        self._resync(list(self.config.tokens), "redis_lost")
         log.info("feeder.redis.recovered")
+
+    def _resync(self, tokens: list[str], reason: str) -> None:
+        """Mark tokens suspect in band and ask their connections for fresh snapshots."""
+        wanted = set(tokens)
+        for conn in self.connections:
+            mine = [t for t in conn.tokens if t in wanted]
+            if not mine:
+                continue
+            self.mirror.unsync(mine)
+            if conn.live:
+                conn.request_resync(mine, reason)
+            else:  # its reconnect resubscribes everything anyway
+                self.outbox.put_nowait([Status(t, "suspect", reason) for t in mine],
+                                       conn.epoch, time.time_ns() // 1000)  # fmt: skip
 
     async def _wait_for_redis(self) -> None:
         attempt = 0
@@ -175,12 +188,20 @@ class Feeder:
     async def _health_loop(self) -> None:
         key = keys.feeder(self.config.feeder_id, self.config.prefix)
         ttl_ms = int(self.config.health_ttl * 1000)
+        run_id = ""
         while True:
             with contextlib.suppress(RedisError, OSError):
                 pipe = self.redis.pipeline(transaction=True)
                 pipe.hset(key, mapping=self.health())  # type: ignore[arg-type]
                 pipe.pexpire(key, ttl_ms)
                 await pipe.execute()
+                # A restarted server (new run_id) lost every quiet token's book too.
+                server = await self.redis.info("server")
+                if run_id and server.get("run_id") != run_id and self.redis_ok:
+                    log.warning("feeder.redis.restarted")
+                    self.publisher.forget()
+                    self._resync(list(self.config.tokens), "redis_lost")
+                run_id = str(server.get("run_id", ""))
             await asyncio.sleep(self.config.health_interval)
 
     async def _stats_loop(self) -> None:

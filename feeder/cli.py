@@ -1,4 +1,4 @@
-"""`polybus feed`: run the feeder (DESIGN.md §5, fixed flags: --tokens --ws-url --redis-url --prefix)."""
+"""`polybus feed`: run the feeder (DESIGN.md §5; fixed: --tokens --ws-url --redis-url --prefix)."""
 
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ class Connection:
         log.info("feeder.ws.subscribed", conn=self.cid, epoch=epoch, tokens=len(self.tokens))
         tasks = {asyncio.create_task(self._read(ws, epoch)), asyncio.create_task(self._keep(ws))}
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()

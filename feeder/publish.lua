@@ -2,11 +2,16 @@
 -- stream and fold it into the token's book hash, then record last_id/seq/epoch/status.
 -- KEYS[1] = P:book:{T}   KEYS[2] = P:stream:{T}
 -- ARGV[1] = MAXLEN (approximate)   ARGV[2] = token id
--- ARGV[3..] = entries, each as: n, then n items = field/value pairs, the first pair ("type", t).
+-- ARGV[3] = the seq the feeder last wrote for this token, or "" when it does not know
+-- ARGV[4..] = entries, each as: n, then n items = field/value pairs, the first pair ("type", t).
 -- seq is assigned here, so it is contiguous per token whatever the feeder does.
+-- Returns {last_id, seq, broken}: broken = 1 when the hash's seq is not the one the feeder
+-- last wrote (Redis restarted, failed over or was flushed): the feeder must resync the token.
 local book, stream = KEYS[1], KEYS[2]
 local maxlen, token = ARGV[1], ARGV[2]
 local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
+local broken = 0
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= seq then broken = 1 end
 local status = redis.call('HGET', book, 'status') or 'pending'
 local last_id, epoch
 
@@ -82,7 +87,7 @@ local fold = {
   end,
 }
 
-local i = 3
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local first, stop = i + 1, i + n
@@ -105,4 +110,4 @@ if last_id then
   redis.call('HSET', book, 'asset_id', token, 'last_id', last_id, 'seq', tostring(seq),
              'epoch', epoch, 'status', status)
 end
-return last_id
+return {last_id, seq, broken}

@@ -42,6 +42,8 @@ class Publisher:
         self.quarantine_maxlen = quarantine_maxlen
         self.markets_maxlen = markets_maxlen
         self._sha: str | None = None
+        self.seqs: dict[str, int] = {}
+        """token -> the seq this feeder last wrote; the Lua step checks Redis still has it."""
 
     async def load(self) -> None:
         """Load the Lua step into the server's script cache (again after a restart)."""
@@ -52,10 +54,12 @@ class Publisher:
 
     def _script_args(self, token: str, args: list[str]) -> list[Any]:
         prefix = self.prefix
-        return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token, *args]
+        expected = self.seqs.get(token)
+        return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token,
+                "" if expected is None else str(expected), *args]  # fmt: skip
 
-    async def write(self, batch: Batch) -> dict[str, str]:
-        """Write a batch in one round trip; returns token -> last stream id written."""
+    async def write(self, batch: Batch) -> list[str]:
+        """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
         if self._sha is None:
             await self.load()
         calls = [(token, self._script_args(token, args)) for token, args in batch.entries.items()]
@@ -73,12 +77,23 @@ class Publisher:
         for res in results:
             if isinstance(res, Exception):
                 raise BackendError(f"redis: {res}") from res
-        return {token: _text(res) for (token, _), res in zip(calls, results, strict=False)}
+        broken = []
+        for (token, _), res in zip(calls, results, strict=False):
+            _, seq, lost = res
+            self.seqs[token] = int(seq)
+            if int(lost):
+                broken.append(token)
+        return broken
+
+    def forget(self) -> None:
+        """Stop checking continuity (after a deliberate full resync)."""
+        self.seqs.clear()
 
     async def _run(self, calls: list[tuple[str, list[Any]]], batch: Batch) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
+        sha = self._sha or ""
         for _, args in calls:
-            pipe.evalsha(self._sha, *args)
+            pipe.evalsha(sha, *args)
         qkey = keys.quarantine(self.prefix)
         for fields in batch.quarantine:
             pipe.xadd(qkey, fields, maxlen=self.quarantine_maxlen, approximate=True)  # type: ignore[arg-type]
@@ -88,6 +103,3 @@ class Publisher:
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

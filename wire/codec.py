@@ -59,7 +59,8 @@ def decode_levels(text: str) -> tuple[Level, ...]:
         raise DecodeError("levels must be a JSON list")
     out: list[Level] = []
     for item in raw:
-        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+        pair = isinstance(item, list) and len(item) == 2
+        if not (pair and isinstance(item[0], str) and isinstance(item[1], str)):
             raise DecodeError(f"bad level {item!r:.80}")
         out.append((item[0], item[1]))
     return tuple(out)
@@ -180,7 +181,7 @@ def _decode_book(t: str, f: Fields) -> Event:
 
 def _decode_price_change(t: str, f: Fields) -> Event:
     side = _need(f, "side")
-    if side not in ("bid", "ask"):
+    if side != "bid" and side != "ask":
         raise DecodeError(f"price_change side must be bid or ask, got {side!r:.20}")
     return PriceChange(
         asset_id=t,

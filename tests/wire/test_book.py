@@ -69,7 +69,8 @@ def test_random_deltas_match_a_naive_model(deltas) -> None:
             model[side][Decimal(price)] = str(size)
         else:
             model[side].pop(Decimal(price), None)
-    want_bids = [(format(p.normalize(), "f"), s) for p, s in sorted(model["bid"].items(), reverse=True)]
+    bid_items = sorted(model["bid"].items(), reverse=True)
+    want_bids = [(format(p.normalize(), "f"), s) for p, s in bid_items]
     want_asks = [(format(p.normalize(), "f"), s) for p, s in sorted(model["ask"].items())]
     assert book.bids == want_bids
     assert book.asks == want_asks

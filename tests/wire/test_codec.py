@@ -8,7 +8,14 @@ from hypothesis import given, strategies as st
 from wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
 from wire.errors import DecodeError
 from wire.events import (
-    BestBidAsk, Book, Entry, MarketEvent, PriceChange, Status, TickSizeChange, Trade,
+    BestBidAsk,
+    Book,
+    Entry,
+    MarketEvent,
+    PriceChange,
+    Status,
+    TickSizeChange,
+    Trade,
 )  # fmt: skip
 
 

@@ -1,0 +1,127 @@
+"""`polybus demo`: the whole pipeline on this machine, in one command.
+
+Redis (REDIS_URL, else localhost:6379 if it answers, else a private server), the simulator,
+the feeder on every simulator token, and a live view of the books in Redis. With
+`--duration S` it stops after S seconds, prints one summary line and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from wire import keys
+
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the `demo` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "demo", help="run Redis + simulator + feeder + a live view on this machine")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="stop after this many seconds and print a summary (default: until Ctrl-C)")
+    p.add_argument("--markets", type=int, default=10, help="simulated markets (default 10)")
+    p.add_argument("--rate", type=float, default=100.0, help="simulated actions/s (default 100)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--prefix", default=None, help="key prefix (env POLYBUS_PREFIX, default pm)")
+    p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; exit 0 when every book synced, 1 otherwise."""
+    from polybus.logs import configure_logging
+    from polybus.redisproc import find_redis
+
+    configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
+    try:
+        redis = find_redis(os.environ.get("REDIS_URL"))
+    except RuntimeError as exc:
+        print(f"polybus demo: {exc}", file=sys.stderr)
+        return 2
+    print(f"demo.redis url={redis.url} origin={redis.origin!r}", flush=True)
+    try:
+        return asyncio.run(_demo(args, redis.url))
+    finally:
+        redis.stop()
+
+
+async def _demo(args: argparse.Namespace, redis_url: str) -> int:
+    from feeder.app import Feeder
+    from feeder.config import FeederConfig
+    from simulator import SimConfig, Simulator
+
+    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
+    sim = Simulator(SimConfig(markets=args.markets, seed=args.seed, rate=args.rate))
+    await sim.start(host="127.0.0.1", port=0, http_port=0)
+    tokens = sim.engine.tokens()
+    print(f"demo.simulator ws_url={sim.ws_url} http_url={sim.http_url} tokens={len(tokens)}",
+          flush=True)  # fmt: skip
+    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_url,
+                          prefix=prefix, feeder_id=f"demo-{os.getpid()}", connect_stagger=0.05,
+                          reconnect_base_delay=0.2, stats_interval=3600.0)  # fmt: skip
+    feeder = Feeder(config)
+    feeder_task = asyncio.create_task(feeder.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    started = time.monotonic()
+    try:
+        while not stop.is_set() and not feeder_task.done():
+            elapsed = time.monotonic() - started
+            if args.duration and elapsed >= args.duration:
+                break
+            if not args.quiet:
+                await _show(client, tokens, prefix, feeder.published / max(elapsed, 1e-9))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        elapsed = time.monotonic() - started
+        statuses = [await client.hget(keys.book(t, prefix), "status") for t in tokens]
+        synced = sum(s == "synced" for s in statuses)
+        reconnects = sum(c.stats.reconnects for c in feeder.connections)
+        print(f"demo.summary synced={synced}/{len(tokens)} events={feeder.published} "
+              f"events_per_s={feeder.published / max(elapsed, 1e-9):.0f} "
+              f"reconnects={reconnects} seconds={elapsed:.1f}", flush=True)  # fmt: skip
+        return 0 if synced == len(tokens) else 1
+    finally:
+        feeder.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(feeder_task, 10)
+        await sim.stop()
+        await client.aclose()
+
+
+async def _show(client: aioredis.Redis, tokens: list[str], prefix: str, rate: float) -> None:
+    """A plain live view: one line per book, redrawn in place on a terminal."""
+    pipe = client.pipeline(transaction=False)
+    for token in tokens:
+        pipe.hmget(keys.book(token, prefix), ["best_bid", "best_ask", "last_trade_price",
+                                              "status", "seq"])  # fmt: skip
+    rows = await pipe.execute()
+    lines = [f"{'token':<14} {'bid':>7} {'ask':>7} {'mid':>8} {'last':>7} {'status':<8} {'seq':>7}"]
+    for token, (bid, ask, last, status, seq) in zip(tokens, rows, strict=True):
+        mid = ""
+        if bid and ask:
+            mid = format((Decimal(bid) + Decimal(ask)) / 2, "f")
+        lines.append(f"{token[:12]}.. {bid or '-':>7} {ask or '-':>7} {mid or '-':>8} "
+                     f"{last or '-':>7} {status or '-':<8} {seq or '0':>7}")  # fmt: skip
+    lines.append(f"events/s {rate:,.0f}   (Ctrl-C to stop)")
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+    else:
+        sys.stdout.write(lines[-1] + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,110 @@
+"""End-to-end harness: simulator → feeder → a private redis-server, and the truth check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from feeder.app import Feeder
+from feeder.config import FeederConfig
+from simulator import SimConfig, Simulator
+from tests.support import RedisServer, wait_for
+from wire import keys
+
+
+FAST = dict(
+    ping_interval=0.5, pong_timeout=3.0, silence_timeout=2.0, snapshot_timeout=2.0,
+    reconnect_base_delay=0.05, reconnect_max_delay=0.5, rate_limit_delay=0.3,
+    connect_stagger=0.0, health_interval=0.3, health_ttl=2.0, stats_interval=3600.0,
+)  # fmt: skip
+"""Feeder timings for tests: the same code paths as production, on a shorter clock."""
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    redis_server: RedisServer
+    redis: aioredis.Redis
+    feeder: Feeder
+    task: asyncio.Task[int]
+    tokens: list[str]
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    redis_server: RedisServer, *, markets: int = 6, seed: int = 7, rate: float = 300.0,
+    **feeder: object,
+) -> AsyncIterator[Rig]:
+    """Start simulator and feeder on all the simulator's tokens; stop both afterwards."""
+    sim = Simulator(SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0,
+                              resolve_every=0.0))  # fmt: skip
+    await sim.start(host="127.0.0.1", port=0, http_port=0)
+    tokens = sim.engine.tokens()
+    options = {**FAST, **feeder}
+    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_server.url,
+                          feeder_id="test", **options)  # type: ignore[arg-type]  # fmt: skip
+    app = Feeder(config)
+    task = asyncio.create_task(app.run())
+    redis = redis_server.client()
+    try:
+        yield Rig(sim, redis_server, redis, app, task, tokens)
+    finally:
+        app.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await sim.stop()
+        await redis.aclose()
+
+
+def levels_of(book: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(bids best first, asks best first) from a book hash's bid:/ask: fields."""
+    from decimal import Decimal
+
+    bids = sorted(((k[4:], v) for k, v in book.items() if k.startswith("bid:")),
+                  key=lambda lv: Decimal(lv[0]), reverse=True)  # fmt: skip
+    asks = sorted(((k[4:], v) for k, v in book.items() if k.startswith("ask:")),
+                  key=lambda lv: Decimal(lv[0]))  # fmt: skip
+    return bids, asks
+
+
+async def mismatches(r: Rig) -> list[str]:
+    """Tokens whose Redis book differs from the simulator's truth, or is not synced/current."""
+    bad = []
+    for token in r.tokens:
+        book = await r.redis.hgetall(keys.book(token))
+        truth = r.sim.engine.true_book(token)
+        bids, asks = levels_of(book)
+        newest = await r.redis.xrevrange(keys.stream(token), count=1)
+        current = bool(newest) and book.get("last_id") == newest[0][0]
+        if (tuple(bids), tuple(asks)) != (tuple(truth[0]), tuple(truth[1])):
+            bad.append(f"{token[:8]}:levels")
+        elif book.get("status") != "synced" or not current:
+            bad.append(f"{token[:8]}:{book.get('status')}:current={current}")
+    return bad
+
+
+async def assert_books_equal_truth(r: Rig, timeout: float = 15.0) -> None:
+    """Pause the flow, then wait until every Redis book equals the simulator's true book."""
+    await r.sim.pause()
+    last: list[str] = []
+
+    async def converged() -> bool:
+        nonlocal last
+        last = await mismatches(r)
+        return not last
+
+    try:
+        await wait_for(converged, timeout, "Redis books to equal the simulator's", interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still different: {last[:6]}") from None
+    assert not r.task.done(), "the feeder stopped"
+
+
+async def statuses(r: Rig, token: str) -> list[str]:
+    """The `state` of every status entry in a token's stream, in order."""
+    entries = await r.redis.xrange(keys.stream(token))
+    return [f["state"] for _, f in entries if f["type"] == "status"]
