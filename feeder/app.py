@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from feeder.config import FeederConfig
 from feeder.connection import Connection, backoff_delay
+from feeder.interest import plan_interest
 from feeder.mirror import Mirror
 from feeder.outbox import Outbox
 from feeder.publisher import Publisher
@@ -64,6 +65,7 @@ class Feeder:
                        lambda: next(epochs), **extra)
             for i, at in enumerate(range(0, len(tokens), size))
         ]  # fmt: skip
+        self._extra = extra
         self.published = 0
         self.batches = 0
         self.batch_seconds = 0.0
@@ -71,6 +73,15 @@ class Feeder:
         self.started = time.time()
         self._stop = asyncio.Event()
         self._rng = random.Random()
+        self._next_epoch = lambda: next(epochs)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fatal: asyncio.Future[None] | None = None
+        self.dynamic: set[str] = set()
+        """Tokens carried because a consumer leased them, not because they were configured."""
+
+    def carried(self) -> list[str]:
+        """Every token on some connection: configured and leased."""
+        return [t for conn in self.connections for t in conn.tokens]
 
     def stop(self) -> None:
         """Ask the feeder to flush and exit (what SIGTERM/SIGINT do)."""
@@ -85,27 +96,41 @@ class Feeder:
         log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
                  connections=len(self.connections), ws_url=self.config.ws_url)  # fmt: skip
         await self._wait_for_redis()
-        conns = [asyncio.create_task(self._start_staggered(c, i))
-                 for i, c in enumerate(self.connections)]  # fmt: skip
-        loops = (self._publish_loop(), self._health_loop(), self._stats_loop())
+        self._fatal = fatal = loop.create_future()
+        for i, conn in enumerate(list(self.connections)):
+            self._spawn(conn, i * self.config.connect_stagger)
+        loops = (self._publish_loop(), self._health_loop(), self._stats_loop(),
+                 self._interest_loop())  # fmt: skip
         helpers = [asyncio.create_task(loop) for loop in loops]
         stopper = asyncio.create_task(self._stop.wait())
-        everything = [stopper, *conns, *helpers]
+        everything = [stopper, fatal, *helpers]
         done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
         code = 0
         for task in done:
             if task is not stopper and task.exception() is not None:
                 code = 1
                 log.error("feeder.fatal", error=repr(task.exception()))
-        for task in [*conns, *helpers, stopper]:
+        tasks = [*self._tasks, *helpers, stopper]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*conns, *helpers, stopper, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown()
         return code
 
-    async def _start_staggered(self, conn: Connection, index: int) -> None:
+    def _spawn(self, conn: Connection, delay: float) -> None:
+        task = asyncio.create_task(self._start_staggered(conn, delay))
+        task.add_done_callback(self._connection_ended)
+        self._tasks.append(task)
+
+    def _connection_ended(self, task: asyncio.Task[None]) -> None:
+        """A connection that gave up (attempt limit) ends the process non-zero."""
+        if task.cancelled() or self._fatal is None or self._fatal.done():
+            return
+        self._fatal.set_exception(task.exception() or RuntimeError("connection ended"))
+
+    async def _start_staggered(self, conn: Connection, delay: float) -> None:
         # Many sockets opened at once draw HTTP 429; open them a little apart.
-        await asyncio.sleep(index * self.config.connect_stagger)
+        await asyncio.sleep(delay)
         await conn.run()
 
     # --- publishing -----------------------------------------------------------------------
@@ -131,7 +156,7 @@ class Feeder:
         await self._wait_for_redis()
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
         self.publisher.forget()
-        self._resync(list(self.config.tokens), "redis_lost")
+        self._resync(self.carried(), "redis_lost")
         log.info("feeder.redis.recovered")
 
     def _resync(self, tokens: list[str], reason: str) -> None:
@@ -163,6 +188,47 @@ class Feeder:
                     log.warning("feeder.redis.waiting", attempt=attempt, error=str(exc))
                 await asyncio.sleep(delay)
 
+    # --- dynamic interest -----------------------------------------------------------------
+    async def _interest_loop(self) -> None:
+        key = keys.interest(self.config.prefix)
+        grace_ms = self.config.interest_grace * 1000
+        while True:
+            await asyncio.sleep(self.config.interest_interval)
+            now_ms = time.time() * 1000
+            try:
+                oldest = now_ms - grace_ms
+                rows = await self.redis.zrangebyscore(key, oldest, "+inf", withscores=True)
+                await self.redis.zremrangebyscore(key, "-inf", f"({oldest}")
+            except (RedisError, OSError):
+                continue
+            leases = {str(member): float(score) for member, score in rows}
+            plan = plan_interest(leases, set(self.config.tokens), self.dynamic, now_ms, grace_ms)
+            if plan.invalid:
+                log.warning("feeder.interest.invalid", tokens=plan.invalid[:5])
+            if plan.add:
+                self._carry(plan.add)
+            for conn in self.connections:
+                self.dynamic.difference_update(conn.remove_tokens(plan.retire, "lease_expired"))
+            if plan.add or plan.retire:
+                log.info("feeder.interest", added=len(plan.add), retired=len(plan.retire))
+
+    def _carry(self, tokens: list[str]) -> None:
+        """Put new tokens on connections with room, opening new connections when full."""
+        size = self.config.tokens_per_connection
+        pending = list(tokens)
+        for conn in self.connections:
+            room = size - len(conn.tokens)
+            if room > 0 and pending:
+                self.dynamic.update(conn.add_tokens(pending[:room]))
+                pending = pending[room:]
+        while pending:
+            conn = Connection(len(self.connections), pending[:size], self.config, self.outbox,
+                              self.mirror, self._next_epoch, **self._extra)  # fmt: skip
+            self.dynamic.update(conn.tokens)
+            self.connections.append(conn)
+            self._spawn(conn, 0.0)
+            pending = pending[size:]
+
     # --- health and stats -----------------------------------------------------------------
     def health(self) -> dict[str, str]:
         """The fields of this feeder's health hash."""
@@ -177,7 +243,7 @@ class Feeder:
             "version": __version__,
             "pid": str(os.getpid()),
             "started": str(int(self.started * 1000)),
-            "tokens": str(len(self.config.tokens)),
+            "tokens": str(sum(len(c.tokens) for c in self.connections)),
             "synced": str(len(self.mirror.synced)),
             "connections": orjson.dumps(conns).decode(),
             "last_frame_age_ms": str(int(float(silence) * 1000)),
@@ -200,7 +266,7 @@ class Feeder:
                 if run_id and server.get("run_id") != run_id and self.redis_ok:
                     log.warning("feeder.redis.restarted")
                     self.publisher.forget()
-                    self._resync(list(self.config.tokens), "redis_lost")
+                    self._resync(self.carried(), "redis_lost")
                 run_id = str(server.get("run_id", ""))
             await asyncio.sleep(self.config.health_interval)
 

@@ -42,6 +42,8 @@ ENV: dict[str, str] = {
     "health_interval": "POLYBUS_HEALTH_INTERVAL",
     "health_ttl": "POLYBUS_HEALTH_TTL",
     "stats_interval": "POLYBUS_STATS_INTERVAL",
+    "interest_interval": "POLYBUS_INTEREST_INTERVAL",
+    "interest_grace": "POLYBUS_INTEREST_GRACE",
 }
 """Field -> environment variable. `.env.example` lists each of them."""
 
@@ -87,6 +89,8 @@ class FeederConfig:
     health_interval: float = 2.0
     health_ttl: float = 10.0
     stats_interval: float = 30.0
+    interest_interval: float = 2.0
+    interest_grace: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{} "):
@@ -95,7 +99,7 @@ class FeederConfig:
             raise ConfigError("WS_TOKENS_PER_CONNECTION must be 1..500 (the exchange stalls above)")
         for name in ("ping_interval", "pong_timeout", "silence_timeout", "snapshot_timeout",
                      "reconnect_base_delay", "reconnect_max_delay", "health_interval",
-                     "health_ttl"):  # fmt: skip
+                     "health_ttl", "interest_interval"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be > 0")
         if self.reconnect_attempts < 0:

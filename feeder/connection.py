@@ -104,10 +104,37 @@ class Connection:
         self._awaiting: dict[str, int] = {}
         self._awaiting_since = 0.0
         self._resync: dict[str, str] = {}
+        self._ops: list[tuple[str, list[str]]] = []
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
 
     # --- public -----------------------------------------------------------------------
+    def add_tokens(self, tokens: list[str]) -> list[str]:
+        """Carry more tokens: subscribed on the live socket now, or with the next connect."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self.normalizer.tokens]
+        if new:
+            self.tokens.extend(new)
+            self.normalizer.subscribe(new)
+            self._ops.append(("subscribe", new))
+            self._wake.set()
+        return new
+
+    def remove_tokens(self, tokens: list[str], reason: str) -> list[str]:
+        """Stop carrying tokens; their books are marked suspect (no longer updated)."""
+        gone = [t for t in dict.fromkeys(tokens) if t in self.normalizer.tokens]
+        if gone:
+            dropped = set(gone)
+            self.tokens = [t for t in self.tokens if t not in dropped]
+            self.normalizer.unsubscribe(gone)
+            self.mirror.unsync(gone)
+            for token in gone:
+                self._awaiting.pop(token, None)
+            self._ops.append(("unsubscribe", gone))
+            self.outbox.put_nowait([Status(t, "disconnected", reason) for t in gone],
+                                   self.epoch, _now_us())  # fmt: skip
+            self._wake.set()
+        return gone
+
     def request_resync(self, tokens: list[str], reason: str) -> None:
         """Mark tokens suspect and fetch fresh snapshots (unsubscribe + subscribe)."""
         for token in tokens:
@@ -197,6 +224,7 @@ class Connection:
         self._awaiting = dict.fromkeys(self.tokens, 0)
         self._awaiting_since = now
         self._resync.clear()
+        self._ops.clear()  # the subscribe frame above already holds every current token
         state = "connected" if first else "resubscribed"
         self.outbox.put_nowait([Status(t, state, f"epoch {epoch}") for t in self.tokens],
                                epoch, _now_us())  # fmt: skip
@@ -285,10 +313,28 @@ class Connection:
                 return "data_silence"
             if cfg.recycle_interval and now - self._opened > cfg.recycle_interval:
                 return "recycle"
+            if self._ops:
+                await self._send_ops(ws)
             if self._resync:
                 await self._send_resync(ws)
             if self._awaiting and now - self._awaiting_since > cfg.snapshot_timeout:
                 await self._retry_snapshots(ws, now)
+
+    async def _send_ops(self, ws: ClientConnection) -> None:
+        """Send queued dynamic subscribes/unsubscribes (no ack exists; books prove them)."""
+        ops, self._ops = self._ops, []
+        for operation, tokens in ops:
+            frame = {"operation": operation, "assets_ids": tokens}
+            if operation == "subscribe":
+                frame["custom_feature_enabled"] = True
+                if not self._awaiting:
+                    self._awaiting_since = asyncio.get_running_loop().time()
+                for token in tokens:
+                    self._awaiting.setdefault(token, 0)
+                self.outbox.put_nowait([Status(t, "connected", "subscribe") for t in tokens],
+                                       self.epoch, _now_us())  # fmt: skip
+            await ws.send(orjson.dumps(frame).decode())
+        log.info("feeder.ws.operations", conn=self.cid, ops=[(o, len(t)) for o, t in ops])
 
     async def _send_resync(self, ws: ClientConnection) -> None:
         requests, self._resync = self._resync, {}

@@ -47,7 +47,7 @@ async def test_sixty_seconds_with_drops_and_a_stall(redis_server, tmp_path) -> N
         await wait_for(lambda: sim_connections(sim, 3), 10, "3 shards connected")
         await asyncio.sleep(3)
         stalled = sim.connections[0]
-        stalled.faults.stall = True  # answers PONG, sends no data: only the silence deadline sees it
+        stalled.faults.stall = True  # answers PONG, sends no data: only data silence shows it
         for _ in range(3):
             await asyncio.sleep(8)
             sim.connections[-1].drop()
