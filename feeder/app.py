@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from feeder.config import FeederConfig
 from feeder.connection import Connection, backoff_delay
 from feeder.interest import plan_interest
+from feeder.metrics import serve_metrics
 from feeder.mirror import Mirror
 from feeder.outbox import Outbox
 from feeder.publisher import Publisher
@@ -64,7 +65,7 @@ class Feeder:
             Connection(i, tokens[at : at + size], config, self.outbox, self.mirror,
                        lambda: next(epochs), **extra)
             for i, at in enumerate(range(0, len(tokens), size))
-        ]  # fmt: skip
+        ]
         self._extra = extra
         self.published = 0
         self.batches = 0
@@ -94,13 +95,16 @@ class Feeder:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
-                 connections=len(self.connections), ws_url=self.config.ws_url)  # fmt: skip
+                 connections=len(self.connections), ws_url=self.config.ws_url)
         await self._wait_for_redis()
+        metrics = None
+        if self.config.metrics_port:
+            metrics = await serve_metrics(self, self.config.metrics_host, self.config.metrics_port)
         self._fatal = fatal = loop.create_future()
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
         loops = (self._publish_loop(), self._health_loop(), self._stats_loop(),
-                 self._interest_loop())  # fmt: skip
+                 self._interest_loop())
         helpers = [asyncio.create_task(loop) for loop in loops]
         stopper = asyncio.create_task(self._stop.wait())
         everything = [stopper, fatal, *helpers]
@@ -114,6 +118,8 @@ class Feeder:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if metrics is not None:
+            metrics.close()
         await self._shutdown()
         return code
 
@@ -171,7 +177,7 @@ class Feeder:
                 conn.request_resync(mine, reason)
             else:  # its reconnect resubscribes everything anyway
                 self.outbox.put_nowait([Status(t, "suspect", reason) for t in mine],
-                                       conn.epoch, time.time_ns() // 1000)  # fmt: skip
+                                       conn.epoch, time.time_ns() // 1000)
 
     async def _wait_for_redis(self) -> None:
         attempt = 0
@@ -223,7 +229,7 @@ class Feeder:
                 pending = pending[room:]
         while pending:
             conn = Connection(len(self.connections), pending[:size], self.config, self.outbox,
-                              self.mirror, self._next_epoch, **self._extra)  # fmt: skip
+                              self.mirror, self._next_epoch, **self._extra)
             self.dynamic.update(conn.tokens)
             self.connections.append(conn)
             self._spawn(conn, 0.0)
@@ -235,7 +241,7 @@ class Feeder:
         conns = [{"id": c.cid, "state": c.state.value, "epoch": c.epoch, "tokens": len(c.tokens),
                   "silence_s": round(c.silence, 3), "reconnects": c.stats.reconnects,
                   "resubscribes": c.stats.resubscribes, "last_reason": c.stats.last_reason}
-                 for c in self.connections]  # fmt: skip
+                 for c in self.connections]
         silence = min((c["silence_s"] for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
         return {
@@ -285,7 +291,7 @@ class Feeder:
                      queue=len(self.outbox), synced=len(self.mirror.synced),
                      reconnects=sum(c.stats.reconnects for c in self.connections),
                      batch_ms=round(1000 * self.batch_seconds / max(self.batches, 1), 3),
-                     **{k.replace(".", "_"): v for k, v in counts.items()})  # fmt: skip
+                     **{k.replace(".", "_"): v for k, v in counts.items()})
 
     async def _shutdown(self) -> None:
         """Flush what is queued, delete the health key, close Redis."""

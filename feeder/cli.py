@@ -19,17 +19,19 @@ def register(subparsers: Any) -> None:
         "feed", help="keep the market channel and publish books and events to Redis",
         description="Keep Polymarket's market channel for the given tokens and publish every "
         "book and event to Redis. Flags win over env, env over .env, .env over defaults.",
-    )  # fmt: skip
+    )
     p.add_argument("--tokens", help="token ids, comma separated (env POLYBUS_TOKENS)")
     p.add_argument("--ws-url", help="market channel URL (env WS_MARKET_URL)")
     p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
     p.add_argument("--prefix", help="key prefix (env POLYBUS_PREFIX, default pm)")
     p.add_argument("--feeder-id", help="health key id (env POLYBUS_FEEDER_ID, default host-pid)")
     p.add_argument("--tokens-per-connection", type=int,
-                   help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")  # fmt: skip
+                   help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)")
     p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "console"], default=None,
-                   help="default: console on a terminal, json otherwise")  # fmt: skip
+                   help="default: console on a terminal, json otherwise")
     p.set_defaults(func=run)
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         config = FeederConfig.from_env(
             tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
             feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
-        )  # fmt: skip
+            metrics_port=args.metrics_port,
+        )
         if not config.tokens:
             raise ConfigError("no tokens: pass --tokens ID[,ID…] or set POLYBUS_TOKENS")
     except ConfigError as exc:

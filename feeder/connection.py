@@ -131,7 +131,7 @@ class Connection:
                 self._awaiting.pop(token, None)
             self._ops.append(("unsubscribe", gone))
             self.outbox.put_nowait([Status(t, "disconnected", reason) for t in gone],
-                                   self.epoch, _now_us())  # fmt: skip
+                                   self.epoch, _now_us())
             self._wake.set()
         return gone
 
@@ -178,10 +178,10 @@ class Connection:
                 self.state = ConnState.FAILED
                 raise UpstreamError(f"connection {self.cid}: {limit} reconnect attempts exceeded")
             delay = backoff_delay(attempt, self.config.reconnect_base_delay,
-                                  self.config.reconnect_max_delay, self.rng)  # fmt: skip
+                                  self.config.reconnect_max_delay, self.rng)
             delay = max(delay, retry_after)
             log.info("feeder.ws.retry", conn=self.cid, attempt=attempt, delay=round(delay, 3),
-                     reason=self.stats.last_reason)  # fmt: skip
+                     reason=self.stats.last_reason)
             await asyncio.sleep(delay)
 
     # --- connection life ------------------------------------------------------------------
@@ -195,7 +195,7 @@ class Connection:
             ws: ClientConnection = await self.connect(
                 self.config.ws_url, ping_interval=None, compression=None, max_size=MAX_FRAME,
                 open_timeout=10, close_timeout=1, user_agent_header="polybus",
-            )  # fmt: skip
+            )
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status == 429:
@@ -217,7 +217,7 @@ class Connection:
         self.state = ConnState.CONNECTED
         await ws.send(orjson.dumps({"type": "market", "assets_ids": self.tokens,
                                     "custom_feature_enabled": True,
-                                    "initial_dump": True}).decode())  # fmt: skip
+                                    "initial_dump": True}).decode())
         self.state = ConnState.SUBSCRIBED
         now = loop.time()
         self.last_data = self.last_pong = self._opened = now
@@ -227,7 +227,7 @@ class Connection:
         self._ops.clear()  # the subscribe frame above already holds every current token
         state = "connected" if first else "resubscribed"
         self.outbox.put_nowait([Status(t, state, f"epoch {epoch}") for t in self.tokens],
-                               epoch, _now_us())  # fmt: skip
+                               epoch, _now_us())
         log.info("feeder.ws.subscribed", conn=self.cid, epoch=epoch, tokens=len(self.tokens))
         tasks = {asyncio.create_task(self._read(ws, epoch)), asyncio.create_task(self._keep(ws))}
         try:
@@ -241,16 +241,16 @@ class Connection:
         reason = next((r for r in results if isinstance(r, str)), "")
         if not reason:
             err = next((r for r in results if isinstance(r, BaseException)
-                        and not isinstance(r, asyncio.CancelledError)), None)  # fmt: skip
+                        and not isinstance(r, asyncio.CancelledError)), None)
             reason = f"error:{type(err).__name__}" if err else "closed"
             if err is not None:
                 log.error("feeder.ws.error", conn=self.cid, error=repr(err))
         self.mirror.unsync(self.tokens)
         self.outbox.put_nowait([Status(t, "disconnected", reason) for t in self.tokens],
-                               epoch, _now_us())  # fmt: skip
+                               epoch, _now_us())
         self.state = ConnState.RECONNECTING
         log.warning("feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason,
-                    frames=self.stats.frames)  # fmt: skip
+                    frames=self.stats.frames)
         return reason
 
     async def _read(self, ws: ClientConnection, epoch: int) -> str:
@@ -332,7 +332,7 @@ class Connection:
                 for token in tokens:
                     self._awaiting.setdefault(token, 0)
                 self.outbox.put_nowait([Status(t, "connected", "subscribe") for t in tokens],
-                                       self.epoch, _now_us())  # fmt: skip
+                                       self.epoch, _now_us())
             await ws.send(orjson.dumps(frame).decode())
         log.info("feeder.ws.operations", conn=self.cid, ops=[(o, len(t)) for o, t in ops])
 
@@ -343,17 +343,17 @@ class Connection:
             return
         self.mirror.unsync(tokens)
         self.outbox.put_nowait([Status(t, "suspect", requests[t]) for t in tokens],
-                               self.epoch, _now_us())  # fmt: skip
+                               self.epoch, _now_us())
         await ws.send(orjson.dumps({"operation": "unsubscribe", "assets_ids": tokens}).decode())
         await ws.send(orjson.dumps({"operation": "subscribe", "assets_ids": tokens,
-                                    "custom_feature_enabled": True}).decode())  # fmt: skip
+                                    "custom_feature_enabled": True}).decode())
         self.stats.resubscribes += 1
         if not self._awaiting:
             self._awaiting_since = asyncio.get_running_loop().time()
         for token in tokens:
             self._awaiting.setdefault(token, 0)
         log.info("feeder.ws.resync", conn=self.cid, tokens=len(tokens),
-                 reason=sorted(set(requests.values())))  # fmt: skip
+                 reason=sorted(set(requests.values())))
 
     async def _retry_snapshots(self, ws: ClientConnection, now: float) -> None:
         """No ack exists: a subscribe without a `book` in time is sent again, a few times."""
@@ -363,12 +363,12 @@ class Connection:
             del self._awaiting[token]
         if given_up:
             log.warning("feeder.subscribe.no_snapshot", conn=self.cid, tokens=len(given_up),
-                        sample=given_up[:3])  # fmt: skip
+                        sample=given_up[:3])
         if retry:
             for token in retry:
                 self._awaiting[token] += 1
             await ws.send(orjson.dumps({"operation": "subscribe", "assets_ids": retry,
-                                        "custom_feature_enabled": True}).decode())  # fmt: skip
+                                        "custom_feature_enabled": True}).decode())
             self.stats.resubscribes += 1
         self._awaiting_since = now
 

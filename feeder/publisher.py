@@ -56,7 +56,7 @@ class Publisher:
         prefix = self.prefix
         expected = self.seqs.get(token)
         return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token,
-                "" if expected is None else str(expected), *args]  # fmt: skip
+                "" if expected is None else str(expected), *args]
 
     async def write(self, batch: Batch) -> list[str]:
         """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
@@ -66,7 +66,7 @@ class Publisher:
         try:
             results = await self._run(calls, batch)
             missing = [i for i, res in enumerate(results[: len(calls)])
-                       if isinstance(res, NoScriptError)]  # fmt: skip
+                       if isinstance(res, NoScriptError)]
             if missing:  # the server lost its script cache (restart, SCRIPT FLUSH)
                 await self.load()
                 again = await self._run([calls[i] for i in missing], Batch())

@@ -16,7 +16,8 @@ from polybus import __version__
 
 __all__ = ["build_parser", "main"]
 
-_PACKAGES = ("feeder.cli", "simulator.cli", "consumers.cli", "polybus.demo")
+_PACKAGES = ("feeder.cli", "simulator.cli", "consumers.cli", "polybus.demo", "polybus.health")
+"""Modules with a `register(subparsers)`; a missing one (not yet built) is skipped."""
 
 
 def build_parser() -> argparse.ArgumentParser:

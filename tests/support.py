@@ -47,7 +47,7 @@ class RedisServer:
         """Start the server and wait until it answers PING."""
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log")]  # fmt: skip
+                "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -149,4 +149,4 @@ class OrderBook:
             asset_id=self.asset_id, market=self.market, ts=self.ts,
             bids=tuple(self.bids), asks=tuple(self.asks), hash=self.hash,
             source=source, tick_size=self.tick_size,
-        )  # fmt: skip
+        )

@@ -211,7 +211,7 @@ def _decode_tick(t: str, f: Fields) -> Event:
     return TickSizeChange(
         asset_id=t, ts=f.get("ts", ""),
         old=f.get("old", ""), new=_need(f, "new"),
-    )  # fmt: skip
+    )
 
 
 def _decode_bba(t: str, f: Fields) -> Event:
@@ -219,12 +219,12 @@ def _decode_bba(t: str, f: Fields) -> Event:
         asset_id=t, ts=f.get("ts", ""),
         best_bid=f.get("best_bid", ""), best_ask=f.get("best_ask", ""),
         spread=f.get("spread", ""),
-    )  # fmt: skip
+    )
 
 
 def _decode_status(t: str, f: Fields) -> Event:
     return Status(asset_id=t, state=_need(f, "state"), reason=f.get("reason", ""),
-                  ts=f.get("ts", ""))  # fmt: skip
+                  ts=f.get("ts", ""))
 
 
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {

@@ -12,13 +12,16 @@ from wire.errors import InvalidToken
 __all__ = [
     "DEFAULT_PREFIX",
     "book",
+    "book_pattern",
     "consumer",
+    "consumer_pattern",
     "feeder",
     "feeder_pattern",
     "interest",
     "markets",
     "quarantine",
     "stream",
+    "stream_pattern",
     "token_of",
     "validate_token",
 ]
@@ -47,6 +50,21 @@ def book(token: str, prefix: str = DEFAULT_PREFIX) -> str:
 def stream(token: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Stream of every normalized event of `token`, in wire order."""
     return f"{prefix}:stream:{{{token}}}"
+
+
+def book_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """SCAN pattern matching every book hash."""
+    return f"{prefix}:book:*"
+
+
+def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """SCAN pattern matching every token stream."""
+    return f"{prefix}:stream:*"
+
+
+def consumer_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """SCAN pattern matching every consumer's cursor hash."""
+    return f"{prefix}:consumer:*"
 
 
 def token_of(key: str) -> str:

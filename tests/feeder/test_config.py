@@ -14,7 +14,7 @@ T1, T2 = "123", "456"
 def test_flags_win_over_env_and_env_over_defaults() -> None:
     """A flag beats its env variable; an env variable beats the default."""
     env = {"POLYBUS_TOKENS": f"{T1}, {T2},{T1}", "REDIS_URL": "redis://env:1/0",
-           "WS_PING_INTERVAL": "5", "POLYBUS_PREFIX": "envp"}  # fmt: skip
+           "WS_PING_INTERVAL": "5", "POLYBUS_PREFIX": "envp"}
     config = FeederConfig.from_env(env, redis_url="redis://flag:2/0", prefix=None)
     assert config.tokens == (T1, T2)
     assert config.redis_url == "redis://flag:2/0"
@@ -32,7 +32,7 @@ def test_flags_win_over_env_and_env_over_defaults() -> None:
      ({"WS_MARKET_URL": "http://x"}, "ws:// or wss://"),
      ({"WS_RECONNECT_ATTEMPTS": "-1"}, ">= 0"),
      ({"POLYBUS_PREFIX": "a{b"}, "braces")],
-)  # fmt: skip
+)
 def test_bad_configuration_is_a_clear_config_error(env: dict[str, str], message: str) -> None:
     """Each bad value raises ConfigError naming the variable's problem."""
     with pytest.raises(ConfigError, match=message):

@@ -16,7 +16,7 @@ from wire.errors import DecodeError
     [(".48", "0.48"), ("0.480", "0.48"), ("0.48", "0.48"), ("1200.0", "1200"), ("1200", "1200"),
      ("0", "0"), ("0.0", "0"), ("000.5", "0.5"), ("1.", "1"), ("1e-3", "0.001"), ("-0", "0"),
      ("2.50E+2", "250"), ("0.0025", "0.0025")],
-)  # fmt: skip
+)
 def test_canon_spellings(raw: str, want: str) -> None:
     """Every spelling of a number maps to one canonical string."""
     assert canon(raw) == want

@@ -16,7 +16,7 @@ from wire.events import (
     Status,
     TickSizeChange,
     Trade,
-)  # fmt: skip
+)
 
 
 T = "123456789"
@@ -39,7 +39,7 @@ events = st.one_of(
               spread=nums),
     st.builds(Status, asset_id=st.just(T), state=st.sampled_from(["connected", "disconnected"]),
               reason=text, ts=st.just("")),
-)  # fmt: skip
+)
 
 
 @given(events, st.integers(1, 2**40), st.integers(0, 2**31), st.integers(0, 2**62))
@@ -61,7 +61,7 @@ def test_encoded_fields_are_flat_and_readable() -> None:
         ("type", "price_change"), ("seq", "7"), ("epoch", "2"), ("ts", "1791201601406"),
         ("rx", "99"), ("v", SCHEMA_VERSION), ("side", "bid"), ("price", "0.48"),
         ("size", "150"), ("best_bid", "0.48"), ("best_ask", "0.49"), ("hash", "abc"),
-    ]  # fmt: skip
+    ]
 
 
 def test_book_levels_travel_as_json_best_first() -> None:
@@ -84,7 +84,7 @@ def test_book_levels_travel_as_json_best_first() -> None:
      ({"type": "price_change", "seq": "1", "epoch": "1", "rx": "1", "side": "BUY", "price": "1",
        "size": "1"}, "side must be"),
      ({"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "1"}, "lacks field 'size'")],
-)  # fmt: skip
+)
 def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: str) -> None:
     """Bad input raises DecodeError naming what is wrong."""
     with pytest.raises(DecodeError, match=message):
@@ -94,5 +94,5 @@ def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: 
 def test_market_events_round_trip() -> None:
     """Lifecycle events encode to flat fields and decode back unchanged."""
     event = MarketEvent("market_resolved", "0xc", "22", ("1", "2"), "5", winning_asset_id="1",
-                        winning_outcome="Yes")  # fmt: skip
+                        winning_outcome="Yes")
     assert decode_market(encode_market(event, rx=3)) == event

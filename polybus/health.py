@@ -1,0 +1,123 @@
+"""`polybus health [--json]`: one verdict on the whole bus, usable as a healthcheck.
+
+Reads every feeder's health hash, the status of every book and each consumer's published
+cursor. Exit codes: 0 healthy, 1 unhealthy, 2 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from wire import keys
+
+
+__all__ = ["Report", "check", "register"]
+
+
+@dataclass
+class Report:
+    """What `polybus health` found."""
+
+    healthy: bool = True
+    problems: list[str] = field(default_factory=list)
+    feeders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    books: dict[str, int] = field(default_factory=dict)
+    consumers: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def fail(self, problem: str) -> None:
+        self.healthy = False
+        self.problems.append(problem)
+
+
+async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
+    return [str(k) async for k in redis.scan_iter(match=pattern, count=1000)]
+
+
+async def check(
+    redis: aioredis.Redis, prefix: str, max_silence: float, max_lag_ms: float
+) -> Report:
+    """Inspect feeders, books and consumers under `prefix`."""
+    report = Report()
+    for key in sorted(await _scan(redis, keys.feeder_pattern(prefix))):
+        info: dict[str, Any] = dict(await redis.hgetall(key))
+        info["connections"] = orjson.loads(info.get("connections") or "[]")
+        name = key.rsplit(":", 1)[-1]
+        report.feeders[name] = info
+        if info.get("state") != "ok":
+            report.fail(f"feeder {name} is {info.get('state')}")
+        for conn in info["connections"]:
+            if conn.get("state") != "subscribed":
+                report.fail(f"feeder {name} connection {conn.get('id')} is {conn.get('state')}")
+            elif float(conn.get("silence_s", 0)) > max_silence:
+                report.fail(f"feeder {name} connection {conn.get('id')} silent "
+                            f"{conn['silence_s']:.0f}s")
+    if not report.feeders:
+        report.fail("no live feeder (no health key): is `polybus feed` running?")
+    book_keys = await _scan(redis, keys.book_pattern(prefix))
+    pipe = redis.pipeline(transaction=False)
+    for key in book_keys:
+        pipe.hget(key, "status")
+    report.books = dict(Counter(str(s) for s in await pipe.execute()))
+    bad = report.books.get("suspect", 0) + report.books.get("pending", 0)
+    if bad:
+        report.fail(f"{bad} of {len(book_keys)} books not synced")
+    for key in sorted(await _scan(redis, keys.consumer_pattern(prefix))):
+        info = dict(await redis.hgetall(key))
+        name = key.split(":", 2)[-1]
+        report.consumers[name] = info
+        lag = float(info.get("lag_ms") or 0)
+        if lag > max_lag_ms:
+            report.fail(f"consumer {name} lags {lag / 1000:.1f}s")
+    return report
+
+
+def register(subparsers: Any) -> None:
+    """Add the `health` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "health", help="check feeders, books and consumers; exit non-zero when unhealthy")
+    p.add_argument("--redis-url", default=None, help="env REDIS_URL")
+    p.add_argument("--prefix", default=None, help="env POLYBUS_PREFIX (default pm)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--max-silence", type=float, default=90.0,
+                   help="a connection silent longer than this is unhealthy (s)")
+    p.add_argument("--max-lag", type=float, default=30.0,
+                   help="a consumer lagging more than this is unhealthy (s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
+
+    async def go() -> Report:
+        redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
+        try:
+            return await check(redis, prefix, args.max_silence, args.max_lag * 1000)
+        finally:
+            await redis.aclose()
+
+    try:
+        report = asyncio.run(go())
+    except (RedisError, OSError) as exc:
+        print(f"polybus health: Redis at {url} unreachable: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2).decode())
+    else:
+        verdict = "healthy" if report.healthy else "UNHEALTHY"
+        books = " ".join(f"{k}={v}" for k, v in sorted(report.books.items())) or "none"
+        print(f"{verdict}: feeders={len(report.feeders)} books: {books} "
+              f"consumers={len(report.consumers)}")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    return 0 if report.healthy else 1
