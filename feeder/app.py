@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from feeder.config import FeederConfig
 from feeder.connection import Connection, backoff_delay
+from feeder.gamma import Discovery
 from feeder.interest import plan_interest
 from feeder.metrics import serve_metrics
 from feeder.mirror import Mirror
@@ -32,7 +33,7 @@ from feeder.publisher import Publisher
 from polybus import __version__
 from wire import keys
 from wire.errors import BackendError
-from wire.events import Status
+from wire.events import MarketEvent, Status
 
 
 __all__ = ["Feeder"]
@@ -79,6 +80,9 @@ class Feeder:
         self._fatal: asyncio.Future[None] | None = None
         self.dynamic: set[str] = set()
         """Tokens carried because a consumer leased them, not because they were configured."""
+        for conn in self.connections:
+            conn.on_market = self._on_market
+        self.discovery = Discovery(self, config) if config.top else None
 
     def carried(self) -> list[str]:
         """Every token on some connection: configured and leased."""
@@ -103,8 +107,10 @@ class Feeder:
         self._fatal = fatal = loop.create_future()
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
-        loops = (self._publish_loop(), self._health_loop(), self._stats_loop(),
-                 self._interest_loop())
+        loops = [self._publish_loop(), self._health_loop(), self._stats_loop(),
+                 self._interest_loop()]
+        if self.discovery is not None:
+            loops.append(self.discovery.run())
         helpers = [asyncio.create_task(loop) for loop in loops]
         stopper = asyncio.create_task(self._stop.wait())
         everything = [stopper, fatal, *helpers]
@@ -212,28 +218,45 @@ class Feeder:
             if plan.invalid:
                 log.warning("feeder.interest.invalid", tokens=plan.invalid[:5])
             if plan.add:
-                self._carry(plan.add)
-            for conn in self.connections:
-                self.dynamic.difference_update(conn.remove_tokens(plan.retire, "lease_expired"))
+                self.dynamic.update(self.carry(plan.add))
+            if plan.retire:
+                self.retire(plan.retire, "lease_expired")
             if plan.add or plan.retire:
                 log.info("feeder.interest", added=len(plan.add), retired=len(plan.retire))
 
-    def _carry(self, tokens: list[str]) -> None:
-        """Put new tokens on connections with room, opening new connections when full."""
+    def carry(self, tokens: list[str]) -> list[str]:
+        """Put tokens on connections with room, opening new connections when all are full."""
+        carried = set(self.carried())
+        pending = [t for t in dict.fromkeys(tokens) if t not in carried]
+        added: list[str] = []
         size = self.config.tokens_per_connection
-        pending = list(tokens)
         for conn in self.connections:
             room = size - len(conn.tokens)
             if room > 0 and pending:
-                self.dynamic.update(conn.add_tokens(pending[:room]))
+                added += conn.add_tokens(pending[:room])
                 pending = pending[room:]
         while pending:
             conn = Connection(len(self.connections), pending[:size], self.config, self.outbox,
                               self.mirror, self._next_epoch, **self._extra)
-            self.dynamic.update(conn.tokens)
+            conn.on_market = self._on_market
             self.connections.append(conn)
-            self._spawn(conn, 0.0)
+            if self._fatal is not None:
+                self._spawn(conn, 0.0)
+            added += conn.tokens
             pending = pending[size:]
+        return added
+
+    def retire(self, tokens: list[str], reason: str) -> list[str]:
+        """Stop carrying tokens (their books turn suspect: nothing updates them any more)."""
+        gone: list[str] = []
+        for conn in self.connections:
+            gone += conn.remove_tokens(tokens, reason)
+        self.dynamic.difference_update(gone)
+        return gone
+
+    def _on_market(self, event: MarketEvent) -> None:
+        if self.discovery is not None:
+            self.discovery.on_market(event)
 
     # --- health and stats -----------------------------------------------------------------
     def health(self) -> dict[str, str]:

@@ -27,6 +27,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--feeder-id", help="health key id (env POLYBUS_FEEDER_ID, default host-pid)")
     p.add_argument("--tokens-per-connection", type=int,
                    help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")
+    p.add_argument("--top", type=int,
+                   help="carry the N most active markets from Gamma (env POLYBUS_TOP)")
+    p.add_argument("--min-volume", type=float, help="minimum 24h volume for --top")
+    p.add_argument("--gamma-url", help="Gamma API base (env GAMMA_URL)")
+    p.add_argument("--clob-url", help="CLOB REST base (env CLOB_URL)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)")
     p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
@@ -46,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
         config = FeederConfig.from_env(
             tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
             feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
-            metrics_port=args.metrics_port,
+            metrics_port=args.metrics_port, top=args.top, min_volume=args.min_volume,
+            gamma_url=args.gamma_url, clob_url=args.clob_url,
         )
-        if not config.tokens:
-            raise ConfigError("no tokens: pass --tokens ID[,ID…] or set POLYBUS_TOKENS")
+        if not config.tokens and not config.top:
+            raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")
     except ConfigError as exc:
         print(f"polybus feed: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,11 @@ ENV: dict[str, str] = {
     "interest_grace": "POLYBUS_INTEREST_GRACE",
     "metrics_port": "POLYBUS_METRICS_PORT",
     "metrics_host": "POLYBUS_METRICS_HOST",
+    "top": "POLYBUS_TOP",
+    "min_volume": "POLYBUS_MIN_VOLUME",
+    "gamma_url": "GAMMA_URL",
+    "gamma_interval": "POLYBUS_GAMMA_INTERVAL",
+    "clob_url": "CLOB_URL",
 }
 """Field -> environment variable. `.env.example` lists each of them."""
 
@@ -95,6 +100,11 @@ class FeederConfig:
     interest_grace: float = 60.0
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
+    top: int = 0
+    min_volume: float = 0.0
+    gamma_url: str = "https://gamma-api.polymarket.com"
+    gamma_interval: float = 60.0
+    clob_url: str = "https://clob.polymarket.com"
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{} "):
@@ -106,6 +116,8 @@ class FeederConfig:
                      "health_ttl", "interest_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be > 0")
+        if self.top < 0:
+            raise ConfigError("POLYBUS_TOP must be >= 0 (0 = only the configured tokens)")
         if self.reconnect_attempts < 0:
             raise ConfigError("WS_RECONNECT_ATTEMPTS must be >= 0 (0 = unlimited)")
         if self.health_ttl <= self.health_interval:

@@ -28,7 +28,7 @@ from feeder.mirror import Mirror
 from feeder.normalize import Normalizer
 from feeder.outbox import Outbox
 from wire.errors import HandshakeRejected, UpstreamError
-from wire.events import Book, Status
+from wire.events import Book, MarketEvent, Status
 
 
 __all__ = ["ConnState", "Connection", "backoff_delay"]
@@ -105,6 +105,8 @@ class Connection:
         self._awaiting_since = 0.0
         self._resync: dict[str, str] = {}
         self._ops: list[tuple[str, list[str]]] = []
+        self.on_market: Callable[[MarketEvent], None] | None = None
+        """Called with each lifecycle event this connection sees first (deduplicated)."""
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
 
@@ -280,7 +282,8 @@ class Connection:
                 for text, reason in out.quarantine:
                     outbox.quarantine(text, reason, rx)
                 for market in out.markets:
-                    outbox.market(market, rx)
+                    if outbox.market(market, rx) and self.on_market is not None:
+                        self.on_market(market)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             return f"closed:{code}"
