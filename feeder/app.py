@@ -213,7 +213,7 @@ class Feeder:
                 await self.redis.zremrangebyscore(key, "-inf", f"({oldest}")
             except (RedisError, OSError):
                 continue
-            leases = {str(member): float(score) for member, score in rows}
+            leases = {str(row[0]): float(row[1]) for row in rows}
             plan = plan_interest(leases, set(self.config.tokens), self.dynamic, now_ms, grace_ms)
             if plan.invalid:
                 log.warning("feeder.interest.invalid", tokens=plan.invalid[:5])

@@ -327,7 +327,7 @@ class Connection:
         """Send queued dynamic subscribes/unsubscribes (no ack exists; books prove them)."""
         ops, self._ops = self._ops, []
         for operation, tokens in ops:
-            frame = {"operation": operation, "assets_ids": tokens}
+            frame: dict[str, object] = {"operation": operation, "assets_ids": tokens}
             if operation == "subscribe":
                 frame["custom_feature_enabled"] = True
                 if not self._awaiting:

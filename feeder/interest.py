@@ -46,7 +46,7 @@ def plan_interest(
             continue
         plan.add.append(token)
     for token in sorted(dynamic):
-        expiry = leases.get(token)
-        if expiry is None or expiry + grace_ms <= now_ms:
+        lease = leases.get(token)
+        if lease is None or lease + grace_ms <= now_ms:
             plan.retire.append(token)
     return plan

@@ -49,7 +49,7 @@ async def check(
     """Inspect feeders, books and consumers under `prefix`."""
     report = Report()
     for key in sorted(await _scan(redis, keys.feeder_pattern(prefix))):
-        info: dict[str, Any] = dict(await redis.hgetall(key))
+        info: dict[str, Any] = {str(k): v for k, v in (await redis.hgetall(key)).items()}
         info["connections"] = orjson.loads(info.get("connections") or "[]")
         name = key.rsplit(":", 1)[-1]
         report.feeders[name] = info
@@ -72,7 +72,7 @@ async def check(
     if bad:
         report.fail(f"{bad} of {len(book_keys)} books not synced")
     for key in sorted(await _scan(redis, keys.consumer_pattern(prefix))):
-        info = dict(await redis.hgetall(key))
+        info = {str(k): str(v) for k, v in (await redis.hgetall(key)).items()}
         name = key.split(":", 2)[-1]
         report.consumers[name] = info
         lag = float(info.get("lag_ms") or 0)

@@ -21,6 +21,7 @@ from wire.events import (
     Level,
     MarketEvent,
     PriceChange,
+    Side,
     Status,
     TickSizeChange,
     Trade,
@@ -180,9 +181,14 @@ def _decode_book(t: str, f: Fields) -> Event:
 
 
 def _decode_price_change(t: str, f: Fields) -> Event:
-    side = _need(f, "side")
-    if side != "bid" and side != "ask":
-        raise DecodeError(f"price_change side must be bid or ask, got {side!r:.20}")
+    side: Side
+    match _need(f, "side"):
+        case "bid":
+            side = "bid"
+        case "ask":
+            side = "ask"
+        case other:
+            raise DecodeError(f"price_change side must be bid or ask, got {other!r:.20}")
     return PriceChange(
         asset_id=t,
         ts=f.get("ts", ""),
