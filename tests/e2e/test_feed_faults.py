@@ -113,6 +113,8 @@ async def test_redis_restart_mid_flow(redis_server) -> None:
         await wait_for(lambda: synced(r), 10, "all books synced")
         await flow(r, 0.5)
         r.redis_server.restart()
+        old, r.redis = r.redis, r.redis_server.client()  # the test's own connection died too
+        await old.aclose()
         await flow(r, 1.5)
         await wait_for(lambda: r.feeder.redis_ok, 10, "the feeder to see Redis again")
         await assert_books_equal_truth(r)
