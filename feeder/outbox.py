@@ -16,7 +16,10 @@ from wire.codec import encode_body, encode_market
 from wire.events import Event, MarketEvent
 
 
-__all__ = ["Batch", "Outbox"]
+__all__ = ["SEP", "Batch", "Outbox"]
+
+SEP = "\x1f"
+"""ASCII unit separator between an entry's items on their way to the Lua step."""
 
 
 @dataclass(slots=True)
@@ -24,7 +27,7 @@ class Batch:
     """What the publisher writes in one round trip."""
 
     entries: dict[str, list[str]] = field(default_factory=dict)
-    """token -> Lua ARGV tail: for each entry `n` then n field/value items."""
+    """token -> Lua ARGV tail: one string per entry, its field/value items joined by SEP."""
     counts: dict[str, int] = field(default_factory=dict)
     """token -> number of entries."""
     quarantine: list[dict[str, str]] = field(default_factory=list)
@@ -38,10 +41,11 @@ class Batch:
         if args is None:
             args = self.entries[event.asset_id] = []
             self.counts[event.asset_id] = 0
-        args.append(str(2 * len(body)))
-        for k, v in body.items():
-            args.append(k)
-            args.append(v)
+        items = [item for pair in body.items() for item in pair]
+        packed = SEP.join(items)
+        if packed.count(SEP) != len(items) - 1:  # a separator inside a value: never from us
+            packed = SEP.join(item.replace(SEP, " ") for item in items)
+        args.append(packed)
         self.counts[event.asset_id] += 1
         self.size += 1
 

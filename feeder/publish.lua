@@ -3,7 +3,9 @@
 -- KEYS[1] = P:book:{T}   KEYS[2] = P:stream:{T}
 -- ARGV[1] = MAXLEN (approximate)   ARGV[2] = token id
 -- ARGV[3] = the seq the feeder last wrote for this token, or "" when it does not know
--- ARGV[4..] = entries, each as: n, then n items = field/value pairs, the first pair ("type", t).
+-- ARGV[4..] = one argument per entry: its field/value items joined by the unit separator
+--            \31, the first pair ("type", t). One argument per entry instead of ~20 keeps
+--            the client's command packing (the feeder's hottest cost) small.
 -- seq is assigned here, so it is contiguous per token whatever the feeder does.
 -- Returns {last_id, seq, broken}: broken = 1 when the hash's seq is not the one the feeder
 -- last wrote (Redis restarted, failed over or was flushed): the feeder must resync the token.
@@ -14,6 +16,19 @@ local broken = 0
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= seq then broken = 1 end
 local status = redis.call('HGET', book, 'status') or 'pending'
 local last_id, epoch
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, '\31', start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
 
 local function hset_many(items)
   -- unpack() has a C-stack limit: write in chunks
@@ -87,23 +102,20 @@ local fold = {
   end,
 }
 
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local first, stop = i + 1, i + n
+for i = 4, #ARGV do
+  local items = split(ARGV[i])
   seq = seq + 1
   local cmd = {'XADD', stream, 'MAXLEN', '~', maxlen, '*',
-               ARGV[first], ARGV[first + 1], 'seq', tostring(seq)}
+               items[1], items[2], 'seq', tostring(seq)}
   local f = {}
-  for j = first, stop, 2 do
-    f[ARGV[j]] = ARGV[j + 1]
-    if j > first then cmd[#cmd + 1] = ARGV[j]; cmd[#cmd + 1] = ARGV[j + 1] end
+  for j = 1, #items - 1, 2 do
+    f[items[j]] = items[j + 1]
+    if j > 1 then cmd[#cmd + 1] = items[j]; cmd[#cmd + 1] = items[j + 1] end
   end
   last_id = redis.call(unpack(cmd))
   epoch = f.epoch
   local step = fold[f.type]
   if step then step(f) end
-  i = stop + 1
 end
 
 if last_id then

@@ -34,12 +34,12 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
                         structlog.processors.JSONRenderer(serializer=orjson.dumps)],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
-            cache_logger_on_first_use=True,
+            cache_logger_on_first_use=False,  # tests reconfigure; nothing logs per message
         )
     else:
         structlog.configure(
             processors=[*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-            cache_logger_on_first_use=True,
+            cache_logger_on_first_use=False,  # tests reconfigure; nothing logs per message
         )

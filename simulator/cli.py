@@ -1,4 +1,9 @@
-"""`polybus simulate`: run the simulated Polymarket until SIGINT/SIGTERM."""
+"""`polybus simulate`: run the simulated Polymarket until SIGINT/SIGTERM.
+
+Prints one ready line (`simulator.ready ws_url=… http_url=… markets=… tokens=…`) once both
+servers listen, so a parent process can wait for it; the HTTP side also serves `/_sim/*`
+controls (pause, resume, drop, stall, truth, tokens) for tests in another process.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+
+if TYPE_CHECKING:
+    from simulator.config import SimConfig
 
 
 __all__ = ["register", "run"]
@@ -15,41 +24,58 @@ __all__ = ["register", "run"]
 def register(subparsers: Any) -> None:
     """Add the `simulate` subcommand."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "simulate", help="run a local simulated Polymarket (WS market channel, REST, Gamma)")
+        "simulate", help="run a local simulated Polymarket (WS market channel, REST, Gamma)",
+        description="Run a local simulated Polymarket: WS market channel, REST and Gamma twins.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="WebSocket port (default 8765)")
-    p.add_argument("--http-port", type=int, default=None, help="REST/Gamma port (default port+1)")
-    p.add_argument("--markets", type=int, default=20)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--http-port", type=int, default=None,
+                   help="REST/Gamma/control port (default: --port + 1)")
+    p.add_argument("--markets", type=int, default=20, help="binary markets (default 20)")
+    p.add_argument("--seed", type=int, default=1, help="flow seed (default 1)")
     p.add_argument("--rate", type=float, default=50.0,
-                   help="engine actions per second (0 = as fast as possible)")
-    p.add_argument("--new-market-every", type=float, default=0.0, help="seconds (0 = never)")
-    p.add_argument("--resolve-every", type=float, default=0.0, help="seconds (0 = never)")
+                   help="engine actions per second (default 50; 0 = as fast as possible)")
+    p.add_argument("--new-market-every", type=float, default=0.0, metavar="SECONDS",
+                   help="a new market every SECONDS (default 0 = never)")
+    p.add_argument("--resolve-every", type=float, default=0.0, metavar="SECONDS",
+                   help="a market resolves every SECONDS (default 0 = never)")
+    p.add_argument("--silence-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="close clients silent this long (default 60; 0 = never)")
+    p.add_argument("--handshake-limit", type=int, default=0, metavar="N",
+                   help="answer 429 beyond N handshakes per second (default 0 = no limit)")
+    p.add_argument("--v2-fraction", type=float, default=0.0,
+                   help="share of Gamma markets listed as version v2 (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; print one ready line with the URLs."""
     from polybus.logs import configure_logging
-    from simulator.server import SimConfig, Simulator
+    from simulator.config import SimConfig
 
     configure_logging(None, None)
     config = SimConfig(markets=args.markets, seed=args.seed, rate=args.rate,
-                       new_market_every=args.new_market_every, resolve_every=args.resolve_every)
-
-    async def main() -> None:
-        sim = Simulator(config)
-        http_port = args.http_port if args.http_port is not None else args.port + 1
-        await sim.start(args.host, args.port, http_port)
-        print(f"simulator.ready ws_url={sim.ws_url} http_url={sim.http_url} "
-              f"markets={config.markets} tokens={len(sim.engine.tokens())}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await sim.stop()
-
-    asyncio.run(main())
+                       new_market_every=args.new_market_every, resolve_every=args.resolve_every,
+                       silence_timeout=args.silence_timeout, v2_fraction=args.v2_fraction,
+                       handshake_limit=args.handshake_limit)
+    http_port = args.http_port if args.http_port is not None else (
+        args.port + 1 if args.port else 0)
+    asyncio.run(_serve(config, args.host, args.port, http_port))
     return 0
+
+
+async def _serve(config: SimConfig, host: str, port: int, http_port: int) -> None:
+    from simulator.server import Simulator
+
+    sim = Simulator(config)
+    await sim.start(host, port, http_port)
+    print(f"simulator.ready ws_url={sim.ws_url} http_url={sim.http_url} "
+          f"markets={len(sim.engine.markets())} tokens={len(sim.engine.tokens())}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()

@@ -1,305 +1,307 @@
-"""The market engine: mirrored YES/NO books and deterministic order flow. Pure.
+"""The market engine: many binary markets and a deterministic random order flow. Pure.
 
-Prices are integers in 1/10000 ("pips"), sizes in 1/100 shares, so every book is exact and
-every step is cheap. Only the YES book is stored: the NO book is its mirror (a NO bid at
-1 − p for each YES ask at p, same size), exactly as the exchange's two legs move together.
-Every action returns the exchange-format messages it causes (dicts, `event_type` last); the
-sequence of actions depends only on the seed and the number of steps.
+Each action (add, cancel or trade on one market) mutates the YES book and returns the
+exchange messages it causes, already in wire shape (see `frames`). The sequence of actions,
+and so every book and every message except timestamps, depends only on the seed and the
+number of steps: the one random generator is consumed in a fixed order.
+
+Prices are integer pips and sizes integer cents (`units`), so books are exact and cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+
+from simulator import frames
+from simulator.frames import Msg
+from simulator.market import Market, Top
+from simulator.units import COARSE, FINE, ONE, fmt_price, fmt_size
 
 
-__all__ = ["ONE", "Engine", "Market", "fmt_price", "fmt_size"]
+__all__ = ["Engine", "Levels"]
 
-ONE = 10_000
-"""1.0 in pips."""
-COARSE, FINE = 100, 10
-"""Tick sizes 0.01 and 0.001 in pips."""
-EXTREME_HIGH, EXTREME_LOW = 9_600, 400
-"""tick_size_change fires when the price goes above 0.96 or below 0.04."""
-
-Msg = dict[str, Any]
 Levels = tuple[tuple[str, str], ...]
 
+TO_FINE_ABOVE, TO_FINE_BELOW = 9_600, 400
+"""The tick becomes 0.001 when a best bid goes above 0.96 or a best ask below 0.04."""
+TO_COARSE_BELOW, TO_COARSE_ABOVE = 9_560, 440
+"""…and back to 0.01 once the top is inside 0.044–0.956 again (a little hysteresis)."""
+MIN_DEPTH, MAX_DEPTH = 3, 14
+"""Levels per side the flow keeps: cancels never thin a side below MIN_DEPTH, and prefer far
+levels above MAX_DEPTH, so books stay several levels deep without growing forever."""
 
-def fmt_price(pips: int) -> str:
-    """Canonical decimal string of a price in pips (4800 → "0.48", 10 → "0.001")."""
-    whole, frac = divmod(pips, ONE)
-    if not frac:
-        return str(whole)
-    return f"{whole}.{frac:04d}".rstrip("0")
-
-
-def fmt_size(cents: int) -> str:
-    """Canonical decimal string of a size in 1/100 shares (31050 → "310.5")."""
-    whole, frac = divmod(cents, 100)
-    if not frac:
-        return str(whole)
-    return f"{whole}.{frac:02d}".rstrip("0")
+SUBJECTS = ("the Fed cut rates", "BTC close above $150k", "a new Pope be named",
+            "Team Red win the final", "the bill pass the Senate", "GDP growth exceed 3%",
+            "the launch succeed", "turnout exceed 60%", "the merger close", "it snow in Paris")
 
 
-@dataclass
-class Market:
-    """One binary market; `bids`/`asks` are the YES book (price pips → size cents)."""
-
-    id: str
-    condition_id: str
-    question: str
-    slug: str
-    yes: str
-    no: str
-    tick: int = COARSE
-    bids: dict[int, int] = field(default_factory=dict)
-    asks: dict[int, int] = field(default_factory=dict)
-    last_trade: dict[str, int] = field(default_factory=dict)
-    volume: float = 0.0
-    active: bool = True
-    winner: str = ""
-
-    @property
-    def tokens(self) -> tuple[str, str]:
-        return (self.yes, self.no)
-
-    def levels(self, token: str) -> tuple[dict[int, int], dict[int, int]]:
-        """(bids, asks) of `token`: the YES book, or its mirror for NO."""
-        if token == self.yes:
-            return self.bids, self.asks
-        return ({ONE - p: s for p, s in self.asks.items()},
-                {ONE - p: s for p, s in self.bids.items()})
-
-    def best(self, token: str) -> tuple[int | None, int | None]:
-        """(best bid, best ask) of a token in pips."""
-        bid = max(self.bids) if self.bids else None
-        ask = min(self.asks) if self.asks else None
-        if token == self.yes:
-            return bid, ask
-        return (ONE - ask if ask is not None else None, ONE - bid if bid is not None else None)
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Engine:
-    """All markets and the random order flow over them."""
+    """All markets, their books and the random flow over them."""
 
-    def __init__(self, markets: int = 20, seed: int = 1,
-                 clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, markets: int = 20, seed: int = 1, *,
+                 clock: Callable[[], int] | None = None, new_market_every: int = 0,
+                 resolve_every: int = 0, v2_fraction: float = 0.0) -> None:
+        self.seed = seed
         self.rng = random.Random(seed)
-        self.clock = clock or _ms
+        self.clock = clock or _now_ms
+        self.new_market_every = new_market_every
+        """Steps between new markets (0 = never)."""
+        self.resolve_every = resolve_every
+        """Steps between resolutions (0 = never)."""
+        self.v2_fraction = v2_fraction
         self.by_token: dict[str, Market] = {}
-        self.all: list[Market] = []
         self.steps = 0
-        self._hashes = 0
+        self.sink: Callable[[list[Msg]], None] | None = None
+        """Called with the messages of every step/lifecycle call (the server broadcasts)."""
+        self._all: list[Market] = []
+        self._live: list[Market] = []
+        self._seq = 0
         for _ in range(markets):
-            self.add_market()
+            self._create()
 
     # --- queries ------------------------------------------------------------------------
     def markets(self) -> list[Market]:
         """Every market ever created, resolved ones included (see `.active`)."""
-        return list(self.all)
+        return list(self._all)
 
     def tokens(self) -> list[str]:
         """Tokens of active markets: YES then NO per market."""
-        return [t for m in self.all if m.active for t in m.tokens]
+        return [t for m in self._live for t in m.tokens]
+
+    def market(self, token: str) -> Market | None:
+        return self.by_token.get(token)
 
     def true_book(self, token: str) -> tuple[Levels, Levels]:
-        """(bids, asks) best first as canonical strings: the truth the feeder must match."""
+        """(bids, asks) best first in canonical strings: what a faithful client must hold."""
         bids, asks = self.by_token[token].levels(token)
         return (tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(bids.items(), reverse=True)),
                 tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(asks.items())))
 
-    # --- lifecycle ----------------------------------------------------------------------
-    def add_market(self) -> Market:
-        """Create a market with a seeded book around a random price; returns it."""
-        rng, n = self.rng, len(self.all)
-        yes, no = (str(rng.randrange(10**76, 10**77)) for _ in range(2))
-        mid = rng.choice([rng.randrange(1500, 8500), rng.randrange(600, 1500),
-                          rng.randrange(8500, 9400)])
-        market = Market(id=str(1_000_000 + n), condition_id="0x" + f"{rng.getrandbits(256):064x}",
-                        question=f"Will simulated event #{n} happen?", slug=f"sim-event-{n}",
-                        yes=yes, no=no, volume=float(rng.randrange(1_000, 5_000_000)))
-        mid -= mid % COARSE
-        for k in range(1, 6):
-            market.bids[mid - k * COARSE] = rng.randrange(1_000, 100_000)
-            market.asks[mid + k * COARSE] = rng.randrange(1_000, 100_000)
-        self.all.append(market)
-        self.by_token[yes] = self.by_token[no] = market
-        return market
-
-    def new_market(self) -> list[Msg]:
-        """A market appears: its `new_market` broadcast."""
-        return [self._new_market_msg(self.add_market())]
-
-    def resolve(self, market: Market | None = None) -> list[Msg]:
-        """A market resolves (random active one by default): its `market_resolved` broadcast."""
-        live = [m for m in self.all if m.active]
-        if market is None:
-            if not live:
-                return []
-            market = self.rng.choice(live)
-        market.active = False
-        market.winner = self.rng.choice(market.tokens)
-        return [{"id": market.id, "market": market.condition_id,
-                 "assets_ids": list(market.tokens), "winning_asset_id": market.winner,
-                 "winning_outcome": "Yes" if market.winner == market.yes else "No",
-                 "event_message": None, "timestamp": str(self.clock()),
-                 "tags": ["Simulated"], "event_type": "market_resolved"}]
+    def book_msg(self, token: str, initial: bool = True) -> Msg:
+        """A `book` message for `token` now (snapshots for subscribers, REST)."""
+        return frames.book(self.by_token[token], token, str(self.clock()),
+                           self._book_hash(token), initial)
 
     # --- flow ---------------------------------------------------------------------------
     def step(self, n: int = 1) -> list[Msg]:
-        """Run n random actions; return every message they caused, in order."""
+        """Run n actions; return (and hand to `sink`) every message they caused, in order."""
         out: list[Msg] = []
-        live = [m for m in self.all if m.active]
-        if not live:
-            return out
         rng = self.rng
         for _ in range(n):
             self.steps += 1
-            market = live[rng.randrange(len(live))]
-            roll = rng.random()
-            if roll < 0.45:
-                out += self._add(market)
-            elif roll < 0.80:
-                out += self._cancel(market)
-            else:
-                out += self._trade(market)
-            out += self._maybe_tick_change(market)
+            if self.new_market_every and self.steps % self.new_market_every == 0:
+                self._new_market(out)
+            if self.resolve_every and self.steps % self.resolve_every == 0:
+                self._resolve(None, out)
+            if self._live:
+                self._act(self._live[rng.randrange(len(self._live))], out)
+        self._emit(out)
         return out
 
-    def _add(self, m: Market) -> list[Msg]:
-        rng = self.rng
-        buy = rng.random() < 0.5
-        bid, ask = m.best(m.yes)
-        if buy:
-            top = bid if bid is not None else (ask or ONE // 2) - m.tick
-            price = top + m.tick if ask is not None and top + m.tick < ask and rng.random() < 0.2 \
-                else top - m.tick * rng.randrange(0, 5)
-        else:
-            top = ask if ask is not None else (bid or ONE // 2) + m.tick
-            price = top - m.tick if bid is not None and top - m.tick > bid and rng.random() < 0.2 \
-                else top + m.tick * rng.randrange(0, 5)
-        if not m.tick <= price <= ONE - m.tick:
-            return []
-        book = m.bids if buy else m.asks
-        book[price] = book.get(price, 0) + rng.randrange(500, 50_000)
-        return [self._change(m, buy, price)]
+    def new_market(self) -> list[Msg]:
+        """A market appears now: its `new_market` broadcast."""
+        out: list[Msg] = []
+        self._new_market(out)
+        self._emit(out)
+        return out
 
-    def _cancel(self, m: Market) -> list[Msg]:
-        rng = self.rng
-        buy = rng.random() < 0.5
-        book = m.bids if buy else m.asks
-        if len(book) <= 2:
-            return self._add(m)
-        price = rng.choice(sorted(book))
-        if rng.random() < 0.5:
-            del book[price]
-        else:
-            book[price] = max(1, book[price] - rng.randrange(1, book[price] + 1) // 2)
-        return [self._change(m, buy, price)]
+    def resolve(self, market: Market | None = None) -> list[Msg]:
+        """A market (a random live one by default) resolves: its `market_resolved` broadcast."""
+        out: list[Msg] = []
+        self._resolve(market, out)
+        self._emit(out)
+        return out
 
-    def _trade(self, m: Market) -> list[Msg]:
-        """A taker crosses the top; `last_trade_price` then both post-trade books."""
-        rng = self.rng
-        buy_yes = rng.random() < 0.5
-        book = m.asks if buy_yes else m.bids
-        if not book:
-            return self._add(m)
-        price = min(book) if buy_yes else max(book)
-        size = min(book[price], rng.randrange(100, 20_000))
-        book[price] -= size
-        if not book[price]:
-            del book[price]
-        m.volume += size / 100
-        # The same fill seen from NO: buying YES at p is selling NO at 1 − p.
-        token = m.yes if rng.random() < 0.7 else m.no
-        side = ("BUY" if buy_yes else "SELL") if token == m.yes else ("SELL" if buy_yes else "BUY")
-        traded = price if token == m.yes else ONE - price
-        m.last_trade[m.yes], m.last_trade[m.no] = (price, ONE - price)
-        trade = {"market": m.condition_id, "asset_id": token, "price": fmt_price(traded),
-                 "size": fmt_size(size), "fee_rate_bps": "0", "side": side,
-                 "timestamp": str(self.clock()), "event_type": "last_trade_price",
-                 "transaction_hash": "0x" + f"{rng.getrandbits(256):064x}"}
-        return [trade, self.book_msg(m.yes, initial=False), self.book_msg(m.no, initial=False)]
+    def _emit(self, out: list[Msg]) -> None:
+        if out and self.sink is not None:
+            self.sink(out)
 
-    def _maybe_tick_change(self, m: Market) -> list[Msg]:
-        bid, ask = m.best(m.yes)
-        if m.tick != COARSE or bid is None or ask is None:
-            return []
-        if not (bid > EXTREME_HIGH or ask < EXTREME_LOW):
-            return []
-        m.tick = FINE
+    def _act(self, m: Market, out: list[Msg]) -> None:
         ts = str(self.clock())
-        return [{"event_type": "tick_size_change", "asset_id": t, "market": m.condition_id,
-                 "old_tick_size": "0.01", "new_tick_size": "0.001", "timestamp": ts}
-                for t in m.tokens]
+        before = m.top()
+        roll = self.rng.random()
+        if roll < 0.5:
+            self._add(m, before, ts, out)
+        elif roll < 0.85:
+            self._cancel(m, before, ts, out)
+        else:
+            self._trade(m, before, ts, out)
+        self._retick(m, ts, out)
+        if m.top() != before:  # both legs' tops move together
+            out.append(frames.best_bid_ask(m, m.yes, ts))
+            out.append(frames.best_bid_ask(m, m.no, ts))
 
-    # --- messages -----------------------------------------------------------------------
-    def _hash(self) -> str:
-        self._hashes += 1
-        return hashlib.sha1(f"{self._hashes}".encode()).hexdigest()
+    def _add(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
+        """A resting order near the top (sometimes improving it), never crossing."""
+        rng, tick = self.rng, m.tick
+        buy = rng.random() < 0.5
+        bid, ask = top
+        improve = bid is not None and ask is not None and ask - bid > tick and rng.random() < 0.25
+        if buy:
+            if bid is None:
+                price = (ONE // 2 if ask is None else ask) - tick
+            else:
+                price = bid + tick if improve else bid - tick * rng.randrange(6)
+        elif ask is None:
+            price = (ONE // 2 if bid is None else bid) + tick
+        else:
+            price = ask - tick if improve else ask + tick * rng.randrange(6)
+        size = rng.randrange(500, 60_000) if rng.random() < 0.9 else rng.randrange(60_000, 900_000)
+        if not tick <= price <= ONE - tick:
+            return
+        book = m.bids if buy else m.asks
+        book[price] = book.get(price, 0) + size
+        out.append(self._change(m, buy, price, book[price], ts))
 
-    def _change(self, m: Market, buy_yes: bool, price: int) -> Msg:
-        """One price_change with both legs, each with its post-change top of book."""
-        size = fmt_size((m.bids if buy_yes else m.asks).get(price, 0))
-        legs = []
-        for token in m.tokens:
-            bid, ask = m.best(token)
-            yes = token == m.yes
-            legs.append({"asset_id": token, "price": fmt_price(price if yes else ONE - price),
-                         "size": size, "side": "BUY" if buy_yes == yes else "SELL",
-                         "hash": self._hash(),
-                         "best_bid": fmt_price(bid) if bid is not None else "0",
-                         "best_ask": fmt_price(ask) if ask is not None else "1"})
-        if self.rng.random() < 0.5:  # element order varies live
-            legs.reverse()
-        return {"market": m.condition_id, "price_changes": legs,
-                "timestamp": str(self.clock()), "event_type": "price_change"}
+    def _cancel(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
+        """A resting order leaves: a level shrinks or disappears (size "0")."""
+        rng = self.rng
+        buy = rng.random() < 0.5
+        book = m.bids if buy else m.asks
+        if len(book) <= MIN_DEPTH:
+            self._add(m, top, ts, out)
+            return
+        prices = sorted(book, reverse=buy)  # best first
+        deep = len(prices) > MAX_DEPTH
+        price = prices[rng.randrange(len(prices) // 2 if deep else 0, len(prices))]
+        size = book[price]
+        if deep or size < 2 or rng.random() < 0.5:
+            del book[price]
+            size = 0
+        else:
+            size -= rng.randrange(1, size)
+            book[price] = size
+        out.append(self._change(m, buy, price, size, ts))
 
-    def book_msg(self, token: str, initial: bool) -> Msg:
-        """A `book` of one token, worst first as live; initial ones carry tick and last trade."""
-        m = self.by_token[token]
-        bids, asks = m.levels(token)
-        msg: Msg = {"market": m.condition_id, "asset_id": token, "timestamp": str(self.clock()),
-                    "hash": self._hash(),
-                    "bids": [{"price": fmt_price(p), "size": fmt_size(s)}
-                             for p, s in sorted(bids.items())],
-                    "asks": [{"price": fmt_price(p), "size": fmt_size(s)}
-                             for p, s in sorted(asks.items(), reverse=True)]}
-        if initial:
-            msg["tick_size"] = fmt_price(m.tick)
-            msg["event_type"] = "book"
-            last = m.last_trade.get(token)
-            msg["last_trade_price"] = (fmt_price(last) + ("0" if "." in fmt_price(last) else "")
-                                       if last is not None else "")
-            return msg
-        msg["event_type"] = "book"
-        return msg
+    def _trade(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
+        """A taker crosses the top: `last_trade_price`, then both post-trade books."""
+        rng = self.rng
+        lean = 0.5
+        if m.tick == FINE:  # extreme prices drift back now and then, so ticks go back too
+            lean = 0.3 if (top[0] or 0) > ONE // 2 else 0.7
+        buy_yes = rng.random() < lean
+        book = m.asks if buy_yes else m.bids
+        if len(book) < MIN_DEPTH:
+            self._add(m, top, ts, out)
+            return
+        price = top[1] if buy_yes else top[0]
+        assert price is not None
+        avail = book[price]
+        size = avail if avail < 2 or rng.random() < 0.35 else rng.randrange(1, avail)
+        if size == avail:
+            del book[price]
+        else:
+            book[price] = avail - size
+        m.last_trade, m.last_side = price, "BUY" if buy_yes else "SELL"
+        m.volume += size / 100
+        m.volume24hr = round(m.volume24hr + size * price / 1_000_000, 2)
+        # The same fill seen from NO: buying YES at p is selling NO at 1 − p.
+        on_no = rng.random() < 0.3
+        side = ("SELL" if buy_yes else "BUY") if on_no else m.last_side
+        token = m.no if on_no else m.yes
+        traded = ONE - price if on_no else price
+        tx = f"0x{rng.getrandbits(256):064x}"
+        out.append(frames.last_trade_price(m, token, traded, size, side, ts, tx))
+        out.append(frames.book(m, m.yes, ts, self._book_hash(m.yes), initial=False))
+        out.append(frames.book(m, m.no, ts, self._book_hash(m.no), initial=False))
 
-    def best_bid_ask_msg(self, token: str) -> Msg:
-        m = self.by_token[token]
-        bid, ask = m.best(token)
-        spread = fmt_price(ask - bid) if bid is not None and ask is not None else ""
-        return {"market": m.condition_id, "asset_id": token,
-                "best_bid": fmt_price(bid) if bid is not None else "",
-                "best_ask": fmt_price(ask) if ask is not None else "", "spread": spread,
-                "timestamp": str(self.clock()), "event_type": "best_bid_ask"}
+    def _retick(self, m: Market, ts: str, out: list[Msg]) -> None:
+        """Change the tick at the extremes (0.01 → 0.001) and back, for both tokens."""
+        bid, ask = m.top()
+        if m.tick == COARSE:
+            if not ((bid is not None and bid > TO_FINE_ABOVE)
+                    or (ask is not None and ask < TO_FINE_BELOW)):
+                return
+            new = FINE
+        else:
+            if (bid is not None and bid > TO_COARSE_BELOW) or (
+                    ask is not None and ask < TO_COARSE_ABOVE):
+                return
+            new = COARSE
+            # Orders off the coarse grid cannot rest any more: they are cancelled first.
+            for buy, book in ((True, m.bids), (False, m.asks)):
+                for price in sorted(p for p in book if p % COARSE):
+                    del book[price]
+                    out.append(self._change(m, buy, price, 0, ts))
+        old, m.tick = m.tick, new
+        out.append(frames.tick_size_change(m, m.yes, old, new, ts))
+        out.append(frames.tick_size_change(m, m.no, old, new, ts))
 
-    def _new_market_msg(self, m: Market) -> Msg:
-        return {"id": m.id, "question": m.question, "market": m.condition_id, "slug": m.slug,
-                "description": "A simulated market.", "assets_ids": list(m.tokens),
-                "outcomes": ["Yes", "No"],
-                "event_message": {"id": m.id, "ticker": m.slug, "slug": m.slug,
-                                  "title": m.question, "description": "A simulated market."},
-                "timestamp": str(self.clock()), "event_type": "new_market", "tags": ["Simulated"],
-                "condition_id": m.condition_id, "active": True, "clob_token_ids": list(m.tokens),
-                "order_price_min_tick_size": fmt_price(m.tick)}
+    def _change(self, m: Market, buy: bool, price: int, size: int, ts: str) -> Msg:
+        """The price_change of one YES level, with the NO mirror leg (random element order)."""
+        self._seq += 1
+        base = f"{self.seed}:{self._seq}:{price}:{size}:{buy}".encode()
+        hashes = (hashlib.sha1(b"Y" + base).hexdigest(), hashlib.sha1(b"N" + base).hexdigest())
+        return frames.price_change(m, buy, price, size, ts, hashes, self.rng.random() < 0.5)
 
+    def _book_hash(self, token: str) -> str:
+        # Depends on the state counter only, so asking for a snapshot never perturbs the flow.
+        return hashlib.sha1(f"{token}:{self._seq}:{self.steps}".encode()).hexdigest()
 
-def _ms() -> int:
-    import time
+    # --- lifecycle ----------------------------------------------------------------------
+    def _token_id(self) -> str:
+        digits = self.rng.choice((76, 77, 78))
+        return str(self.rng.randrange(10 ** (digits - 1), 10**digits))
 
-    return time.time_ns() // 1_000_000
+    def _create(self) -> Market:
+        """A new market with a seeded book several levels deep around a random price."""
+        rng, i = self.rng, len(self._all)
+        yes, no = self._token_id(), self._token_id()
+        cond = f"0x{rng.getrandbits(256):064x}"
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        # A fixed low-discrepancy sequence, so the v2 share is exact and costs no randomness.
+        version = "v2" if (i * 0.6180339887) % 1.0 < self.v2_fraction else "v1"
+        m = Market(index=i, id=str(500_000 + i), condition_id=cond,
+                   question=f"Will {subject} (sim #{i})?", slug=f"sim-{i}-will-{subject}"
+                   .replace(" ", "-").replace("$", "").replace("%", "pct").lower(),
+                   yes=yes, no=no, volume24hr=round(rng.lognormvariate(10, 1.5), 2),
+                   version=version)
+        self._seed_book(m)
+        self._all.append(m)
+        self._live.append(m)
+        self.by_token[yes] = self.by_token[no] = m
+        return m
+
+    def _seed_book(self, m: Market) -> None:
+        rng = self.rng
+        kind = rng.random()
+        if kind < 0.7:
+            mid = rng.randrange(1_500, 8_500)
+        elif kind < 0.85:
+            mid = rng.choice((rng.randrange(600, 1_500), rng.randrange(8_500, 9_400)))
+        else:
+            mid = rng.choice((rng.randrange(9_300, 9_700), rng.randrange(300, 700)))
+        m.tick = FINE if mid > 9_650 or mid < 350 else COARSE
+        mid -= mid % m.tick
+        half = m.tick * rng.randrange(1, 3)
+        for buy, book in ((True, m.bids), (False, m.asks)):
+            price = mid - half if buy else mid + half
+            for _ in range(rng.randrange(4, 9)):
+                if m.tick <= price <= ONE - m.tick:
+                    book[price] = rng.randrange(1_000, 150_000)
+                price += (-m.tick if buy else m.tick) * (2 if rng.random() < 0.2 else 1)
+
+    def _new_market(self, out: list[Msg]) -> None:
+        m = self._create()
+        out.append(frames.new_market(m, str(self.clock())))
+
+    def _resolve(self, market: Market | None, out: list[Msg]) -> None:
+        if market is None:
+            if len(self._live) < 2:  # keep at least one market trading
+                return
+            market = self._live[self.rng.randrange(len(self._live))]
+        if not market.active:
+            return
+        bid, ask = market.top()
+        mid = ((bid or 0) + (ask or ONE)) // 2
+        market.active = False
+        market.winner = market.yes if mid >= ONE // 2 else market.no
+        self._live.remove(market)
+        out.append(frames.market_resolved(market, str(self.clock())))

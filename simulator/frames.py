@@ -69,7 +69,8 @@ def price_change(m: Market, buy: bool, price: int, size: int, ts: str,
     """One order event on YES (side `buy`, price, new absolute size) with its NO mirror leg."""
     bid, ask = top if top is not None else m.top()
     yes_bid, yes_ask = _bests((bid, ask))
-    no_bid, no_ask = _bests((None if ask is None else ONE - ask, None if bid is None else ONE - bid))
+    no_bid, no_ask = _bests((None if ask is None else ONE - ask,
+                             None if bid is None else ONE - bid))
     spelled = fmt_size(size)
     yes = {"asset_id": m.yes, "price": fmt_price(price), "size": spelled,
            "side": "BUY" if buy else "SELL", "hash": hashes[0],

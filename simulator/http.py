@@ -1,189 +1,176 @@
-"""The simulator's HTTP side: CLOB REST twin, Gamma `/markets` twin, and test controls.
+"""The simulator's HTTP side: one small HTTP/1.1 server for the REST twin, the Gamma twin and
+the `/_sim/*` controls a test in another process can use.
 
-A minimal HTTP/1.1 server (websockets' parser takes no POST bodies): GET and POST with
-Content-Length, one request per connection.
+websockets' HTTP parser takes no request bodies, so this is a minimal asyncio server: GET and
+POST with Content-Length, keep-alive unless the client says `Connection: close`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
+import structlog
 
-from simulator.engine import fmt_price
+from simulator import gamma, rest
+from simulator.rest import Reply
 
 
 if TYPE_CHECKING:
     from simulator.server import Simulator
 
-__all__ = ["serve_http"]
+__all__ = ["HttpServer"]
 
-Reply = tuple[int, Any]
-NO_BOOK = {"error": "No orderbook exists for the requested token id"}
+log = structlog.get_logger()
 
-
-def _rest_book(sim: Simulator, token: str) -> dict[str, Any] | None:
-    """`GET /book` shape: bids ascending, asks descending (as live), strings everywhere."""
-    market = sim.engine.by_token.get(token)
-    if market is None or not market.active:
-        return None
-    msg = sim.engine.book_msg(token, initial=False)
-    last = market.last_trade.get(token)
-    return {"market": msg["market"], "asset_id": token, "timestamp": msg["timestamp"],
-            "hash": msg["hash"], "bids": msg["bids"], "asks": msg["asks"],
-            "min_order_size": "5", "tick_size": fmt_price(market.tick), "neg_risk": False,
-            "last_trade_price": fmt_price(last) if last is not None else ""}
+Handler = Callable[["Simulator", dict[str, str], Any], Awaitable[Reply]]
+MAX_BODY = 4 * 2**20
 
 
-def _book(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    book = _rest_book(sim, q.get("token_id", ""))
-    return (200, book) if book else (404, NO_BOOK)
+async def _pause(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    await sim.pause()
+    return 200, {"ok": True, "paused": True}
 
 
-def _books(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    if not isinstance(body, list):
-        return 400, {"error": "body must be an array of {token_id}"}
-    if len(body) > 500:
-        return 400, {"error": "too many token ids (max 500)"}
-    books = [_rest_book(sim, str(item.get("token_id", ""))) for item in body
-             if isinstance(item, dict)]
-    return 200, [b for b in books if b]
+async def _resume(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    sim.resume()
+    return 200, {"ok": True, "paused": False}
 
 
-def _price(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    market = sim.engine.by_token.get(q.get("token_id", ""))
-    side = q.get("side", "").upper()
-    if market is None or side not in ("BUY", "SELL"):
-        return 400, {"error": "Invalid token id or side"}
-    bid, ask = market.best(q["token_id"])
-    value = bid if side == "BUY" else ask  # live: BUY → best bid (the docs say the reverse)
-    return 200, {"price": fmt_price(value) if value is not None else "0"}
+async def _drop(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    count = len(sim.connections)
+    sim.drop_all()
+    return 200, {"ok": True, "dropped": count}
 
 
-def _midpoint(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    market = sim.engine.by_token.get(q.get("token_id", ""))
-    if market is None:
-        return 404, NO_BOOK
-    bid, ask = market.best(q["token_id"])
-    if bid is None or ask is None:
-        return 200, {"mid": ""}
-    whole = bid + ask  # mid = whole / 2 pips, exact as a decimal
-    mid = fmt_price(whole // 2) if whole % 2 == 0 else fmt_price(whole // 2) + "5"
-    return 200, {"mid": mid}
+async def _stall(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    on = q.get("on", "1") not in ("0", "false")
+    sim.set_stall(on)
+    return 200, {"ok": True, "stall": on}
 
 
-def _tick_size(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    market = sim.engine.by_token.get(q.get("token_id", ""))
-    if market is None:
-        return 400, {"error": "Invalid token id"}
-    return 200, {"minimum_tick_size": market.tick / 10_000}
+async def _reject(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    sim.reject_handshakes(int(q.get("count", "1")), int(q.get("status", "429")))
+    return 200, {"ok": True}
 
 
-def _gamma_market(sim: Simulator, m: Any) -> dict[str, Any]:
-    bid, ask = m.best(m.yes)
-    last = m.last_trade.get(m.yes)
-    mid = (bid + ask) / 20_000 if bid is not None and ask is not None else 0.5
-    return {"id": m.id, "conditionId": m.condition_id, "question": m.question, "slug": m.slug,
-            "clobTokenIds": orjson.dumps([m.yes, m.no]).decode(),
-            "outcomes": '["Yes", "No"]',
-            "outcomePrices": orjson.dumps([f"{mid:.4f}", f"{1 - mid:.4f}"]).decode(),
-            "active": m.active, "closed": not m.active, "acceptingOrders": m.active,
-            "enableOrderBook": True, "orderPriceMinTickSize": m.tick / 10_000,
-            "orderMinSize": 5, "volume24hr": round(m.volume, 2), "volumeNum": round(m.volume, 2),
-            "liquidityNum": float(sum(m.bids.values()) + sum(m.asks.values())) / 100,
-            "bestBid": bid / 10_000 if bid is not None else None,
-            "bestAsk": ask / 10_000 if ask is not None else None,
-            "lastTradePrice": last / 10_000 if last is not None else 0,
-            "version": "v1"}
+async def _step(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    sim.engine.step(int(q.get("n", "1")))
+    return 200, {"ok": True, "steps": sim.engine.steps}
 
 
-def _markets(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    closed = q.get("closed", "false").lower() == "true"
-    items = [m for m in sim.engine.markets() if (not m.active) == closed]
-    if "active" in q:
-        items = [m for m in items if m.active == (q["active"].lower() == "true")]
-    offset, limit = int(q.get("offset", "0") or 0), int(q.get("limit", "100") or 100)
-    return 200, [_gamma_market(sim, m) for m in items[offset : offset + limit]]
+async def _truth(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    token = q.get("token_id", "")
+    if sim.engine.market(token) is None:
+        return 404, rest.NO_BOOK
+    bids, asks = sim.engine.true_book(token)
+    return 200, {"bids": [list(lv) for lv in bids], "asks": [list(lv) for lv in asks]}
 
 
-def _control(action: Callable[[Simulator, dict[str, str]], Any]) -> Callable[..., Reply]:
-    def handler(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-        result = action(sim, q)
-        return 200, result if result is not None else {"ok": True}
-    return handler
+async def _tokens(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    return 200, sim.engine.tokens()
 
 
-def _truth(sim: Simulator, q: dict[str, str]) -> Any:
-    bids, asks = sim.engine.true_book(q.get("token_id", ""))
-    return {"bids": bids, "asks": asks}
+async def _stats(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
+    return 200, {**vars(sim.stats), "connections": len(sim.connections),
+                 "steps": sim.engine.steps, "paused": sim.paused}
 
 
-def _tokens(sim: Simulator, q: dict[str, str]) -> Any:
-    return sim.engine.tokens()
-
-
-def _stall(sim: Simulator, q: dict[str, str]) -> None:
-    for conn in sim.connections:
-        conn.faults.stall = q.get("on", "1") == "1"
-
-
-ROUTES: dict[tuple[str, str], Callable[..., Reply]] = {
-    ("GET", "/book"): _book,
-    ("POST", "/books"): _books,
-    ("GET", "/price"): _price,
-    ("GET", "/midpoint"): _midpoint,
-    ("GET", "/tick-size"): _tick_size,
-    ("GET", "/markets"): _markets,
-    ("GET", "/_sim/tokens"): _control(_tokens),
-    ("GET", "/_sim/truth"): _control(_truth),
-    ("POST", "/_sim/drop"): _control(lambda sim, q: sim.drop_all()),
-    ("POST", "/_sim/stall"): _control(_stall),
-    ("POST", "/_sim/resume"): _control(lambda sim, q: sim.resume()),
+CONTROL: dict[tuple[str, str], Handler] = {
+    ("POST", "/_sim/pause"): _pause,
+    ("POST", "/_sim/resume"): _resume,
+    ("POST", "/_sim/drop"): _drop,
+    ("POST", "/_sim/stall"): _stall,
+    ("POST", "/_sim/reject"): _reject,
+    ("POST", "/_sim/step"): _step,
+    ("GET", "/_sim/truth"): _truth,
+    ("GET", "/_sim/tokens"): _tokens,
+    ("GET", "/_sim/stats"): _stats,
 }
+ROUTES: dict[tuple[str, str], Handler] = {**rest.ROUTES, **gamma.ROUTES, **CONTROL}
 
 
-async def _dispatch(sim: Simulator, method: str, target: str, body: bytes) -> Reply:
-    parts = urlsplit(target)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    if (method, parts.path) == ("POST", "/_sim/pause"):
-        await sim.pause()
-        return 200, {"ok": True}
-    handler = ROUTES.get((method, parts.path))
-    if handler is None:
-        return 404, {"error": "not found"}
-    try:
-        payload = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return 400, {"error": "body is not JSON"}
-    try:
-        return handler(sim, query, payload)
-    except (KeyError, ValueError) as exc:
-        return 400, {"error": str(exc)}
+class HttpServer:
+    """Serves `ROUTES` for one simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        return self._server
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):  # idle keep-alive connections would linger
+            writer.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection should close."""
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        parts = head[0].split()
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if len(parts) != 3 or not 0 <= length <= MAX_BODY:
+            await _respond(writer, 400, {"error": "bad request"}, keep=False)
+            return False
+        body = await reader.readexactly(length) if length else b""
+        status, payload = await self._dispatch(parts[0].upper(), parts[1], body)
+        keep = parts[2] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        await _respond(writer, status, payload, keep)
+        return keep
+
+    async def _dispatch(self, method: str, target: str, body: bytes) -> Reply:
+        self.sim.stats.http_requests += 1
+        url = urlsplit(target)
+        handler = ROUTES.get((method, url.path))
+        if handler is None:
+            known = any(path == url.path for _, path in ROUTES)
+            return (405, {"error": "method not allowed"}) if known else (
+                404, {"error": "not found"})
+        try:
+            payload = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return 400, {"error": "Invalid payload"}
+        try:
+            return await handler(self.sim, dict(parse_qsl(url.query)), payload)
+        except (ValueError, KeyError) as exc:
+            log.info("simulator.http.bad_request", path=url.path, error=str(exc))
+            return 400, {"error": str(exc)}
 
 
-async def serve_http(sim: Simulator, host: str, port: int) -> asyncio.Server:
-    """Serve the REST twin, Gamma twin and `/_sim/*` controls."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError,
-                                 TimeoutError):
-            request = (await asyncio.wait_for(reader.readline(), 10)).decode("latin-1").split()
-            length = 0
-            while (line := (await reader.readline()).decode("latin-1").strip()):
-                name, _, value = line.partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            body = await reader.readexactly(length) if length else b""
-            status, payload = await _dispatch(sim, request[0], request[1], body)
-            data = orjson.dumps(payload)
-            writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, host, port)
+async def _respond(writer: asyncio.StreamWriter, status: int, payload: Any, keep: bool) -> None:
+    data = orjson.dumps(payload)
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n")
+    writer.write(head.encode() + data)
+    await writer.drain()

@@ -1,352 +1,368 @@
-"""The simulated market channel: WebSocket at /ws/market, order flow, faults.
+"""The simulated exchange: WebSocket market channel at /ws/market, order flow, fan-out.
 
 `Simulator` ties the engine, the WebSocket server and the REST/Gamma server together and is
 what tests drive: read the engine's truth, pause the flow, inject faults per connection.
+Everything between generating an engine batch and writing its frames is synchronous, so
+each connection sees events in engine order and `pause()` takes effect immediately.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
-import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from simulator import frames
+from simulator.config import SimConfig, SimStats
+from simulator.connection import SimConnection
 from simulator.engine import Engine
 from simulator.faults import Faults
+from simulator.frames import LIFECYCLE, Msg
 
 
 __all__ = ["SimConfig", "SimConnection", "Simulator"]
 
-log = structlog.get_logger("simulator")
+log = structlog.get_logger()
 
-TICK = 0.01
-"""Seconds between flow batches."""
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """How the simulated exchange behaves."""
-
-    markets: int = 20
-    seed: int = 1
-    rate: float = 50.0
-    """Engine actions per second; 0 = as fast as possible."""
-    new_market_every: float = 0.0
-    """Seconds between new markets (0 = never)."""
-    resolve_every: float = 0.0
-    """Seconds between resolutions (0 = never)."""
-    silence_timeout: float = 60.0
-    """Close a connection whose client sent nothing for this long (0 = never)."""
-    bba_every: int = 1
-    """Send best_bid_ask on every n-th top-of-book change."""
-
-
-@dataclass
-class SimConnection:
-    """One client connection, as the simulated exchange sees it."""
-
-    id: int
-    ws: ServerConnection
-    faults: Faults
-    subscribed: set[str] = field(default_factory=set)
-    custom: bool = False
-    initialized: bool = False
-    last_rx: float = 0.0
-    closed: bool = False
-    sent: int = 0
-    _last_ts: int = 0
-
-    def drop(self) -> None:
-        """Abrupt drop: the TCP connection dies with no close frame (the client sees 1006)."""
-        self.closed = True
-        with contextlib.suppress(Exception):
-            self.ws.transport.abort()
-
-    async def send_raw(self, text: str) -> None:
-        """Send any text frame (malformed JSON, unknown events) as if from the exchange."""
-        await self._send(text)
-
-    async def _send(self, text: str) -> None:
-        if self.closed:
-            return
-        try:
-            await self.ws.send(text)
-            self.sent += 1
-        except ConnectionClosed:
-            self.closed = True
+BACKLOG = 1 * 2**20
+"""At rate 0, flow waits while any subscriber has this much unsent data (backpressure)."""
 
 
 class Simulator:
     """A faithful local Polymarket: engine + WS market channel + REST/Gamma twin."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
-        self.config = config or SimConfig()
-        self.engine = Engine(self.config.markets, self.config.seed)
+        cfg = self.config = config or SimConfig()
+        self.engine = Engine(cfg.markets, cfg.seed, v2_fraction=cfg.v2_fraction,
+                             new_market_every=self._steps(cfg.new_market_every),
+                             resolve_every=self._steps(cfg.resolve_every))
+        self.engine.sink = self._broadcast
         self.faults = Faults()
+        """Fault flags copied into each NEW connection."""
         self.connections: list[SimConnection] = []
-        self.stats: dict[str, int] = {"frames": 0, "accepted": 0, "rejected": 0, "actions": 0}
+        self.stats = SimStats()
         self.ws_url = ""
         self.http_url = ""
+        self._index: dict[str, set[SimConnection]] = {}
         self._ids = itertools.count(1)
-        self._reject: tuple[int, int] = (0, 429)
-        self._rng = random.Random(self.config.seed + 1)
-        self._paused = False
-        self._lock = asyncio.Lock()
+        self._reject_left, self._reject_status = 0, HTTPStatus.TOO_MANY_REQUESTS
+        self._handshakes: collections.deque[float] = collections.deque()
+        self._running = asyncio.Event()
+        self._running.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._ws_server: Server | None = None
         self._http_server: asyncio.Server | None = None
 
+    def _steps(self, seconds: float) -> int:
+        """Lifecycle intervals in engine steps, so they are deterministic too (rate > 0)."""
+        return max(1, round(seconds * self.config.rate)) if seconds > 0 and self.config.rate else 0
+
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, http_port: int = 0) -> None:
         """Start both servers and the flow; port 0 picks a free port."""
-        from simulator.http import serve_http
+        from simulator.http import HttpServer
 
-        self._ws_server = await serve(self._handle, host, port, process_request=self._gate,
-                                      compression=None, max_size=2**22, ping_interval=None)
+        self._ws_server = await serve(
+            self._handle, host, port, process_request=self._gate, compression=None,
+            ping_interval=None, max_size=2**22, server_header="simulator")
         ws_port = self._ws_server.sockets[0].getsockname()[1]
-        self._http_server = await serve_http(self, host, http_port)
+        self._http = HttpServer(self)
+        self._http_server = await self._http.start(host, http_port)
         http_port = self._http_server.sockets[0].getsockname()[1]
         self.ws_url = f"ws://{host}:{ws_port}/ws/market"
         self.http_url = f"http://{host}:{http_port}"
-        self._tasks = [asyncio.create_task(self._flow()), asyncio.create_task(self._watch())]
-        if self.config.new_market_every or self.config.resolve_every:
-            self._tasks.append(asyncio.create_task(self._lifecycle()))
+        self._tasks = [asyncio.create_task(self._flow(), name="simulator.flow"),
+                       asyncio.create_task(self._watch(), name="simulator.watch")]
+        if not self.config.rate and (self.config.new_market_every or self.config.resolve_every):
+            self._tasks.append(asyncio.create_task(self._lifecycle(), name="simulator.life"))
         log.info("simulator.start", ws_url=self.ws_url, http_url=self.http_url,
-                 markets=self.config.markets)
+                 markets=len(self.engine.markets()), rate=self.config.rate)
 
     async def stop(self) -> None:
-        """Stop flow and servers; drop every connection."""
+        """Stop flow and servers; every connection is dropped."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         self.drop_all()
         if self._ws_server is not None:
-            self._ws_server.close()
-            with contextlib.suppress(Exception):
+            self._ws_server.close(close_connections=False)
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 2)
         if self._http_server is not None:
-            self._http_server.close()
+            await self._http.stop()
+        log.info("simulator.stop", actions=self.stats.actions, frames=self.stats.frames)
 
     async def pause(self) -> None:
         """Stop generating flow; once this returns no new flow frames are produced."""
-        self._paused = True
-        async with self._lock:
-            pass
+        self._running.clear()
 
     def resume(self) -> None:
         """Generate flow again."""
-        self._paused = False
+        self._running.set()
 
-    # --- faults -------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # --- controls -----------------------------------------------------------------------
     def drop_all(self) -> None:
-        """Abrupt drop of every live connection."""
+        """Abrupt drop of every live connection (no close frame; clients see 1006)."""
         for conn in list(self.connections):
+            if not conn.closed:
+                self.stats.dropped += 1
             conn.drop()
 
     def reject_handshakes(self, count: int, status: int = 429) -> None:
         """Refuse the next `count` WebSocket handshakes with this HTTP status."""
-        self._reject = (count, status)
+        self._reject_left, self._reject_status = count, HTTPStatus(status)
+
+    def set_stall(self, on: bool) -> None:
+        """Stall (or un-stall) every live connection."""
+        for conn in self.connections:
+            conn.faults.stall = on
 
     async def wait_connections(self, n: int, timeout: float = 10.0) -> None:
-        """Wait until n connections are live and subscribed."""
+        """Wait until at least n connections are live and subscribed."""
         deadline = time.monotonic() + timeout
-        while sum(1 for c in self.connections if c.initialized and not c.closed) < n:
+        while sum(1 for c in self.connections if c.initialized and c.live) < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{n} subscribed connections did not appear")
-            await asyncio.sleep(0.01)
+                raise TimeoutError(f"{n} subscribed connections did not appear in {timeout}s")
+            await asyncio.sleep(0.005)
 
     # --- WebSocket side -----------------------------------------------------------------
     def _gate(self, conn: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?")[0] != "/ws/market":
-            return _response(HTTPStatus.NOT_FOUND, b"404 page not found\n")
-        count, status = self._reject
-        if count > 0:
-            self._reject = (count - 1, status)
-            self.stats["rejected"] += 1
-            return _response(HTTPStatus(status), b"Too Many Requests\n")
+        """404 off the one path, 429 while rejecting; otherwise proceed with the handshake."""
+        if urlsplit(request.path).path != "/ws/market":
+            self.stats.not_found += 1
+            return conn.respond(HTTPStatus.NOT_FOUND, "404 page not found\n")
+        if self._reject_left > 0:
+            self._reject_left -= 1
+            return self._refuse(conn, self._reject_status)
+        if self.config.handshake_limit:
+            now, recent = time.monotonic(), self._handshakes
+            while recent and now - recent[0] > 1.0:
+                recent.popleft()
+            if len(recent) >= self.config.handshake_limit:
+                return self._refuse(conn, HTTPStatus.TOO_MANY_REQUESTS)
+            recent.append(now)
         return None
 
+    def _refuse(self, conn: ServerConnection, status: HTTPStatus) -> Response:
+        self.stats.rejected += 1
+        log.info("simulator.conn.rejected", status=status.value, left=self._reject_left)
+        return conn.respond(status, f"{status.phrase}\n")
+
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = SimConnection(next(self._ids), ws, self.faults.copy(), last_rx=time.monotonic())
+        conn = SimConnection(next(self._ids), ws, self.faults.copy())
         self.connections.append(conn)
-        self.stats["accepted"] += 1
+        self.stats.accepted += 1
+        log.info("simulator.conn.open", conn_id=conn.id, remote=str(ws.remote_address))
         try:
             async for message in ws:
                 conn.last_rx = time.monotonic()
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                await self._on_message(conn, text)
+                self._on_message(conn, text)
         except ConnectionClosed:
             pass
         finally:
             conn.closed = True
             self.connections.remove(conn)
+            log.info("simulator.conn.close", conn_id=conn.id, frames=conn.frames_sent,
+                     assets=len(conn.subscribed))
+            self._forget(conn, set(conn.subscribed))
 
-    async def _on_message(self, conn: SimConnection, text: str) -> None:
+    def _on_message(self, conn: SimConnection, text: str) -> None:
         if text.strip() == "PING":
-            await conn._send("PONG")  # stalled connections still answer: that is the trap
+            conn.write([b"PONG"])  # stalled connections still answer: that is the trap
             return
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError:
-            await conn._send("INVALID OPERATION")
+            msg = None
+        ids = msg.get("assets_ids", []) if isinstance(msg, dict) else None
+        if not isinstance(msg, dict) or not isinstance(ids, list) or not all(
+                isinstance(t, str) for t in ids):
+            self._invalid(conn)
             return
-        if not isinstance(msg, dict):
-            await conn._send("INVALID OPERATION")
-            return
-        ids = [str(t) for t in msg.get("assets_ids") or [] if isinstance(t, str | int)]
-        if msg.get("type", "").lower() == "market" and "operation" not in msg:
-            if conn.initialized:
-                await conn._send("INVALID OPERATION")
-                return
+        op = msg.get("operation")
+        if op is None and str(msg.get("type", "")).lower() == "market" and not conn.initialized:
             conn.initialized = True
-            conn.custom = bool(msg.get("custom_feature_enabled"))
-            await self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
-        elif msg.get("operation") == "subscribe" and conn.initialized:
-            if msg.get("custom_feature_enabled"):
-                conn.custom = True
-            await self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
-        elif msg.get("operation") == "unsubscribe" and conn.initialized:
-            conn.subscribed.difference_update(ids)
-        else:
-            await conn._send("INVALID OPERATION")
+            conn.custom = msg.get("custom_feature_enabled") is True
+            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
+        elif op == "subscribe" and conn.initialized:
+            conn.custom = conn.custom or msg.get("custom_feature_enabled") is True
+            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
+        elif op == "unsubscribe" and conn.initialized:
+            self._forget(conn, set(ids))
+        else:  # a second `type: market`, or anything else
+            self._invalid(conn)
 
-    async def _subscribe(self, conn: SimConnection, ids: list[str], dump: bool) -> None:
-        known = [t for t in dict.fromkeys(ids) if t in self.engine.by_token]
-        conn.subscribed.update(known)
-        if not dump:
+    def _invalid(self, conn: SimConnection) -> None:
+        self.stats.invalid += 1
+        conn.write([b"INVALID OPERATION"])
+
+    def _subscribe(self, conn: SimConnection, ids: list[str], dump: bool) -> None:
+        """Add known active assets; with `dump`, one array frame of their books (`[]` if none)."""
+        known = []
+        for token in dict.fromkeys(ids):
+            market = self.engine.market(token)
+            if market is None or not market.active:
+                continue
+            # Already-subscribed ids get a snapshot again: clients re-subscribe to resync.
+            known.append(token)
+            conn.subscribed.add(token)
+            self._index.setdefault(token, set()).add(conn)
+        log.info("simulator.conn.subscribe", conn_id=conn.id, asked=len(ids), known=len(known),
+                 total=len(conn.subscribed), custom=conn.custom)
+        if not dump or conn.faults.stall or len(conn.subscribed) > conn.faults.snapshot_ceiling:
             return
-        async with self._lock:  # a snapshot must not interleave with a flow batch
-            books = [self.engine.book_msg(t, initial=True) for t in known
-                     if self.engine.by_token[t].active]
-            if len(conn.subscribed) > conn.faults.snapshot_ceiling:
-                books = []
-            await conn._send(orjson.dumps(books).decode())
+        books = [self.engine.book_msg(t, initial=True) for t in known]
+        self.stats.frames += conn.write([frames.render(books)])
+        self.stats.snapshots += 1
+
+    def _forget(self, conn: SimConnection, tokens: set[str]) -> None:
+        for token in tokens & conn.subscribed:
+            conn.subscribed.discard(token)
+            subscribers = self._index.get(token)
+            if subscribers is not None:
+                subscribers.discard(conn)
+                if not subscribers:
+                    del self._index[token]
 
     # --- flow ---------------------------------------------------------------------------
     async def _flow(self) -> None:
-        owed = 0.0
-        last = time.monotonic()
+        """Generate `rate` actions per second in small batches (or flat out at rate 0)."""
+        cfg, loop = self.config, asyncio.get_running_loop()
+        owed, last = 0.0, loop.time()
         while True:
-            await asyncio.sleep(TICK if self.config.rate else 0)
-            now = time.monotonic()
-            owed += (now - last) * self.config.rate if self.config.rate else 200
-            last = now
-            if self._paused or owed < 1:
-                owed = 0 if self._paused else owed
-                continue
-            n, owed = int(owed), owed - int(owed)
-            async with self._lock:
-                messages = self.engine.step(n)
-                self.stats["actions"] += n
-                await self._broadcast(messages)
-
-    async def _broadcast(self, messages: list[dict[str, Any]]) -> None:
-        """Send each message to the connections subscribed to a token it carries."""
-        live = [c for c in self.connections if c.initialized and not c.closed]
-        if not live or not messages:
-            return
-        rendered = [(m, _tokens_of(m), orjson.dumps(m).decode()) for m in messages]
-        for conn in live:
-            await self._deliver(conn, rendered)
-
-    async def _deliver(self, conn: SimConnection, rendered: list[tuple[dict[str, Any],
-                       tuple[str, ...], str]]) -> None:
-        faults = conn.faults
-        if faults.stall or len(conn.subscribed) > faults.ceiling:
-            return
-        frames: list[str] = []
-        burst: list[dict[str, Any]] = []
-        for msg, tokens, text in rendered:
-            if not any(t in conn.subscribed for t in tokens):
-                continue
-            if faults.bursts:
-                burst.append(msg)
-                continue
-            if faults.legacy and msg["event_type"] == "price_change":
-                frames += [orjson.dumps(m).decode() for m in _legacy(msg, conn.subscribed)]
-            elif faults.ts_regress and self._rng.random() < 0.1:
-                older = dict(msg, timestamp=str(int(msg.get("timestamp", "0")) - 5))
-                frames.append(orjson.dumps(older).decode())
+            if not self._running.is_set():
+                await self._running.wait()
+                owed, last = 0.0, loop.time()
+            if cfg.rate > 0:
+                await asyncio.sleep(cfg.batch_interval)
+                now = loop.time()
+                # Cap the debt so a long GC pause or a busy loop cannot unleash a flood.
+                owed, last = min(owed + (now - last) * cfg.rate, cfg.rate * 0.25 + 1), now
+                n = int(owed)
+                owed -= n
             else:
-                frames.append(text)
-            if faults.duplicate and self._rng.random() < 0.2:
-                frames.append(frames[-1])
-            if faults.unknown and self._rng.random() < 0.02:
-                mystery = [{"asset_id": tokens[0], "event_type": "mystery"}]
-                frames.append(orjson.dumps(mystery).decode())
-        if burst:
-            frames.append(orjson.dumps(burst).decode())
-        for text in frames:
-            await conn._send(text)
-        self.stats["frames"] += len(frames)
+                await asyncio.sleep(0)
+                if any(c.buffered() > BACKLOG for c in self.connections if c.subscribed):
+                    await asyncio.sleep(0.001)
+                    continue
+                n = cfg.max_batch
+            if n and self._running.is_set():
+                self.engine.step(n)
+                self.stats.actions += n
+
+    def _broadcast(self, msgs: list[Msg]) -> None:
+        """Engine sink: send each message, rendered once, to every connection that wants it."""
+        self.stats.messages += len(msgs)
+        conns = [c for c in self.connections if c.initialized and not c.muted and c.live]
+        if not conns:
+            return
+        wanted = _route(msgs, self._index, conns)
+        rendered: list[bytes | None] = [None] * len(msgs)
+        for conn, indices in wanted.items():
+            if conn.muted or conn.closed:
+                continue
+            texts = []
+            for i in indices:
+                text = rendered[i]
+                if text is None:
+                    text = rendered[i] = frames.render(msgs[i])
+                texts.append(text)
+            if conn.faults.shaping():
+                texts = self._shape(conn, [(msgs[i], t) for i, t in zip(indices, texts,
+                                                                          strict=True)])
+            self.stats.frames += conn.write(texts)
+
+    def _shape(self, conn: SimConnection, items: list[tuple[Msg, bytes]]) -> list[bytes]:
+        faults, shaper = conn.faults, conn.shaper
+        if faults.crossed and shaper.rng.random() < faults.odds:
+            items = items + self._crossed(shaper.rng.getrandbits, items)
+        return shaper.shape(faults, items, conn.subscribed)
+
+    def _crossed(self, bits: Callable[[int], int],
+                 items: list[tuple[Msg, bytes]]) -> list[tuple[Msg, bytes]]:
+        """A crossed flash and its fix on the batch's last market, appended at the batch end,
+        where the engine state is the state the client's stream has reached."""
+        for msg, _ in reversed(items):
+            tokens = frames.tokens_of(msg)
+            market = self.engine.market(tokens[0]) if tokens else None
+            if market is not None and market.active:
+                break
+        else:
+            return []
+        a, b, c, d = (f"{bits(160):040x}" for _ in range(4))
+        pair = frames.crossed_pair(market, str(self.engine.clock()), (a, b, c, d))
+        return [(m, frames.render(m)) for m in pair]
 
     async def _watch(self) -> None:
         """Close connections whose client has been silent too long (the exchange's timeout)."""
         limit = self.config.silence_timeout
-        while limit:
+        while limit > 0:
             await asyncio.sleep(min(1.0, limit / 4))
             now = time.monotonic()
             for conn in list(self.connections):
-                if now - conn.last_rx > limit:
+                if not conn.closed and now - conn.last_rx > limit:
+                    log.info("simulator.conn.silence", conn_id=conn.id, limit_s=limit)
+                    self.stats.silenced += 1
                     conn.drop()
 
     async def _lifecycle(self) -> None:
-        cfg = self.config
-        next_new = time.monotonic() + cfg.new_market_every if cfg.new_market_every else None
-        next_res = time.monotonic() + cfg.resolve_every if cfg.resolve_every else None
+        """At rate 0 there is no step clock: new markets and resolutions run on a timer."""
+        cfg, loop = self.config, asyncio.get_running_loop()
+        start = loop.time()
+        due_new = start + cfg.new_market_every if cfg.new_market_every else float("inf")
+        due_res = start + cfg.resolve_every if cfg.resolve_every else float("inf")
         while True:
-            await asyncio.sleep(0.05)
-            now = time.monotonic()
-            messages = []
-            if next_new is not None and now >= next_new:
-                messages += self.engine.new_market()
-                next_new = now + cfg.new_market_every
-            if next_res is not None and now >= next_res:
-                messages += self.engine.resolve()
-                next_res = now + cfg.resolve_every
-            if messages:
-                await self.broadcast_lifecycle(messages)
+            await asyncio.sleep(max(0.001, min(due_new, due_res) - loop.time()))
+            if not self._running.is_set():
+                continue
+            now = loop.time()
+            if now >= due_new:
+                self.engine.new_market()
+                due_new = now + cfg.new_market_every
+            if now >= due_res:
+                self.engine.resolve()
+                due_res = now + cfg.resolve_every
 
-    async def broadcast_lifecycle(self, messages: list[dict[str, Any]]) -> None:
-        """new_market / market_resolved go to every custom-feature connection, subscribed or not."""
-        async with self._lock:
-            for conn in [c for c in self.connections if c.initialized and c.custom]:
-                if conn.faults.stall:
+
+def _route(msgs: list[Msg], index: dict[str, set[SimConnection]],
+           conns: list[SimConnection]) -> dict[SimConnection, list[int]]:
+    """Which message indices each connection gets: by subscription, lifecycle to all custom."""
+    wanted: dict[SimConnection, list[int]] = {}
+    custom = [c for c in conns if c.custom]
+    for i, msg in enumerate(msgs):
+        kind = msg["event_type"]
+        if kind in LIFECYCLE:
+            for conn in custom:
+                wanted.setdefault(conn, []).append(i)
+            continue
+        bba = kind == "best_bid_ask"
+        changes = msg.get("price_changes")
+        tokens = (changes[0]["asset_id"], changes[1]["asset_id"]) if changes else (
+            msg["asset_id"],)
+        for token in tokens:
+            for conn in index.get(token, ()):
+                if bba and not conn.custom:
                     continue
-                for msg in messages:
-                    await conn._send(orjson.dumps(msg).decode())
-
-
-def _tokens_of(msg: dict[str, Any]) -> tuple[str, ...]:
-    if msg["event_type"] == "price_change":
-        return tuple(e["asset_id"] for e in msg["price_changes"])
-    return (msg.get("asset_id", ""),)
-
-
-def _legacy(msg: dict[str, Any], subscribed: set[str]) -> list[dict[str, Any]]:
-    """The pre-2025-09-15 shape: one frame per asset with `changes`, no tops."""
-    out = []
-    for leg in msg["price_changes"]:
-        if leg["asset_id"] in subscribed:
-            out.append({"asset_id": leg["asset_id"],
-                        "changes": [{"price": leg["price"], "side": leg["side"],
-                                     "size": leg["size"]}],
-                        "event_type": "price_change", "market": msg["market"],
-                        "timestamp": msg["timestamp"], "hash": leg["hash"]})
-    return out
-
-
-def _response(status: HTTPStatus, body: bytes) -> Response:
-    headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return Response(status.value, status.phrase, headers, body)
+                got = wanted.get(conn)
+                if got is None:
+                    wanted[conn] = [i]
+                elif got[-1] != i:
+                    got.append(i)
+    return wanted

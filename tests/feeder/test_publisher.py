@@ -146,3 +146,11 @@ async def test_lost_redis_state_is_reported_per_token(redis) -> None:
     assert await pub.write(batch_of(Status(T, "suspect", "y"))) == []
     fresh = Publisher(redis)
     assert await fresh.write(batch_of(snapshot(U))) == [], "a new feeder does not know, so no check"
+
+
+async def test_a_separator_inside_a_value_cannot_shift_fields(redis) -> None:
+    """A value holding the packing separator is written with it blanked, fields intact."""
+    await Publisher(redis).write(batch_of(Status(T, "suspect", "a\x1fb")))
+    [(_, fields)] = await redis.xrange(keys.stream(T))
+    assert fields["reason"] == "a b"
+    assert fields["state"] == "suspect"
