@@ -109,6 +109,8 @@ class Connection:
         """Called with each lifecycle event this connection sees first (deduplicated)."""
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
+        self._ping_sent = 0.0
+        self._opened = 0.0
 
     # --- public -----------------------------------------------------------------------
     def add_tokens(self, tokens: list[str]) -> list[str]:
@@ -288,9 +290,6 @@ class Connection:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             return f"closed:{code}"
         return "closed"
-
-    _ping_sent = 0.0
-    _opened = 0.0
 
     def _snapshots_seen(self, events: list[Any]) -> None:
         for event in events:

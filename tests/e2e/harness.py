@@ -71,14 +71,14 @@ def levels_of(book: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[s
     return bids, asks
 
 
-async def mismatches(r: Rig) -> list[str]:
+async def mismatches(sim: Simulator, redis: aioredis.Redis, tokens: list[str]) -> list[str]:
     """Tokens whose Redis book differs from the simulator's truth, or is not synced/current."""
     bad = []
-    for token in r.tokens:
-        book = await r.redis.hgetall(keys.book(token))
-        truth = r.sim.engine.true_book(token)
+    for token in tokens:
+        book = await redis.hgetall(keys.book(token))
+        truth = sim.engine.true_book(token)
         bids, asks = levels_of(book)
-        newest = await r.redis.xrevrange(keys.stream(token), count=1)
+        newest = await redis.xrevrange(keys.stream(token), count=1)
         current = bool(newest) and book.get("last_id") == newest[0][0]
         if (tuple(bids), tuple(asks)) != (tuple(truth[0]), tuple(truth[1])):
             bad.append(f"{token[:8]}:levels")
@@ -89,19 +89,26 @@ async def mismatches(r: Rig) -> list[str]:
 
 async def assert_books_equal_truth(r: Rig, timeout: float = 15.0) -> None:
     """Pause the flow, then wait until every Redis book equals the simulator's true book."""
-    await r.sim.pause()
+    await assert_redis_equals_truth(r.sim, r.redis, r.tokens, timeout)
+    assert not r.task.done(), "the feeder stopped"
+
+
+async def assert_redis_equals_truth(
+    sim: Simulator, redis: aioredis.Redis, tokens: list[str], timeout: float = 15.0
+) -> None:
+    """Pause the simulator's flow, then wait until Redis holds exactly its true books."""
+    await sim.pause()
     last: list[str] = []
 
     async def converged() -> bool:
         nonlocal last
-        last = await mismatches(r)
+        last = await mismatches(sim, redis, tokens)
         return not last
 
     try:
         await wait_for(converged, timeout, "Redis books to equal the simulator's", interval=0.1)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; still different: {last[:6]}") from None
-    assert not r.task.done(), "the feeder stopped"
 
 
 async def statuses(r: Rig, token: str) -> list[str]:

@@ -83,8 +83,6 @@ async def _xlen(r, key: str) -> bool:
 
 async def test_http_429_at_handshake_then_success(redis_server) -> None:
     """Handshakes refused with 429 are retried after a longer pause, then the feed syncs."""
-    from simulator import SimConfig, Simulator  # noqa: F401  (rig builds it)
-
     async with rig(redis_server, rate_limit_delay=0.2) as r:
         r.sim.reject_handshakes(2, status=429)
         r.sim.drop_all()
