@@ -277,6 +277,8 @@ class Feeder:
             "connections": orjson.dumps(conns).decode(),
             "last_frame_age_ms": str(int(float(silence) * 1000)),
             "published": str(self.published),
+            "updated_ms": str(int(time.time() * 1000)),
+            "interval_ms": str(int(self.config.health_interval * 1000)),
             "ws_url": self.config.ws_url,
         }
 

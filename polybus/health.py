@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,6 +54,11 @@ async def check(
         info["connections"] = orjson.loads(info.get("connections") or "[]")
         name = key.rsplit(":", 1)[-1]
         report.feeders[name] = info
+        age = time.time() * 1000 - float(info.get("updated_ms") or 0)
+        interval = float(info.get("interval_ms") or 2000)
+        if age > max(3 * interval, 3000):  # missed heartbeats: dead, though its key lingers
+            report.fail(f"feeder {name} silent for {age / 1000:.1f}s (killed or hung?)")
+            continue
         if info.get("state") != "ok":
             report.fail(f"feeder {name} is {info.get('state')}")
         for conn in info["connections"]:

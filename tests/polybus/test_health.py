@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from polybus.health import check
@@ -13,7 +15,8 @@ CONN_OK = {"id": 0, "state": "subscribed", "silence_s": 0.5}
 
 async def seed(redis, *, state: str = "ok", conn: dict | None = None, statuses=("synced",)):
     await redis.hset(keys.feeder("f1"), mapping={
-        "state": state, "connections": orjson.dumps([conn or CONN_OK]).decode()})
+        "state": state, "connections": orjson.dumps([conn or CONN_OK]).decode(),
+        "updated_ms": str(int(time.time() * 1000)), "interval_ms": "2000"})
     for i, status in enumerate(statuses):
         await redis.hset(keys.book(str(100 + i)), mapping={"status": status})
 
@@ -51,3 +54,13 @@ def test_cli_exit_code_when_redis_is_unreachable(capsys) -> None:
 
     assert main(["health", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+async def test_a_feeder_that_stopped_beating_is_unhealthy(redis_server) -> None:
+    """A health hash not refreshed for three intervals means a dead feeder, TTL or not."""
+    redis = redis_server.client()
+    await seed(redis)
+    await redis.hset(keys.feeder("f1"), "updated_ms", str(int(time.time() * 1000) - 7000))
+    report = await check(redis, "pm", 90, 30_000)
+    assert report.problems[0].startswith("feeder f1 silent for 7.")
+    await redis.aclose()

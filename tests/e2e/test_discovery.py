@@ -1,0 +1,65 @@
+"""`polybus feed --top N` against the simulator's Gamma twin: pick, add new, retire resolved."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from feeder.app import Feeder
+from feeder.config import FeederConfig
+from simulator import SimConfig, Simulator
+from tests.e2e.harness import FAST
+from tests.support import wait_for
+from wire import keys
+
+
+async def all_synced(redis, tokens) -> bool:
+    """Every token's book hash says synced."""
+    for token in tokens:
+        if await redis.hget(keys.book(token), "status") != "synced":
+            return False
+    return True
+
+
+async def test_top_markets_new_market_and_resolution(redis_server) -> None:
+    """The feeder carries the top markets, adds a new one when room, retires a resolved one."""
+    sim = Simulator(SimConfig(markets=3, seed=5, rate=100.0))
+    await sim.start(host="127.0.0.1", port=0, http_port=0)
+    config = FeederConfig(ws_url=sim.ws_url, redis_url=redis_server.url, feeder_id="disc",
+                          top=4, gamma_url=sim.http_url, gamma_interval=0.3,
+                          tokens_per_connection=2, **FAST)  # type: ignore[arg-type]
+    feeder = Feeder(config)
+    task = asyncio.create_task(feeder.run())
+    redis = redis_server.client()
+    try:
+        first = sim.engine.tokens()
+        await wait_for(lambda: sorted(feeder.carried()) == sorted(first), 10, "top markets carried")
+        await wait_for(lambda: all_synced(redis, first), 10, "their books synced")
+        assert len(feeder.connections) == 3, "six tokens at two per connection"
+
+        [new] = sim.engine.new_market()  # broadcast to every connection: three copies arrive
+        added = new["assets_ids"]
+        await wait_for(lambda: set(added) <= set(feeder.carried()), 10, "the new market carried")
+        await wait_for(lambda: all_synced(redis, added), 10, "the new market's books synced")
+
+        gone = sim.engine.market(first[0])
+        assert gone is not None
+        sim.engine.resolve(gone)
+        await wait_for(lambda: first[0] not in feeder.carried(), 10, "the resolved market retired")
+        assert first[1] not in feeder.carried()
+        await wait_for(lambda: _status(redis, first[0], "suspect"), 5, "retired book marked suspect")
+
+        lifecycle = [(f["type"], f["market"]) for _, f in await redis.xrange(keys.markets())]
+        assert lifecycle == [("new_market", new["market"]),
+                             ("market_resolved", gone.condition_id)], "each exactly once"
+        assert not task.done()
+    finally:
+        feeder.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await sim.stop()
+        await redis.aclose()
+
+
+async def _status(redis, token: str, want: str) -> bool:
+    return await redis.hget(keys.book(token), "status") == want
