@@ -45,7 +45,7 @@ async def test_top_markets_new_market_and_resolution(redis_server) -> None:
         gone = sim.engine.market(first[0])
         assert gone is not None
         sim.engine.resolve(gone)
-        await wait_for(lambda: first[0] not in feeder.carried(), 10, "the resolved market retired")
+        await wait_for(lambda: first[0] not in feeder.carried(), 10, "resolved market retired")
         assert first[1] not in feeder.carried()
         await wait_for(lambda: _status(redis, first[0], "suspect"), 5, "retired book marked suspect")
 

@@ -50,7 +50,8 @@ async def test_metrics_healthz_and_health_after_a_kill(redis_server, tmp_path) -
         assert status == 200
         assert "polybus_frames_total" in body and "polybus_events_total{type=\"book\"}" in body
         assert 'polybus_books{status="synced"} 8.0' in body
-        assert await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        healthz = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz")
+        assert healthz == (200, "ok\n")
 
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
