@@ -47,3 +47,17 @@ def test_cli_without_tokens_exits_2_with_a_message(capsys, monkeypatch) -> None:
     monkeypatch.chdir("/")
     assert main(["feed", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
     assert "--tokens" in capsys.readouterr().err
+
+
+def test_env_example_lists_every_variable() -> None:
+    """.env.example documents every variable the feeder reads, and nothing it does not."""
+    from pathlib import Path
+
+    from feeder.config import ENV
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    listed = {line.split("=", 1)[0] for line in text.splitlines()
+              if line and not line.startswith("#") and "=" in line}
+    assert set(ENV.values()) <= listed
+    others = {"POLYBUS_LOG_LEVEL", "POLYBUS_LOG_FORMAT", "WS_STALE_DATA_THRESHOLD"}
+    assert listed - set(ENV.values()) <= others
