@@ -30,6 +30,7 @@ from feeder.metrics import serve_metrics
 from feeder.mirror import Mirror
 from feeder.outbox import Outbox
 from feeder.publisher import Publisher
+from feeder.recorder import Recorder
 from polybus import __version__
 from wire import keys
 from wire.errors import BackendError
@@ -59,7 +60,10 @@ class Feeder:
         self.mirror = Mirror()
         self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen)
         epochs = itertools.count(1)
+        self.recorder = Recorder(config.record) if config.record else None
         extra: dict[str, Any] = {"connect": connect} if connect else {}
+        if self.recorder is not None:
+            extra["recorder"] = self.recorder
         size = config.tokens_per_connection
         tokens = list(config.tokens)
         self.connections = [
@@ -327,5 +331,7 @@ class Feeder:
             await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
         log.info("feeder.stop", published=self.published)
 

@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-volume", type=float, help="minimum 24h volume for --top")
     p.add_argument("--gamma-url", help="Gamma API base (env GAMMA_URL)")
     p.add_argument("--clob-url", help="CLOB REST base (env CLOB_URL)")
+    p.add_argument("--record", metavar="FILE",
+                   help="record raw frames and connection events as JSONL (.gz ok)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)")
     p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
             feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
             metrics_port=args.metrics_port, top=args.top, min_volume=args.min_volume,
-            gamma_url=args.gamma_url, clob_url=args.clob_url,
+            gamma_url=args.gamma_url, clob_url=args.clob_url, record=args.record,
         )
         if not config.tokens and not config.top:
             raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")

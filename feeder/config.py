@@ -51,6 +51,7 @@ ENV: dict[str, str] = {
     "gamma_url": "GAMMA_URL",
     "gamma_interval": "POLYBUS_GAMMA_INTERVAL",
     "clob_url": "CLOB_URL",
+    "record": "POLYBUS_RECORD",
 }
 """Field -> environment variable. `.env.example` lists each of them."""
 
@@ -105,6 +106,7 @@ class FeederConfig:
     gamma_url: str = "https://gamma-api.polymarket.com"
     gamma_interval: float = 60.0
     clob_url: str = "https://clob.polymarket.com"
+    record: str = ""
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in "{} "):

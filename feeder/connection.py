@@ -27,6 +27,7 @@ from feeder.config import FeederConfig
 from feeder.mirror import Mirror
 from feeder.normalize import Normalizer
 from feeder.outbox import Outbox
+from feeder.recorder import Recorder
 from wire.errors import HandshakeRejected, UpstreamError
 from wire.events import Book, MarketEvent, Status
 
@@ -85,6 +86,7 @@ class Connection:
         *,
         connect: Callable[..., Any] = ws_connect,
         rng: random.Random | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.cid = cid
         self.tokens: list[str] = list(dict.fromkeys(tokens))
@@ -94,6 +96,7 @@ class Connection:
         self.next_epoch = next_epoch
         self.connect = connect
         self.rng = rng or random.Random()
+        self.recorder = recorder
         self.state = ConnState.DISCONNECTED
         self.epoch = 0
         self.stats = ConnStats()
@@ -189,6 +192,18 @@ class Connection:
             await asyncio.sleep(delay)
 
     # --- connection life ------------------------------------------------------------------
+    async def _send(self, ws: ClientConnection, text: str) -> None:
+        if self.recorder is not None:
+            self.recorder.tx(self.cid, text)
+        await ws.send(text)
+
+    async def _op(self, ws: ClientConnection, operation: str, tokens: list[str]) -> None:
+        """A dynamic (un)subscribe on the live socket: no `type`, no ack."""
+        frame: dict[str, object] = {"operation": operation, "assets_ids": tokens}
+        if operation == "subscribe":
+            frame["custom_feature_enabled"] = True
+        await self._send(ws, orjson.dumps(frame).decode())
+
     def _failed(self, reason: str) -> None:
         self.stats.last_reason = reason
         if self.state is not ConnState.CONNECTING:
@@ -216,10 +231,12 @@ class Connection:
         self.epoch = epoch = self.next_epoch()
         self.normalizer = Normalizer(self.tokens)
         self.stats.connects += 1
+        if self.recorder is not None:
+            self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch)
         if not first:
             self.stats.reconnects += 1
         self.state = ConnState.CONNECTED
-        await ws.send(orjson.dumps({"type": "market", "assets_ids": self.tokens,
+        await self._send(ws, orjson.dumps({"type": "market", "assets_ids": self.tokens,
                                     "custom_feature_enabled": True,
                                     "initial_dump": True}).decode())
         self.state = ConnState.SUBSCRIBED
@@ -236,19 +253,28 @@ class Connection:
         tasks = {asyncio.create_task(self._read(ws, epoch)), asyncio.create_task(self._keep(ws))}
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            _abort(ws)
-            self._ws = None
-        reason = next((r for r in results if isinstance(r, str)), "")
+        except asyncio.CancelledError:  # the feeder is stopping: nobody vouches for the books
+            await self._ended(ws, tasks, epoch, "shutdown")
+            raise
+        return await self._ended(ws, tasks, epoch, "")
+
+    async def _ended(self, ws: ClientConnection, tasks: set[asyncio.Task[str]], epoch: int,
+                     why: str) -> str:
+        """Tear the socket down and say so in band; return the reason."""
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        _abort(ws)
+        self._ws = None
+        reason = why or next((r for r in results if isinstance(r, str)), "")
         if not reason:
             err = next((r for r in results if isinstance(r, BaseException)
                         and not isinstance(r, asyncio.CancelledError)), None)
             reason = f"error:{type(err).__name__}" if err else "closed"
             if err is not None:
                 log.error("feeder.ws.error", conn=self.cid, error=repr(err))
+        if self.recorder is not None:
+            self.recorder.event(self.cid, "close", reason=reason, epoch=epoch)
         self.mirror.unsync(self.tokens)
         self.outbox.put_nowait([Status(t, "disconnected", reason) for t in self.tokens],
                                epoch, _now_us())
@@ -261,9 +287,12 @@ class Connection:
         """Feed every frame through normalizer and mirror into the outbox."""
         loop = asyncio.get_running_loop()
         norm, mirror, outbox, stats = self.normalizer, self.mirror, self.outbox, self.stats
+        recorder = self.recorder
         try:
             async for raw in ws:
                 rx = time.time_ns() // 1000
+                if recorder is not None:
+                    recorder.rx(self.cid, rx, raw)
                 out = norm.feed(raw, rx)
                 stats.frames += 1
                 if out.pong:
@@ -307,7 +336,7 @@ class Connection:
             self._wake.clear()
             now = loop.time()
             if now >= next_ping:
-                await ws.send("PING")
+                await self._send(ws, "PING")
                 self._ping_sent, next_ping = now, now + cfg.ping_interval
             if now - self.last_pong > cfg.pong_timeout:
                 return "pong_timeout"
@@ -326,16 +355,14 @@ class Connection:
         """Send queued dynamic subscribes/unsubscribes (no ack exists; books prove them)."""
         ops, self._ops = self._ops, []
         for operation, tokens in ops:
-            frame: dict[str, object] = {"operation": operation, "assets_ids": tokens}
             if operation == "subscribe":
-                frame["custom_feature_enabled"] = True
                 if not self._awaiting:
                     self._awaiting_since = asyncio.get_running_loop().time()
                 for token in tokens:
                     self._awaiting.setdefault(token, 0)
                 self.outbox.put_nowait([Status(t, "connected", "subscribe") for t in tokens],
                                        self.epoch, _now_us())
-            await ws.send(orjson.dumps(frame).decode())
+            await self._op(ws, operation, tokens)
         log.info("feeder.ws.operations", conn=self.cid, ops=[(o, len(t)) for o, t in ops])
 
     async def _send_resync(self, ws: ClientConnection) -> None:
@@ -346,9 +373,8 @@ class Connection:
         self.mirror.unsync(tokens)
         self.outbox.put_nowait([Status(t, "suspect", requests[t]) for t in tokens],
                                self.epoch, _now_us())
-        await ws.send(orjson.dumps({"operation": "unsubscribe", "assets_ids": tokens}).decode())
-        await ws.send(orjson.dumps({"operation": "subscribe", "assets_ids": tokens,
-                                    "custom_feature_enabled": True}).decode())
+        await self._op(ws, "unsubscribe", tokens)
+        await self._op(ws, "subscribe", tokens)
         self.stats.resubscribes += 1
         if not self._awaiting:
             self._awaiting_since = asyncio.get_running_loop().time()
@@ -369,8 +395,7 @@ class Connection:
         if retry:
             for token in retry:
                 self._awaiting[token] += 1
-            await ws.send(orjson.dumps({"operation": "subscribe", "assets_ids": retry,
-                                        "custom_feature_enabled": True}).decode())
+            await self._op(ws, "subscribe", retry)
             self.stats.resubscribes += 1
         self._awaiting_since = now
 

@@ -16,7 +16,8 @@ from polybus import __version__
 
 __all__ = ["build_parser", "main"]
 
-_PACKAGES = ("feeder.cli", "simulator.cli", "consumers.cli", "polybus.demo", "polybus.health")
+_PACKAGES = ("feeder.cli", "simulator.cli", "consumers.cli", "polybus.demo", "polybus.health",
+             "polybus.record", "polybus.replay", "polybus.plot")
 """Modules with a `register(subparsers)`; a missing one (not yet built) is skipped."""
 
 

@@ -65,6 +65,9 @@ async def test_sixty_seconds_with_drops_and_a_stall(redis_server, tmp_path) -> N
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         assert await redis.exists(keys.feeder("soak")) == 0, "health key deleted on exit"
+        last = await redis.xrevrange(keys.stream(tokens[0]), count=1)
+        assert (last[0][1]["state"], last[0][1]["reason"]) == ("disconnected", "shutdown")
+        assert await redis.hget(keys.book(tokens[0]), "status") == "suspect", "nobody vouches now"
     finally:
         if proc.returncode is None:
             proc.kill()
