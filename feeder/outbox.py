@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from wire.codec import encode_body, encode_market
+from wire.codec import encode_items, encode_market
 from wire.events import Event, MarketEvent
 
 
@@ -36,12 +36,11 @@ class Batch:
 
     def add(self, event: Event, epoch: int, rx: int) -> None:
         """Encode one token event into this batch."""
-        body = encode_body(event, epoch=epoch, rx=rx)
+        items = encode_items(event, epoch=epoch, rx=rx)
         args = self.entries.get(event.asset_id)
         if args is None:
             args = self.entries[event.asset_id] = []
             self.counts[event.asset_id] = 0
-        items = [item for pair in body.items() for item in pair]
         packed = SEP.join(items)
         if packed.count(SEP) != len(items) - 1:  # a separator inside a value: never from us
             packed = SEP.join(item.replace(SEP, " ") for item in items)

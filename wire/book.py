@@ -25,6 +25,19 @@ def _fmt(value: Decimal) -> str:
     return canon(format(value, "f"))
 
 
+_DECIMALS: dict[str, Decimal] = {}
+
+
+def _decimal(price: str) -> Decimal:
+    """Decimal of a canonical price, cached: books revisit the same few hundred prices."""
+    value = _DECIMALS.get(price)
+    if value is None:
+        if len(_DECIMALS) > 100_000:
+            _DECIMALS.clear()
+        value = _DECIMALS[price] = Decimal(price)
+    return value
+
+
 class _Ladder:
     """One side's levels: price -> size, and prices sorted ascending as (Decimal, str)."""
 
@@ -40,7 +53,7 @@ class _Ladder:
             p, s = canon(price), canon(size)
             if s != "0":
                 self.sizes[p] = s
-        self.index = sorted((Decimal(p), p) for p in self.sizes)
+        self.index = sorted((_decimal(p), p) for p in self.sizes)
 
     def set(self, price: str, size: str) -> None:
         p, s = canon(price), canon(size)
@@ -48,12 +61,11 @@ class _Ladder:
         if s == "0":
             if present:
                 del self.sizes[p]
-                key = (Decimal(p), p)
-                del self.index[bisect_left(self.index, key)]
+                del self.index[bisect_left(self.index, (_decimal(p), p))]
             return
         self.sizes[p] = s
         if not present:
-            key = (Decimal(p), p)
+            key = (_decimal(p), p)
             self.index.insert(bisect_left(self.index, key), key)
 
 

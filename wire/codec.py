@@ -35,6 +35,7 @@ __all__ = [
     "decode_market",
     "encode",
     "encode_body",
+    "encode_items",
     "encode_levels",
     "encode_market",
     "text_fields",
@@ -67,70 +68,62 @@ def decode_levels(text: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
-def _book_body(e: Book) -> Fields:
-    body = {
-        "market": e.market,
-        "bids": encode_levels(e.bids),
-        "asks": encode_levels(e.asks),
-        "hash": e.hash,
-        "source": e.source,
-    }
+Items = tuple[str, ...]
+"""Field names and values alternating: ("side", "bid", "price", "0.48", …)."""
+
+
+def _book_items(e: Book) -> Items:
+    items: Items = ("market", e.market, "bids", encode_levels(e.bids),
+                    "asks", encode_levels(e.asks), "hash", e.hash, "source", e.source)
     if e.tick_size:
-        body["tick_size"] = e.tick_size
+        items += ("tick_size", e.tick_size)
     if e.last_trade_price:
-        body["last_trade_price"] = e.last_trade_price
-    return body
+        items += ("last_trade_price", e.last_trade_price)
+    return items
 
 
-def _price_change_body(e: PriceChange) -> Fields:
-    return {
-        "side": e.side,
-        "price": e.price,
-        "size": e.size,
-        "best_bid": e.best_bid,
-        "best_ask": e.best_ask,
-        "hash": e.hash,
-    }
+def _price_change_items(e: PriceChange) -> Items:
+    return ("side", e.side, "price", e.price, "size", e.size, "best_bid", e.best_bid,
+            "best_ask", e.best_ask, "hash", e.hash)
 
 
-def _trade_body(e: Trade) -> Fields:
-    return {
-        "price": e.price,
-        "size": e.size,
-        "side": e.side,
-        "fee_rate_bps": e.fee_rate_bps,
-        "tx": e.tx,
-    }
+def _trade_items(e: Trade) -> Items:
+    return ("price", e.price, "size", e.size, "side", e.side, "fee_rate_bps", e.fee_rate_bps,
+            "tx", e.tx)
 
 
-def _tick_body(e: TickSizeChange) -> Fields:
-    return {"old": e.old, "new": e.new}
+def _tick_items(e: TickSizeChange) -> Items:
+    return ("old", e.old, "new", e.new)
 
 
-def _bba_body(e: BestBidAsk) -> Fields:
-    return {"best_bid": e.best_bid, "best_ask": e.best_ask, "spread": e.spread}
+def _bba_items(e: BestBidAsk) -> Items:
+    return ("best_bid", e.best_bid, "best_ask", e.best_ask, "spread", e.spread)
 
 
-def _status_body(e: Status) -> Fields:
-    return {"state": e.state, "reason": e.reason}
+def _status_items(e: Status) -> Items:
+    return ("state", e.state, "reason", e.reason)
 
 
-_BODY: dict[str, Callable[[Any], Fields]] = {
-    "book": _book_body,
-    "price_change": _price_change_body,
-    "trade": _trade_body,
-    "tick_size_change": _tick_body,
-    "best_bid_ask": _bba_body,
-    "status": _status_body,
+_ITEMS: dict[str, Callable[[Any], Items]] = {
+    "book": _book_items,
+    "price_change": _price_change_items,
+    "trade": _trade_items,
+    "tick_size_change": _tick_items,
+    "best_bid_ask": _bba_items,
+    "status": _status_items,
 }
+
+
+def encode_items(event: Event, *, epoch: int, rx: int) -> Items:
+    """The entry's fields without `seq` as one flat tuple, in stream order (the hot path)."""
+    return ("type", event.type, "epoch", str(epoch), "ts", event.ts, "rx", str(rx),
+            "v", SCHEMA_VERSION, *_ITEMS[event.type](event))
 
 
 def encode_body(event: Event, *, epoch: int, rx: int) -> Fields:
     """Flat fields of `event` without `seq` (the publisher's atomic step assigns it)."""
-    head = {"type": event.type, "epoch": str(epoch), "ts": event.ts, "rx": str(rx)}
-    head["v"] = SCHEMA_VERSION
-    head.update(_BODY[event.type](event))
-    return head
+    items = encode_items(event, epoch=epoch, rx=rx)
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def encode(entry: Entry) -> Fields:
