@@ -3,7 +3,21 @@
 `Normalizer.feed(raw, rx)` is synchronous and deterministic; it never awaits and does no I/O
 (like websockets' `Protocol.receive_data`). It knows which tokens its connection subscribed,
 so events of other tokens (the other leg of a binary market) are filtered and counted, never
-half-published. Whatever cannot be used is returned for quarantine with a reason.
+half-published. Whatever cannot be used is returned for quarantine with a reason, element by
+element: one bad element never costs its neighbours (PROTOCOL.md §3.1).
+
+Theory of operation, in the order `feed` applies it:
+1. `PONG` / `INVALID OPERATION` are plain text, recognised before any JSON parsing.
+2. An exact repeat of one of the last `DEDUP_WINDOW` frames is dropped (resends, injected
+   duplicates): sizes are absolute, but a repeated trade would be counted twice.
+3. The frame is parsed once; an object or each element of an array is routed by the value of
+   `event_type` through a dispatch dict (live objects put that key last: never sniff prefixes).
+4. A token-scoped element is checked against the subscribed set before the rest is parsed, so
+   a foreign leg costs a set lookup; lifecycle events are global and never filtered.
+
+Every frame, event, filter and quarantine bumps a key of `counts` (`frames`, `event.<type>`,
+`filtered.<why>`, `quarantine.<reason>`; reasons without their `:<field>` detail so the metric
+labels stay few).
 """
 
 from __future__ import annotations
@@ -12,7 +26,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -32,17 +46,25 @@ from wire.events import (
 from wire.keys import validate_token
 
 
-__all__ = ["Normalized", "Normalizer"]
+__all__ = ["DEDUP_WINDOW", "Normalized", "Normalizer"]
 
 DEDUP_WINDOW = 256
-"""Exact duplicate frames within this many recent data frames are dropped."""
+"""An exact repeat of one of this many most recent distinct data frames is dropped."""
 
 _SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
-_TEXT = {"PONG": "filtered.pong", "INVALID OPERATION": "filtered.invalid_operation"}
+_TAKER_SIDES = frozenset(("BUY", "SELL"))
+_CONTROL = {"PONG": "filtered.pong", "INVALID OPERATION": "filtered.invalid_operation"}
+_CONTROL_MAX = 64
+"""Longer frames cannot be a control text; skip the strip() for them."""
+_OLD_LEVEL_NAMES = {"bids": "buys", "asks": "sells"}
 
 
 class _Skip(Exception):
-    """An element that cannot be used; carries the quarantine reason."""
+    """An element that cannot be used; `reason` is the quarantine reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -50,67 +72,150 @@ class Normalized:
     """What one frame produced."""
 
     events: list[Event] = field(default_factory=list)
+    """Token events in wire order, only for subscribed tokens."""
     markets: list[MarketEvent] = field(default_factory=list)
+    """Lifecycle events (global broadcasts, never filtered by token)."""
     quarantine: list[tuple[str, str]] = field(default_factory=list)
+    """(raw text of the frame or of the offending element, reason)."""
     data: bool = False
+    """Anything but PONG / INVALID OPERATION: feeds the data-silence watchdog."""
     pong: bool = False
+    """The frame was the text PONG: feeds the heartbeat deadline."""
 
 
-def _need(obj: dict[str, Any], name: str) -> Any:
-    value = obj.get(name)
+_Parser = Callable[[dict[str, Any], Normalized], None]
+
+
+# --- field readers: each raises _Skip with the reason the element is quarantined for -------
+
+def _num(value: Any, name: str) -> str:
+    """A required number, canonical. The exchange sends strings; bare JSON numbers are read
+    too (a float's repr is the shortest text that round-trips, i.e. what was sent)."""
+    if value.__class__ is str:
+        try:
+            return canon(value)
+        except DecodeError:
+            raise _Skip("bad_number") from None
     if value is None:
+        raise _Skip(f"missing_field:{name}")
+    if value.__class__ is int or value.__class__ is float:
+        try:
+            return canon(repr(value))
+        except DecodeError:
+            raise _Skip("bad_number") from None
+    raise _Skip("bad_number")
+
+
+def _opt_num(value: Any, name: str) -> str:
+    """An optional number: "" when absent, null or empty (e.g. no last trade yet)."""
+    if value is None or value == "":
+        return ""
+    return _num(value, name)
+
+
+def _text(m: dict[str, Any], name: str) -> str:
+    """An optional string (ids may arrive as JSON integers): "" when absent or null."""
+    value = m.get(name)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if value.__class__ is int:
+        return str(value)
+    raise _Skip(f"bad_field:{name}")
+
+
+def _need_text(m: dict[str, Any], name: str) -> str:
+    """A required, non-empty string."""
+    value = _text(m, name)
+    if not value:
         raise _Skip(f"missing_field:{name}")
     return value
 
 
-def _num(value: Any) -> str:
-    if not isinstance(value, str):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        else:
-            raise _Skip("bad_number")
-    try:
-        return canon(value)
-    except DecodeError:
-        raise _Skip("bad_number") from None
-
-
-def _opt_num(value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    return _num(value)
+def _ts(m: dict[str, Any]) -> str:
+    """The exchange's Unix-ms timestamp, kept as its string; "" when absent."""
+    value = _text(m, "timestamp")
+    if value and not (value.isascii() and value.isdigit()):
+        raise _Skip("bad_number")
+    return value
 
 
 def _token(value: Any) -> str:
+    """A token id (a decimal string of 1..100 digits)."""
+    if value is None:
+        raise _Skip("missing_field:asset_id")
     try:
         return validate_token(value)
     except InvalidToken:
         raise _Skip("bad_token") from None
 
 
-def _levels(raw: Any, descending: bool) -> tuple[Level, ...]:
-    """Levels sorted best first (live order is worst first); zero sizes dropped, last wins."""
-    if not isinstance(raw, list):
-        raise _Skip("bad_levels")
+def _price_key(level: Level) -> Decimal:
+    return Decimal(level[0])
+
+
+def _levels(raw: Any, name: str, descending: bool) -> tuple[Level, ...]:
+    """Levels sorted best first whatever order they came in (live order is worst first);
+    size-0 levels dropped; a price listed twice keeps its last size."""
+    if raw.__class__ is not list:
+        raise _Skip(f"bad_field:{name}")
     sizes: dict[str, str] = {}
     for level in raw:
-        if not isinstance(level, dict):
-            raise _Skip("bad_levels")
-        sizes[_num(_need(level, "price"))] = _num(_need(level, "size"))
-    kept = [(p, s) for p, s in sizes.items() if s != "0"]
-    kept.sort(key=lambda lv: Decimal(lv[0]), reverse=descending)
+        if level.__class__ is not dict:
+            raise _Skip(f"bad_field:{name}")
+        sizes[_num(level.get("price"), "price")] = _num(level.get("size"), "size")
+    kept = [level for level in sizes.items() if level[1] != "0"]
+    kept.sort(key=_price_key, reverse=descending)
     return tuple(kept)
+
+
+def _book_levels(m: dict[str, Any], name: str) -> Any:
+    """`bids`, else the old docs' `buys` (`asks`/`sells` likewise)."""
+    value = m.get(name)
+    if value is None:
+        value = m.get(_OLD_LEVEL_NAMES[name])
+        if value is None:
+            raise _Skip(f"missing_field:{name}")
+    return value
+
+
+def _side(c: dict[str, Any]) -> Side:
+    """A price change's BUY/SELL as the book side it changes."""
+    value = c.get("side")
+    side = _SIDES.get(value) if isinstance(value, str) else None
+    if side is None:
+        raise _Skip("missing_field:side" if value is None else "bad_side")
+    return side
+
+
+def _list(m: dict[str, Any], *names: str) -> list[Any]:
+    """The first non-empty of several list fields; Gamma-style JSON-encoded lists are decoded."""
+    for name in names:
+        value = m.get(name)
+        if not value:
+            continue
+        if value.__class__ is str:
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise _Skip(f"bad_field:{name}") from None
+        if value.__class__ is not list:
+            raise _Skip(f"bad_field:{name}")
+        return value
+    return []
 
 
 class Normalizer:
     """Turns the frames of one connection into events, filtering foreign tokens."""
 
     def __init__(self, tokens: Iterable[str] = ()) -> None:
-        self.tokens: set[str] = set(tokens)
+        self.tokens: set[str] = set()
+        """The tokens this connection subscribed; others' events are filtered."""
         self.counts: Counter[str] = Counter()
         self._recent: deque[str] = deque()
         self._recent_set: set[str] = set()
-        self._parsers: dict[str, Callable[[dict[str, Any], Normalized], None]] = {
+        self._parsers: dict[str, _Parser] = {
             "book": self._book,
             "price_change": self._price_change,
             "last_trade_price": self._trade,
@@ -119,43 +224,66 @@ class Normalizer:
             "new_market": self._new_market,
             "market_resolved": self._market_resolved,
         }
+        self.subscribe(tokens)
 
     def subscribe(self, tokens: Iterable[str]) -> None:
-        """Accept events of these tokens from now on."""
-        self.tokens.update(tokens)
+        """Accept events of these tokens from now on; raises InvalidToken for a bad id.
+
+        The server answers a subscribe with fresh snapshots, which may repeat an earlier frame
+        byte for byte (a book that did not change), so the duplicate window starts afresh.
+        """
+        new = {validate_token(t) for t in tokens} - self.tokens
+        if new:
+            self.tokens |= new
+            self._recent.clear()
+            self._recent_set.clear()
 
     def unsubscribe(self, tokens: Iterable[str]) -> None:
         """Filter events of these tokens from now on."""
         self.tokens.difference_update(tokens)
 
-    # --- frames ---------------------------------------------------------------------------
+    # --- frames -------------------------------------------------------------------------
     def feed(self, raw: bytes | str, rx: int) -> Normalized:
-        """Normalize one WebSocket text frame received at `rx` (µs)."""
+        """Normalize one WebSocket text frame received at `rx` (µs; kept for future use)."""
         out = Normalized()
         counts = self.counts
         counts["frames"] += 1
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        control = _TEXT.get(text.strip()) if len(text) < 32 else None
-        if control is not None:
-            counts[control] += 1
-            out.pong = control == "filtered.pong"
-            return out
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:  # JSON is UTF-8: this cannot be a frame we can read
+                out.data = True
+                self._bad_frame(raw.decode("utf-8", "replace"), out)
+                return out
+        else:
+            text = raw
+        if len(text) < _CONTROL_MAX:
+            control = _CONTROL.get(text.strip())
+            if control is not None:
+                counts[control] += 1
+                out.pong = control == "filtered.pong"
+                return out
         out.data = True
-        if self._seen(text):
+        if self._repeat(text):
             counts["filtered.duplicate"] += 1
             return out
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
-            counts["quarantine.malformed_json"] += 1
-            out.quarantine.append((text, "malformed_json"))
+            self._bad_frame(text, out)
             return out
-        for element in value if isinstance(value, list) else (value,):
-            self._element(element, out)
+        if value.__class__ is list:
+            for element in value:
+                self._element(element, None, out)
+        else:
+            self._element(value, text, out)
         return out
 
-    def _seen(self, text: str) -> bool:
-        """True for an exact repeat of a recent frame (a resend or a duplicated frame)."""
+    def _repeat(self, text: str) -> bool:
+        """True for an exact repeat of a recent frame (a resend or an injected duplicate).
+        `[]` carries nothing (every unknown token is answered with one), so it is exempt."""
+        if text == "[]":
+            return False
         if text in self._recent_set:
             return True
         self._recent.append(text)
@@ -164,165 +292,200 @@ class Normalizer:
             self._recent_set.discard(self._recent.popleft())
         return False
 
-    def _element(self, element: Any, out: Normalized) -> None:
-        if not isinstance(element, dict):
-            self._quarantine(element, "not_an_object", out)
+    def _bad_frame(self, text: str, out: Normalized) -> None:
+        self.counts["quarantine.malformed_json"] += 1
+        out.quarantine.append((text, "malformed_json"))
+
+    def _element(self, element: Any, text: str | None, out: Normalized) -> None:
+        """Route one object by its `event_type`; `text` is its raw text when it is the frame."""
+        if element.__class__ is not dict:
+            self._quarantine(element, None, "not_an_object", out)
             return
         kind = element.get("event_type")
-        if kind is None and "bids" in element and "asks" in element and "asset_id" in element:
-            kind = "book"  # some initial snapshots came without event_type
-        parser = self._parsers.get(kind) if isinstance(kind, str) else None
+        parser = self._parsers.get(kind) if kind.__class__ is str else None
         if parser is None:
-            self._quarantine(element, "unknown_event_type", out)
-            return
+            if kind is not None or not _looks_like_book(element):
+                self._quarantine(element, text, "unknown_event_type", out)
+                return
+            parser = self._book  # a few clients saw initial books without event_type
         try:
             parser(element, out)
         except _Skip as skip:
-            self._quarantine(element, str(skip), out)
+            self._quarantine(element, text, skip.reason, out)
 
-    def _quarantine(self, element: Any, reason: str, out: Normalized) -> None:
-        self.counts[f"quarantine.{reason.split(':')[0]}"] += 1
-        out.quarantine.append((orjson.dumps(element).decode(), reason))
+    def _quarantine(self, element: Any, text: str | None, reason: str, out: Normalized) -> None:
+        """Keep the raw text when the element is the whole frame, else re-serialise it."""
+        self.counts["quarantine." + reason.partition(":")[0]] += 1
+        if text is None:
+            text = orjson.dumps(element).decode()
+        out.quarantine.append((text, reason))
 
-    def _ours(self, token: str) -> bool:
-        if token in self.tokens:
+    def _ours(self, token: Any) -> TypeGuard[str]:
+        """True for a subscribed token; a valid foreign one is counted; a bad one raises."""
+        if token.__class__ is str and token in self.tokens:
             return True
+        _token(token)
         self.counts["filtered.foreign_token"] += 1
         return False
 
-    def _emit(self, event: Event, out: Normalized) -> None:
-        self.counts[f"event.{event.type}"] += 1
-        out.events.append(event)
-
-    # --- event types ----------------------------------------------------------------------
+    # --- token events ---------------------------------------------------------------------
     def _book(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"market":"0xa4…","asset_id":"7043…","timestamp":"1791201600123","hash":"d440…",
-        "bids":[{"price":"0.45","size":"1200"},…],"asks":[…],"tick_size":"0.01",
-        "event_type":"book","last_trade_price":"0.480"}`"""
-        token = _token(_need(m, "asset_id"))
-        bids = _levels(m["bids"] if "bids" in m else _need(m, "buys"), descending=True)
-        asks = _levels(m["asks"] if "asks" in m else _need(m, "sells"), descending=False)
+        """`{"market":"0xa4c1…","asset_id":"7043…","timestamp":"1791201600123","hash":"d440…",
+        "bids":[{"price":"0.45","size":"1200"},{"price":"0.46","size":"850"}],
+        "asks":[{"price":"0.52","size":"900"},{"price":"0.49","size":"275.25"}],
+        "tick_size":"0.01","event_type":"book","last_trade_price":"0.480"}`"""
+        token = m.get("asset_id")
         if not self._ours(token):
             return
-        self._emit(Book(
-            asset_id=token, market=str(m.get("market") or ""), ts=str(m.get("timestamp") or ""),
-            bids=bids, asks=asks, hash=str(m.get("hash") or ""), source="ws",
-            tick_size=_opt_num(m.get("tick_size")),
-            last_trade_price=_opt_num(m.get("last_trade_price")),
-        ), out)
+        out.events.append(Book(
+            asset_id=token, market=_text(m, "market"), ts=_ts(m),
+            bids=_levels(_book_levels(m, "bids"), "bids", descending=True),
+            asks=_levels(_book_levels(m, "asks"), "asks", descending=False),
+            hash=_text(m, "hash"), source="ws",
+            tick_size=_opt_num(m.get("tick_size"), "tick_size"),
+            last_trade_price=_opt_num(m.get("last_trade_price"), "last_trade_price"),
+        ))
+        self.counts["event.book"] += 1
 
     def _price_change(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"market":"0xa4…","price_changes":[{"asset_id":"7043…","price":"0.48","size":"150",
-        "side":"BUY","hash":"7328…","best_bid":"0.48","best_ask":"0.49"},…],
-        "timestamp":"1791201601406","event_type":"price_change"}`"""
-        ts = str(m.get("timestamp") or "")
+        """`{"market":"0xa4c1…","price_changes":[{"asset_id":"7043…","price":"0.48",
+        "size":"150","side":"BUY","hash":"7328…","best_bid":"0.48","best_ask":"0.49"},
+        {"asset_id":"9536…","price":"0.52","size":"150","side":"SELL","hash":"8156…",
+        "best_bid":"0.51","best_ask":"0.52"}],"timestamp":"1791201601406",
+        "event_type":"price_change"}`"""
         changes = m.get("price_changes")
         if changes is None:
-            self._legacy_price_change(m, ts, out)
+            self._legacy_price_change(m, out)
             return
-        if not isinstance(changes, list):
-            raise _Skip("bad_price_changes")
+        if changes.__class__ is not list:
+            raise _Skip("bad_field:price_changes")
+        ts, events, emitted = _ts(m), out.events, 0
         for change in changes:
             try:
-                self._change(change, ts, out)
+                event = self._change(change, ts)
             except _Skip as skip:  # one bad element must not discard its neighbours
-                self._quarantine(change, str(skip), out)
+                self._quarantine(change, None, skip.reason, out)
+                continue
+            if event is not None:
+                events.append(event)
+                emitted += 1
+        if emitted:
+            self.counts["event.price_change"] += emitted
 
-    def _change(self, c: Any, ts: str, out: Normalized) -> None:
-        if not isinstance(c, dict):
+    def _change(self, c: Any, ts: str) -> PriceChange | None:
+        """One element of `price_changes`; None when it is another token's (filtered)."""
+        if c.__class__ is not dict:
             raise _Skip("not_an_object")
-        token = _token(_need(c, "asset_id"))
-        side = _SIDES.get(_need(c, "side"))
-        if side is None:
-            raise _Skip("bad_side")
-        price, size = _num(_need(c, "price")), _num(_need(c, "size"))
-        best_bid, best_ask = _opt_num(c.get("best_bid")), _opt_num(c.get("best_ask"))
-        if self._ours(token):
-            self._emit(PriceChange(token, ts, side, price, size, best_bid, best_ask,
-                                   str(c.get("hash") or "")), out)
+        token = c.get("asset_id")
+        if not self._ours(token):
+            return None
+        return PriceChange(
+            token, ts, _side(c), _num(c.get("price"), "price"), _num(c.get("size"), "size"),
+            _opt_num(c.get("best_bid"), "best_bid"), _opt_num(c.get("best_ask"), "best_ask"),
+            _text(c, "hash"),
+        )
 
-    def _legacy_price_change(self, m: dict[str, Any], ts: str, out: Normalized) -> None:
+    def _legacy_price_change(self, m: dict[str, Any], out: Normalized) -> None:
         """Before 2025-09-15: `{"asset_id":"7043…","changes":[{"price":"0.48","side":"BUY",
-        "size":"150"}],"event_type":"price_change","market":"0xa4…","hash":"6622…"}`, and
-        2024's flat `price`/`side`/`size` at top level. Tops are not given: left empty."""
-        token = _token(_need(m, "asset_id"))
+        "size":"150"}],"event_type":"price_change","market":"0xa4c1…",
+        "timestamp":"1757894400000","hash":"6622…"}`; some 2024 frames had `price`/`side`/
+        `size` flat at top level. No tops were sent: best_bid/best_ask stay ""."""
+        if not self._ours(m.get("asset_id")):
+            return
         changes = m.get("changes")
         if changes is None:
-            changes = [{"price": _need(m, "price"), "side": _need(m, "side"),
-                        "size": _need(m, "size")}]
-        if not isinstance(changes, list):
-            raise _Skip("bad_changes")
-        parsed = []
-        for c in changes:
-            if not isinstance(c, dict):
-                raise _Skip("not_an_object")
-            side = _SIDES.get(_need(c, "side"))
-            if side is None:
-                raise _Skip("bad_side")
-            parsed.append((side, _num(_need(c, "price")), _num(_need(c, "size"))))
-        if self._ours(token):
-            digest = str(m.get("hash") or "")
-            for side, price, size in parsed:
-                self._emit(PriceChange(token, ts, side, price, size, "", "", digest), out)
+            if "price" not in m:
+                raise _Skip("missing_field:price_changes")
+            changes = [m]
+        elif changes.__class__ is not list:
+            raise _Skip("bad_field:changes")
+        token, ts, digest = m["asset_id"], _ts(m), _text(m, "hash")
+        # all or nothing: the element is the whole legacy object, it is quarantined as one
+        events = [self._legacy_change(c, token, ts, digest) for c in changes]
+        out.events.extend(events)
+        self.counts["event.price_change"] += len(events)
+
+    @staticmethod
+    def _legacy_change(c: Any, token: str, ts: str, digest: str) -> PriceChange:
+        if c.__class__ is not dict:
+            raise _Skip("not_an_object")
+        price, size = _num(c.get("price"), "price"), _num(c.get("size"), "size")
+        return PriceChange(token, ts, _side(c), price, size, "", "", digest)
 
     def _trade(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"market":"0xa4…","asset_id":"7043…","price":"0.51","size":"100","fee_rate_bps":"0",
-        "side":"BUY","timestamp":"1791201603550","event_type":"last_trade_price",
-        "transaction_hash":"0x08f8…"}`"""
-        token = _token(_need(m, "asset_id"))
-        price, size = _num(_need(m, "price")), _num(_need(m, "size"))
-        fee = _opt_num(m.get("fee_rate_bps"))
-        if self._ours(token):
-            self._emit(Trade(token, str(m.get("timestamp") or ""), price, size,
-                             str(m.get("side") or ""), fee, str(m.get("transaction_hash") or "")),
-                       out)
+        """`{"market":"0xa4c1…","asset_id":"7043…","price":"0.51","size":"100",
+        "fee_rate_bps":"0","side":"BUY","timestamp":"1791201603550",
+        "event_type":"last_trade_price","transaction_hash":"0x08f8…"}`"""
+        token = m.get("asset_id")
+        if not self._ours(token):
+            return
+        side = _text(m, "side")
+        if side and side not in _TAKER_SIDES:
+            raise _Skip("bad_side")
+        out.events.append(Trade(
+            token, _ts(m), _num(m.get("price"), "price"), _num(m.get("size"), "size"), side,
+            _opt_num(m.get("fee_rate_bps"), "fee_rate_bps"), _text(m, "transaction_hash"),
+        ))
+        self.counts["event.trade"] += 1
 
     def _tick_size_change(self, m: dict[str, Any], out: Normalized) -> None:
         """`{"event_type":"tick_size_change","asset_id":"5396…","market":"0x2aab…",
         "old_tick_size":"0.01","new_tick_size":"0.001","timestamp":"1791201610007"}`"""
-        token = _token(_need(m, "asset_id"))
-        old, new = _opt_num(m.get("old_tick_size")), _num(_need(m, "new_tick_size"))
-        if self._ours(token):
-            self._emit(TickSizeChange(token, str(m.get("timestamp") or ""), old, new), out)
+        token = m.get("asset_id")
+        if not self._ours(token):
+            return
+        out.events.append(TickSizeChange(
+            token, _ts(m), _opt_num(m.get("old_tick_size"), "old_tick_size"),
+            _num(m.get("new_tick_size"), "new_tick_size"),
+        ))
+        self.counts["event.tick_size_change"] += 1
 
     def _best_bid_ask(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"market":"0xa4…","asset_id":"7043…","best_bid":"0.48","best_ask":"0.51",
+        """`{"market":"0xa4c1…","asset_id":"7043…","best_bid":"0.48","best_ask":"0.51",
         "spread":"0.03","timestamp":"1791201603561","event_type":"best_bid_ask"}`"""
-        token = _token(_need(m, "asset_id"))
-        bid, ask = _opt_num(m.get("best_bid")), _opt_num(m.get("best_ask"))
-        spread = _opt_num(m.get("spread"))
-        if self._ours(token):
-            self._emit(BestBidAsk(token, str(m.get("timestamp") or ""), bid, ask, spread), out)
-
-    def _new_market(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"id":"2231457","question":"Will ETH…","market":"0xcc3f…","slug":"eth-…",
-        "assets_ids":["5256…","3527…"],"outcomes":["Yes","No"],…,"event_type":"new_market",
-        "order_price_min_tick_size":"0.01",…}` — a global broadcast, never filtered by token."""
-        ids = m.get("assets_ids") or m.get("clob_token_ids") or []
-        outcomes = m.get("outcomes") or []
-        if not isinstance(ids, list) or not isinstance(outcomes, list):
-            raise _Skip("bad_assets_ids")
-        self.counts["event.new_market"] += 1
-        out.markets.append(MarketEvent(
-            kind="new_market", market=str(_need(m, "market")), id=str(m.get("id") or ""),
-            asset_ids=tuple(_token(t) for t in ids), ts=str(m.get("timestamp") or ""),
-            question=str(m.get("question") or ""), slug=str(m.get("slug") or ""),
-            outcomes=tuple(str(o) for o in outcomes),
-            tick_size=_opt_num(m.get("order_price_min_tick_size")),
+        token = m.get("asset_id")
+        if not self._ours(token):
+            return
+        out.events.append(BestBidAsk(
+            token, _ts(m), _opt_num(m.get("best_bid"), "best_bid"),
+            _opt_num(m.get("best_ask"), "best_ask"), _opt_num(m.get("spread"), "spread"),
         ))
+        self.counts["event.best_bid_ask"] += 1
+
+    # --- lifecycle events: global broadcasts, never filtered by token ----------------------
+    def _new_market(self, m: dict[str, Any], out: Normalized) -> None:
+        """`{"id":"2231457","question":"Will ETH close above $3,200 on October 9?",
+        "market":"0xcc3f…","slug":"eth-above-3200-on-october-9","assets_ids":["5256…",
+        "3527…"],"outcomes":["Yes","No"],"event_message":{…},"timestamp":"1791201620400",
+        "event_type":"new_market","clob_token_ids":[…],"order_price_min_tick_size":"0.01",…}`"""
+        outcomes = _list(m, "outcomes")
+        if not all(o.__class__ is str for o in outcomes):
+            raise _Skip("bad_field:outcomes")
+        out.markets.append(MarketEvent(
+            kind="new_market", market=_need_text(m, "market"), id=_text(m, "id"),
+            asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
+            ts=_ts(m), question=_text(m, "question"), slug=_text(m, "slug"),
+            outcomes=tuple(outcomes),
+            tick_size=_opt_num(m.get("order_price_min_tick_size"), "order_price_min_tick_size"),
+        ))
+        self.counts["event.new_market"] += 1
 
     def _market_resolved(self, m: dict[str, Any], out: Normalized) -> None:
-        """`{"id":"2231457","market":"0xcc3f…","assets_ids":[…],"winning_asset_id":"5256…",
-        "winning_outcome":"Yes","event_message":null,"timestamp":"1791736000512",
-        "event_type":"market_resolved","tags":["Crypto"]}` — question/slug may be absent."""
-        ids = m.get("assets_ids") or []
-        if not isinstance(ids, list):
-            raise _Skip("bad_assets_ids")
-        self.counts["event.market_resolved"] += 1
+        """`{"id":"2231457","market":"0xcc3f…","assets_ids":["5256…","3527…"],
+        "winning_asset_id":"5256…","winning_outcome":"Yes","event_message":null,
+        "timestamp":"1791736000512","event_type":"market_resolved","tags":["Crypto"]}`
+        — live frames may omit question/slug/description."""
+        winner = m.get("winning_asset_id")
         out.markets.append(MarketEvent(
-            kind="market_resolved", market=str(_need(m, "market")), id=str(m.get("id") or ""),
-            asset_ids=tuple(_token(t) for t in ids), ts=str(m.get("timestamp") or ""),
-            question=str(m.get("question") or ""), slug=str(m.get("slug") or ""),
-            winning_asset_id=str(m.get("winning_asset_id") or ""),
-            winning_outcome=str(m.get("winning_outcome") or ""),
+            kind="market_resolved", market=_need_text(m, "market"), id=_text(m, "id"),
+            asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
+            ts=_ts(m), question=_text(m, "question"), slug=_text(m, "slug"),
+            winning_asset_id=_token(winner) if winner else "",
+            winning_outcome=_text(m, "winning_outcome"),
         ))
+        self.counts["event.market_resolved"] += 1
+
+
+def _looks_like_book(m: dict[str, Any]) -> bool:
+    """An object with a token and both sides is a book even without `event_type`."""
+    return "asset_id" in m and ("bids" in m or "buys" in m) and ("asks" in m or "sells" in m)
