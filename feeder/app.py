@@ -87,6 +87,8 @@ class Feeder:
         for conn in self.connections:
             conn.on_market = self._on_market
         self.discovery = Discovery(self, config) if config.top else None
+        self.meta: dict[str, dict[str, str]] = {}
+        self._meta_dirty: set[str] = set()
 
     def carried(self) -> list[str]:
         """Every token on some connection: configured and leased."""
@@ -173,6 +175,7 @@ class Feeder:
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
         self.publisher.forget()
         self._resync(self.carried(), "redis_lost")
+        self._meta_dirty |= set(self.meta)
         log.info("feeder.redis.recovered")
 
     def _resync(self, tokens: list[str], reason: str) -> None:
@@ -250,6 +253,24 @@ class Feeder:
             pending = pending[size:]
         return added
 
+    def describe(self, token: str, **meta: str) -> None:
+        """Remember what a token is (question, outcome) for people reading its book hash."""
+        self.meta.setdefault(token, {}).update({k: v for k, v in meta.items() if v})
+        self._meta_dirty.add(token)
+
+    async def _write_meta(self) -> None:
+        """Put described tokens' question/outcome into their book hashes (not stream state)."""
+        tokens, self._meta_dirty = self._meta_dirty, set()
+        pipe = self.redis.pipeline(transaction=False)
+        for token in tokens:
+            if self.meta.get(token):
+                pipe.hset(keys.book(token, self.config.prefix),
+                          mapping=self.meta[token])  # type: ignore[arg-type]
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            self._meta_dirty |= tokens
+
     def retire(self, tokens: list[str], reason: str) -> list[str]:
         """Stop carrying tokens (their books turn suspect: nothing updates them any more)."""
         gone: list[str] = []
@@ -302,7 +323,10 @@ class Feeder:
                     log.warning("feeder.redis.restarted")
                     self.publisher.forget()
                     self._resync(self.carried(), "redis_lost")
+                    self._meta_dirty |= set(self.meta)
                 run_id = str(server.get("run_id", ""))
+                if self._meta_dirty:
+                    await self._write_meta()
             await asyncio.sleep(self.config.health_interval)
 
     async def _stats_loop(self) -> None:

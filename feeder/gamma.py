@@ -87,7 +87,7 @@ class Discovery:
             if len(self.carried) >= self.config.top:
                 break
             if market.condition_id not in self.carried:
-                self._add(market.condition_id, market.tokens)
+                self._add(market.condition_id, market.tokens, market.question, market.outcomes)
 
     def on_market(self, event: MarketEvent) -> None:
         """Lifecycle from the market channel: add a new market if there is room, retire resolved."""
@@ -101,10 +101,14 @@ class Discovery:
             except InvalidToken:
                 return
             if tokens:
-                self._add(event.market, tokens)
+                self._add(event.market, tokens, event.question, event.outcomes)
 
-    def _add(self, cid: str, tokens: tuple[str, ...]) -> None:
+    def _add(self, cid: str, tokens: tuple[str, ...], question: str,
+             outcomes: tuple[str, ...]) -> None:
         self.carried[cid] = tokens
+        for i, token in enumerate(tokens):
+            outcome = outcomes[i] if i < len(outcomes) else ""
+            self.feeder.describe(token, question=question, outcome=outcome)
         added = self.feeder.carry(list(tokens))
         log.info("feeder.gamma.added", market=cid, tokens=len(added))
 

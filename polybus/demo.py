@@ -72,6 +72,9 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
                           prefix=prefix, feeder_id=f"demo-{os.getpid()}", connect_stagger=0.05,
                           reconnect_base_delay=0.2, stats_interval=3600.0)
     feeder = Feeder(config)
+    for market in sim.engine.markets():
+        feeder.describe(market.yes, question=market.question, outcome="Yes")
+        feeder.describe(market.no, question=market.question, outcome="No")
     feeder_task = asyncio.create_task(feeder.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

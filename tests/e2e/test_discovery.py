@@ -36,6 +36,14 @@ async def test_top_markets_new_market_and_resolution(redis_server) -> None:
         await wait_for(lambda: sorted(feeder.carried()) == sorted(first), 10, "top markets carried")
         await wait_for(lambda: all_synced(redis, first), 10, "their books synced")
         assert len(feeder.connections) == 3, "six tokens at two per connection"
+        market = sim.engine.market(first[0])
+        assert market is not None
+
+        async def described() -> bool:
+            got = await redis.hmget(keys.book(first[0]), ["question", "outcome"])
+            return got == [market.question, "Yes"]
+
+        await wait_for(described, 5, "question and outcome in the book hash")
 
         [new] = sim.engine.new_market()  # broadcast to every connection: three copies arrive
         added = new["assets_ids"]
