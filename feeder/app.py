@@ -170,13 +170,15 @@ class Feeder:
     async def _recover_redis(self, error: str) -> None:
         """Wait for Redis, then resync every book: events since the failure were not written."""
         self.redis_ok = False
+        self.outbox.discarding = True
         log.error("feeder.redis.lost", error=error)
         await self._wait_for_redis()
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
+        self.outbox.discarding = False
         self.publisher.forget()
         self._resync(self.carried(), "redis_lost")
         self._meta_dirty |= set(self.meta)
-        log.info("feeder.redis.recovered")
+        log.info("feeder.redis.recovered", discarded=self.outbox.discarded)
 
     def _resync(self, tokens: list[str], reason: str) -> None:
         """Mark tokens suspect in band and ask their connections for fresh snapshots."""

@@ -2,9 +2,10 @@
 
 Connections put whole frames' worth of events; the publisher takes everything queued as one
 batch (one Redis round trip). Overflow rule: when `capacity` events are waiting, producers
-wait (backpressure on the WebSocket reader, whose socket buffers then fill) — nothing is ever
-dropped here. A connection that stays blocked long enough goes silent to the exchange, which
-the liveness checks turn into a reconnect and a fresh snapshot, so books stay correct.
+wait (backpressure on the WebSocket reader, whose socket buffers then fill). Nothing is
+dropped while Redis works; while it is down (`discarding`), token events are counted and
+dropped instead, because every book is marked suspect and re-snapshotted once Redis is back —
+blocking the readers then would only stall the sockets into pointless reconnects.
 """
 
 from __future__ import annotations
@@ -59,12 +60,19 @@ class Outbox:
         self._space = asyncio.Event()
         self._space.set()
         self._seen_markets: set[tuple[str, str]] = set()
+        self.discarding = False
+        """While Redis is down: drop token events (every book is resynced afterwards) so the
+        WebSocket readers never block and the sockets stay healthy."""
+        self.discarded = 0
 
     def __len__(self) -> int:
         return self._batch.size
 
     async def put(self, events: list[Event], epoch: int, rx: int) -> None:
         """Queue a frame's events; waits while the outbox is full (backpressure)."""
+        if self.discarding:
+            self.discarded += len(events)
+            return
         while self._batch.size >= self.capacity:
             self._space.clear()
             await self._space.wait()
@@ -76,6 +84,9 @@ class Outbox:
 
     def put_nowait(self, events: list[Event], epoch: int, rx: int) -> None:
         """Queue control events (status markers) regardless of capacity: they are few."""
+        if self.discarding:
+            self.discarded += len(events)
+            return
         for event in events:
             self._batch.add(event, epoch, rx)
         if events:

@@ -118,3 +118,20 @@ async def test_redis_restart_mid_flow(redis_server) -> None:
         await assert_books_equal_truth(r)
         states = await statuses(r, r.tokens[0])
         assert states[0] == "suspect"
+
+
+async def test_a_long_redis_outage_does_not_churn_the_sockets(redis_server) -> None:
+    """While Redis is down the readers keep reading (PONGs arrive), so no socket is recycled."""
+    async with rig(redis_server, outbox_capacity=50, pong_timeout=1.5) as r:
+        await wait_for(lambda: synced(r), 10, "all books synced")
+        r.redis_server.kill()
+        await wait_for(lambda: not r.feeder.redis_ok, 5, "the feeder to notice")
+        await asyncio.sleep(3.0)  # two PONG deadlines: a blocked reader would have been dropped
+        assert r.feeder.connections[0].stats.reconnects == 0
+        assert r.feeder.outbox.discarded > 0
+        r.redis_server.start()
+        old, r.redis = r.redis, r.redis_server.client()
+        await old.aclose()
+        await wait_for(lambda: r.feeder.redis_ok, 10, "Redis back")
+        await flow(r, 0.5)
+        await assert_books_equal_truth(r)

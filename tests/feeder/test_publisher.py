@@ -154,3 +154,18 @@ async def test_a_separator_inside_a_value_cannot_shift_fields(redis) -> None:
     [(_, fields)] = await redis.xrange(keys.stream(T))
     assert fields["reason"] == "a b"
     assert fields["state"] == "suspect"
+
+
+async def test_outbox_discards_while_redis_is_down() -> None:
+    """In discarding mode a full outbox never blocks a producer; drops are counted."""
+    import asyncio
+
+    outbox = Outbox(capacity=1)
+    outbox.discarding = True
+    event = snapshot()
+    await asyncio.wait_for(outbox.put([event, event, event], 1, 1), 1)
+    outbox.put_nowait([Status(T, "disconnected", "x")], 1, 1)
+    assert (len(outbox), outbox.discarded) == (0, 4)
+    outbox.discarding = False
+    await outbox.put([event], 1, 1)
+    assert len(outbox) == 1
