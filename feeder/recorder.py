@@ -31,14 +31,15 @@ _STOP = b""
 class Recorder:
     """Writes recording lines from the event loop without ever blocking it."""
 
-    def __init__(self, path: str | Path, capacity: int = 100_000) -> None:
+    def __init__(self, path: str | Path, capacity: int = 200_000) -> None:
         self.path = Path(path)
         self.written = 0
         self.dropped = 0
         self.failed: str = ""
         self._queue: queue.Queue[bytes] = queue.Queue(capacity)
-        self._file: IO[bytes] = (
-            gzip.open(self.path, "ab") if self.path.suffix == ".gz" else open(self.path, "ab")  # type: ignore[assignment]
+        self._file: IO[bytes] = (  # gzip level 1: keeping up matters more than size
+            gzip.open(self.path, "ab", compresslevel=1) if self.path.suffix == ".gz"  # type: ignore[assignment]
+            else open(self.path, "ab")
         )
         self._thread = threading.Thread(target=self._drain, name="polybus-recorder", daemon=True)
         self._thread.start()
@@ -79,15 +80,27 @@ class Recorder:
     # --- writer thread --------------------------------------------------------------------
     def _drain(self) -> None:
         try:
-            while (line := self._queue.get()) is not _STOP and line != _STOP:
-                if self.failed:
-                    continue
-                try:
-                    self._file.write(line)
-                    self.written += 1
-                except OSError as exc:  # full disk, lost mount: stop recording, not feeding
-                    self.failed = str(exc)
-                    log.error("feeder.record.failed", path=str(self.path), error=str(exc))
+            stop = False
+            while not stop:
+                lines = [self._queue.get()]
+                with contextlib.suppress(queue.Empty):
+                    while len(lines) < 10_000:  # take what has piled up: one write per batch
+                        lines.append(self._queue.get_nowait())
+                if lines[-1] == _STOP:
+                    stop = True
+                    lines.pop()
+                self._write(lines)
         finally:
             with contextlib.suppress(OSError):
                 self._file.close()
+
+    def _write(self, lines: list[bytes]) -> None:
+        if self.failed or not lines:
+            return
+        try:
+            self._file.write(b"".join(lines))
+            self.written += len(lines)
+        except OSError as exc:  # full disk, lost mount: stop recording, not feeding
+            self.failed = str(exc)
+            self.dropped += len(lines)
+            log.error("feeder.record.failed", path=str(self.path), error=str(exc))

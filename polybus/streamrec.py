@@ -1,0 +1,91 @@
+"""Stream recording: what Redis holds for some tokens, as a file that replays on its own.
+
+The file (JSONL, gzip for `.gz`): a header line, then per token a `hash` line (its book hash
+as HGETALL returned it), then `entry` lines as XREAD delivers them, starting at each hash's
+`last_id` — the contract's late-join rule, so the file is gap-free: the hash plus every entry
+after it is the whole history from that moment on.
+
+    {"kind": "header", "format": "polybus-stream", "version": 1, "prefix": "pm",
+     "tokens": […], "t": µs}
+    {"kind": "hash", "token": "…", "fields": {…}}
+    {"kind": "entry", "token": "…", "id": "1791201600123-0", "fields": {…}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from polybus.sessions import STREAM_FORMAT, open_write
+from wire import keys
+
+
+__all__ = ["RecordResult", "all_tokens", "record_streams"]
+
+READ_COUNT = 1000
+
+
+@dataclass
+class RecordResult:
+    """What a recording wrote."""
+
+    tokens: int = 0
+    entries: int = 0
+
+
+async def all_tokens(redis: aioredis.Redis, prefix: str) -> list[str]:
+    """Every token that has a book hash under `prefix`, sorted."""
+    found = [keys.token_of(k) async for k in redis.scan_iter(match=keys.book_pattern(prefix),
+                                                              count=1000)]
+    return sorted(set(found))
+
+
+def _write(f: IO[bytes], item: dict[str, Any]) -> None:
+    f.write(orjson.dumps(item) + b"\n")
+
+
+async def record_streams(
+    redis: aioredis.Redis, path: str | Path, tokens: list[str], *,
+    prefix: str = keys.DEFAULT_PREFIX, duration: float = 0.0, stop: asyncio.Event | None = None,
+    block_ms: int = 200,
+) -> RecordResult:
+    """Record until `stop` is set or `duration` seconds (0 = no limit) have passed."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration if duration > 0 else float("inf")
+    result = RecordResult(tokens=len(tokens))
+    cursors: dict[str, str] = {}
+    with open_write(path) as f:
+        _write(f, {"kind": "header", "format": STREAM_FORMAT, "version": 1, "prefix": prefix,
+                   "tokens": tokens, "t": time.time_ns() // 1000})
+        for token in tokens:
+            fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
+            _write(f, {"kind": "hash", "token": token, "fields": fields})
+            cursors[keys.stream(token, prefix)] = fields.get("last_id") or "0-0"
+        while not stop.is_set() and loop.time() < deadline:
+            wait_ms = int(min(block_ms, max(1.0, (deadline - loop.time()) * 1000)))
+            result.entries += await _read(redis, cursors, f, wait_ms)
+        while got := await _read(redis, cursors, f, None):  # what arrived before the stop
+            result.entries += got
+    return result
+
+
+async def _read(redis: aioredis.Redis, cursors: dict[str, str], f: IO[bytes],
+                block_ms: int | None) -> int:
+    """One XREAD over every stream; entries written, cursors moved; returns how many."""
+    replies: Any = await redis.xread(cursors, count=READ_COUNT, block=block_ms)  # type: ignore[arg-type]
+    count = 0
+    for key, entries in replies or []:
+        token = keys.token_of(key)
+        for entry_id, fields in entries:
+            _write(f, {"kind": "entry", "token": token, "id": entry_id, "fields": fields})
+        count += len(entries)
+        cursors[key] = entries[-1][0]
+    f.flush()
+    return count
