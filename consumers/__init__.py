@@ -1,1 +1,10 @@
-"""polybus consumers."""
+"""The library strategies import: the seed's callback API, rebuilt on the Redis streams."""
+
+from __future__ import annotations
+
+from consumers.feed import MarketFeed, MarketWebSocket
+from consumers.models import ConnectionState, MarketData, OrderBook, PriceLevel
+
+
+__all__ = ["ConnectionState", "MarketData", "MarketFeed", "MarketWebSocket", "OrderBook",
+           "PriceLevel"]

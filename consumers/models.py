@@ -1,0 +1,97 @@
+"""The seed's public data types, kept compatible: ConnectionState, PriceLevel, OrderBook,
+MarketData. Prices and sizes are floats here because the seed's API had them so; the exact
+canonical strings from the bus stay available (`PriceLevel.price_str`, `.size_str`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+__all__ = ["WS_STALE_DATA_THRESHOLD", "ConnectionState", "MarketData", "OrderBook", "PriceLevel"]
+
+WS_STALE_DATA_THRESHOLD = float(os.environ.get("WS_STALE_DATA_THRESHOLD", "60.0"))
+"""Seconds without an update after which MarketData.is_stale (the seed's setting)."""
+
+
+class ConnectionState(Enum):
+    """The seed's six connection states."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    SUBSCRIBED = "subscribed"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceLevel:
+    """One level: price and size as floats (seed API), plus the exact strings."""
+
+    price: float
+    size: float
+    price_str: str = ""
+    size_str: str = ""
+
+    @classmethod
+    def of(cls, price: str, size: str) -> PriceLevel:
+        return cls(float(price), float(size), price, size)
+
+
+@dataclass(slots=True)
+class OrderBook:
+    """A token's book, bids and asks best first; `status` says whether to trust it."""
+
+    token_id: str
+    bids: list[PriceLevel] = field(default_factory=list)
+    asks: list[PriceLevel] = field(default_factory=list)
+    timestamp: str | None = None
+    hash: str = ""
+    status: str = "pending"
+
+    @property
+    def best_bid(self) -> float | None:
+        return self.bids[0].price if self.bids else None
+
+    @property
+    def best_ask(self) -> float | None:
+        return self.asks[0].price if self.asks else None
+
+    @property
+    def midpoint(self) -> float | None:
+        if not (self.bids and self.asks):
+            return None
+        return (self.bids[0].price + self.asks[0].price) / 2
+
+    @property
+    def spread(self) -> float | None:
+        if not (self.bids and self.asks):
+            return None
+        return self.asks[0].price - self.bids[0].price
+
+
+@dataclass(slots=True)
+class MarketData:
+    """The seed's per-token container, plus the book's `status`."""
+
+    token_id: str
+    order_book: OrderBook | None = None
+    last_price: float | None = None
+    last_trade_price: float | None = None
+    last_trade_side: str | None = None
+    last_trade_size: float | None = None
+    last_update_time: float = 0.0
+    tick_size: str = "0.01"
+    status: str = "pending"
+    market: str = ""
+
+    @property
+    def is_stale(self) -> bool:
+        """No update for more than WS_STALE_DATA_THRESHOLD seconds (or none at all)."""
+        if self.last_update_time == 0:
+            return True
+        return (time.time() - self.last_update_time) > WS_STALE_DATA_THRESHOLD
