@@ -1,0 +1,151 @@
+"""`polybus tail` (one decoded line per event) and `polybus book TOKEN` (a book from Redis)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from consumers.format import age, entry_line, short
+from wire import keys
+from wire.codec import decode
+from wire.errors import DecodeError, InvalidToken
+
+
+__all__ = ["register"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None, help="env REDIS_URL")
+    p.add_argument("--prefix", default=None, help="env POLYBUS_PREFIX (default pm)")
+
+
+def register(subparsers: Any) -> None:
+    """Add `tail`, `book` and `top`."""
+    tail = subparsers.add_parser("tail", help="print one decoded line per event from Redis")
+    tail.add_argument("--tokens", default=None, help="comma separated (default: every stream)")
+    tail.add_argument("--from-start", action="store_true", help="from the oldest kept entry")
+    tail.add_argument("--count", type=int, default=0, help="exit after this many lines")
+    _common(tail)
+    tail.set_defaults(func=run_tail)
+    book = subparsers.add_parser("book", help="print a token's book from Redis, best first")
+    book.add_argument("token")
+    book.add_argument("--depth", type=int, default=10)
+    _common(book)
+    book.set_defaults(func=run_book)
+    top = subparsers.add_parser("top", help="a live table of the books in Redis")
+    top.add_argument("--rows", type=int, default=30)
+    top.add_argument("--once", action="store_true", help="print the table once and exit")
+    _common(top)
+    top.set_defaults(func=run_top)
+
+
+def _client(args: argparse.Namespace) -> tuple[aioredis.Redis, str]:
+    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3), prefix
+
+
+def _guard(coro: Any, what: str) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except (RedisError, OSError) as exc:
+        print(f"polybus {what}: Redis unreachable: {exc}", file=sys.stderr)
+        return 2
+    except InvalidToken as exc:
+        print(f"polybus {what}: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    return _guard(_tail(args), "tail")
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    redis, prefix = _client(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if args.tokens:
+        tokens = [keys.validate_token(t.strip()) for t in args.tokens.split(",") if t.strip()]
+        streams = {keys.stream(t, prefix): "0-0" if args.from_start else "$" for t in tokens}
+    else:
+        found = [k async for k in redis.scan_iter(keys.stream_pattern(prefix), count=1000)]
+        streams = {k: "0-0" if args.from_start else "$" for k in found}
+    if not streams:
+        print("polybus tail: no streams found (is a feeder running? --prefix?)", file=sys.stderr)
+        await redis.aclose()
+        return 1
+    printed = 0
+    try:
+        while not stop.is_set():
+            reply: Any = await redis.xread(streams, count=500, block=500)  # type: ignore[arg-type]
+            for key, entries in reply or []:
+                token = keys.token_of(key)
+                for entry_id, fields in entries:
+                    streams[key] = entry_id
+                    try:
+                        line = entry_line(token, decode(fields, token, entry_id))
+                    except DecodeError as exc:
+                        line = f"{short(token)} {entry_id} undecodable: {exc}"
+                    print(line, flush=True)
+                    printed += 1
+                    if args.count and printed >= args.count:
+                        return 0
+    finally:
+        await redis.aclose()
+    return 0
+
+
+def run_book(args: argparse.Namespace) -> int:
+    return _guard(_book(args), "book")
+
+
+def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
+    """The text `polybus book` prints for one hash."""
+    if not fields:
+        return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
+    bids = sorted(((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("bid:")),
+                  reverse=True)
+    asks = sorted((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("ask:"))
+    title = " — ".join(x for x in (fields.get("question", ""), fields.get("outcome", "")) if x)
+    lines = [f"{token}" + (f"  {title}" if title else ""),
+             f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
+             f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
+             f"tick {fields.get('tick_size', '-')}",
+             f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
+             f"@ {fields.get('last_trade_price', '-')}",
+             f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
+    for i in range(min(depth, max(len(bids), len(asks)))):
+        bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
+        ask = f"{asks[i][1]:<8} {asks[i][2]:<12}" if i < len(asks) else ""
+        lines.append(f"{bid} | {ask}")
+    return lines
+
+
+async def _book(args: argparse.Namespace) -> int:
+    redis, prefix = _client(args)
+    token = keys.validate_token(args.token)
+    try:
+        fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
+    finally:
+        await redis.aclose()
+    print("\n".join(book_lines(token, fields, args.depth)))
+    return 0 if fields else 1
+
+
+def run_top(args: argparse.Namespace) -> int:
+    from consumers.top import top
+
+    redis, prefix = _client(args)
+    return _guard(top(redis, prefix, rows=args.rows, once=args.once), "top")
