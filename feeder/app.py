@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -101,9 +100,6 @@ class Feeder:
     async def run(self) -> int:
         """Run until stopped (exit code 0) or a connection gives up (exit code 1)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
         log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
                  connections=len(self.connections), ws_url=self.config.ws_url)
         await self._wait_for_redis()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from typing import Any
 
@@ -61,4 +63,14 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"polybus feed: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(Feeder(config).run())
+    return asyncio.run(_serve(Feeder(config)))
+
+
+async def _serve(feeder: Any) -> int:
+    """Run the feeder with SIGTERM/SIGINT meaning: flush, delete the health key, exit 0."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, feeder.stop)
+    code: int = await feeder.run()
+    return code
