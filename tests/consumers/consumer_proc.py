@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,14 +36,17 @@ async def main(url: str, tokens: list[str], report: str) -> None:
     feed.on_price_change = feed.on_book_update = feed.on_trade = record
     await feed.connect()
     await feed.subscribe(tokens)
-    while not all(feed.get_order_book(t).status == "synced" for t in tokens):  # type: ignore[union-attr]
+    def synced() -> bool:
+        return all(feed.get_order_book(t).status == "synced" for t in tokens)  # type: ignore[union-attr]
+
+    while not synced():  # noqa: ASYNC110 (polling the library's public view, as a strategy would)
         await asyncio.sleep(0.02)
     for t in tokens:
         seen[t].clear()  # compare what arrives from now on
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
-    with open(report, "wb") as out:
-        out.write(orjson.dumps({"seen": seen, "events": feed.events, "lag": lag}))
+    data = orjson.dumps({"seen": seen, "events": feed.events, "lag": lag})
+    await asyncio.to_thread(Path(report).write_bytes, data)
     await feed.disconnect()
     print("done", flush=True)
 
