@@ -55,7 +55,7 @@ class GroupReader:
     async def read(self, count: int = 100, block_ms: int = 1000) -> list[Work]:
         """New entries for this member (XREADGROUP `>`)."""
         reply: Any = await self.redis.xreadgroup(
-            self.group, self.member, dict.fromkeys(self.streams, ">"),  # type: ignore[arg-type]
+            self.group, self.member, dict.fromkeys(self.streams, ">"),
             count=count, block=block_ms)
         return [self._work(key, eid, fields) for key, items in reply or []
                 for eid, fields in items if fields]
