@@ -279,8 +279,9 @@ class Connection:
         self.outbox.put_nowait([Status(t, "disconnected", reason) for t in self.tokens],
                                epoch, _now_us())
         self.state = ConnState.RECONNECTING
-        log.warning("feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason,
-                    frames=self.stats.frames)
+        level = log.info if reason == "shutdown" else log.warning
+        level("feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason,
+              frames=self.stats.frames)
         return reason
 
     async def _read(self, ws: ClientConnection, epoch: int) -> str:

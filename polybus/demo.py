@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -82,16 +81,19 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    view = None if args.quiet else _View(client, prefix, tokens)
     started = time.monotonic()
     try:
         while not stop.is_set() and not feeder_task.done():
             elapsed = time.monotonic() - started
             if args.duration and elapsed >= args.duration:
                 break
-            if not args.quiet:
-                await _show(client, tokens, prefix, feeder.published / max(elapsed, 1e-9))
+            if view is not None:
+                await view.show(feeder.published / max(elapsed, 1e-9))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
+        if view is not None:
+            view.close()
         elapsed = time.monotonic() - started
         statuses = [await client.hget(keys.book(t, prefix), "status") for t in tokens]
         synced = sum(s == "synced" for s in statuses)
@@ -108,23 +110,34 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
         await client.aclose()
 
 
-async def _show(client: aioredis.Redis, tokens: list[str], prefix: str, rate: float) -> None:
-    """A plain live view: one line per book, redrawn in place on a terminal."""
-    pipe = client.pipeline(transaction=False)
-    for token in tokens:
-        pipe.hmget(keys.book(token, prefix), ["best_bid", "best_ask", "last_trade_price",
-                                              "status", "seq"])
-    rows = await pipe.execute()
-    lines = [f"{'token':<14} {'bid':>7} {'ask':>7} {'mid':>8} {'last':>7} {'status':<8} {'seq':>7}"]
-    for token, (bid, ask, last, status, seq) in zip(tokens, rows, strict=True):
-        mid = ""
-        if bid and ask:
-            mid = format((Decimal(bid) + Decimal(ask)) / 2, "f")
-        lines.append(f"{token[:12]}.. {bid or '-':>7} {ask or '-':>7} {mid or '-':>8} "
-                     f"{last or '-':>7} {status or '-':<8} {seq or '0':>7}")
-    lines.append(f"events/s {rate:,.0f}   (Ctrl-C to stop)")
-    if sys.stdout.isatty():
-        sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
-    else:
-        sys.stdout.write(lines[-1] + "\n")
-    sys.stdout.flush()
+class _View:
+    """The live view: `polybus top`'s table in place on a terminal, a rate line otherwise."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, tokens: list[str]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.client, self.prefix, self.tokens = client, prefix, set(tokens)
+        self.tty = sys.stdout.isatty()
+        self.live = Live(console=Console(), refresh_per_second=4) if self.tty else None
+        self.previous: dict[str, dict[str, str]] = {}
+        self.then = time.monotonic()
+
+    async def show(self, rate: float) -> None:
+        from consumers.top import snapshot, table
+
+        if self.live is None:
+            print(f"events/s {rate:,.0f}   (Ctrl-C to stop)", flush=True)
+            return
+        rows, now = await snapshot(self.client, self.prefix), time.monotonic()
+        rows = {t: r for t, r in rows.items() if t in self.tokens}  # a shared Redis has others
+        rates = {t: (int(r["seq"] or 0) - int(self.previous.get(t, {}).get("seq") or 0))
+                 / max(now - self.then, 1e-9) for t, r in rows.items()}
+        self.previous, self.then = rows, now
+        self.live.update(table(rows, rates, 40))
+        if not self.live.is_started:
+            self.live.start()
+
+    def close(self) -> None:
+        if self.live is not None and self.live.is_started:
+            self.live.stop()
