@@ -48,3 +48,26 @@ async def test_fixture_replays_a_window_under_another_prefix(polybus_replay) -> 
         assert sum(early) < sum(full) and all(early)
     finally:
         await redis.aclose()
+
+
+async def test_market_feed_runs_against_the_fixture(polybus_replay) -> None:
+    """The README's use: MarketFeed over a replayed session serves its final books and status
+    (the recording ends with the feeder's shutdown, so they honestly say suspect)."""
+    from consumers import MarketFeed
+    from polybus.sessions import read_lines
+    from tests.support import wait_for
+
+    url = await polybus_replay(recording("calm"), prefix="pm")
+    final = {x["token"]: x for x in read_lines(expected("calm")) if x["kind"] == "hash"}
+    feed = MarketFeed(url, prefix="pm")
+    assert await feed.connect()
+    await feed.subscribe(list(final))
+    try:
+        await wait_for(lambda: all(feed.get_order_book(t).status == final[t]["status"]
+                                   for t in final), 10, "books loaded from the replayed session")
+        for token, want in final.items():
+            book = feed.get_order_book(token)
+            assert book is not None and book.bids[0].price_str == want["best_bid"]
+            assert book.status == "suspect"
+    finally:
+        await feed.disconnect()
