@@ -1,16 +1,29 @@
 """Local state of one subscribed token, rebuilt from its hash and stream. Pure.
 
-A token's state is loaded from its book hash (levels, `last_id`, `seq`, `status`), then every
-stream entry after `last_id` is applied in order. A `seq` that is not the next one means
-entries were missed (trimmed away, Redis restarted): `apply` raises SequenceGap and the caller
-reloads the hash. A `status` entry saying the upstream dropped makes the book `suspect`; the
-next `book` entry replaces it wholesale and makes it `synced`.
+A token is loaded from its book hash (levels, `last_id`, `seq`, `status`), then every stream
+entry after `last_id` is applied in order (DESIGN.md §2, invariant 1). `apply` raises
+SequenceGap when an entry's `seq` is not the next one — entries were trimmed away, or Redis
+restarted and numbering began again — and the caller reloads the hash.
+
+Two statuses are kept apart:
+
+- `wire_status` is what the bus says: the hash's `status`, then every entry folded in the
+  way the feeder's Lua step folds it (`disconnected`/`suspect` → suspect, `book` → synced).
+  One stricter rule: a `connected`/`resubscribed` status also makes a synced book suspect —
+  a new upstream connection means whatever came before may be stale (a feeder that was
+  killed never said `disconnected`), and its fresh `book` follows at once.
+- `doubt` is this client's own reason not to trust the book, whatever the bus says:
+  `"reload"` (a gap was seen or Redis was lost: cleared by loading the hash) or `"feeder"`
+  (the feeder's health key vanished: cleared by the next data entry, or by the same feeder
+  run coming back, since either proves the stream kept flowing).
+
+`status` — what the API serves — is `suspect` while in doubt, else `wire_status`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from consumers.models import MarketData, OrderBook, PriceLevel
 from wire.book import OrderBook as WireBook
@@ -18,12 +31,15 @@ from wire.errors import SequenceGap
 from wire.events import BestBidAsk, Book, Entry, PriceChange, Status, TickSizeChange, Trade
 
 
-__all__ = ["Callback", "TokenBook"]
+__all__ = ["Callback", "Doubt", "TokenBook"]
 
 Callback = tuple[str, dict[str, Any]]
-"""(callback name, payload) for the feed to fire."""
+"""(callback name without `on_`, payload) for the feed to fire."""
+
+Doubt = Literal["", "reload", "feeder"]
 
 _UNTRUSTED = ("disconnected", "suspect")
+_NEW_CONNECTION = ("connected", "resubscribed")
 
 
 class TokenBook:
@@ -32,57 +48,113 @@ class TokenBook:
     def __init__(self, token: str) -> None:
         self.token = token
         self.book = WireBook(asset_id=token)
-        self.status = "pending"
+        self.wire_status = "pending"
+        self.doubt: Doubt = ""
         self.cursor = "0-0"
+        """Stream id of the last entry applied (XREAD continues after it)."""
         self.seq: int | None = None
         """seq of the last entry applied; None while unknown (no hash yet)."""
+        self.had_book = False
         self.market = ""
         self.last_trade: tuple[str, str, str] | None = None
         self.updated = 0.0
         self.rx = 0
 
+    @property
+    def status(self) -> str:
+        """pending | synced | suspect: whether to trust the book."""
+        if self.doubt and self.wire_status != "pending":
+            return "suspect"
+        return self.wire_status
+
     # --- loading --------------------------------------------------------------------------
-    def load(self, fields: dict[str, str]) -> None:
-        """Replace everything with what the book hash holds (an empty hash: nothing yet)."""
+    def load(self, fields: dict[str, str]) -> list[Callback]:
+        """Replace everything with what the book hash holds; the callbacks that triggers."""
+        before = self.status
+        if not fields:
+            self._forget()
+        else:
+            self._load_fields(fields)
+        if self.doubt == "reload":
+            self.doubt = ""
+        calls = self._status_change(before, "", "reloaded")
+        if self.status == "synced":
+            calls.append(("book_update", self.book_payload()))
+        return calls
+
+    def _forget(self) -> None:
+        """No hash (Redis restarted, or never published): nothing to trust yet."""
+        self.book = WireBook(asset_id=self.token, market=self.market)
+        self.cursor, self.seq = "0-0", None
+        # A book we had and lost is suspect, not pending: pending means "never had one".
+        self.wire_status = "suspect" if self.had_book else "pending"
+
+    def _load_fields(self, fields: dict[str, str]) -> None:
         bids = [(k[4:], v) for k, v in fields.items() if k.startswith("bid:")]
         asks = [(k[4:], v) for k, v in fields.items() if k.startswith("ask:")]
-        self.book = WireBook(asset_id=self.token, market=fields.get("market", ""))
+        self.market = fields.get("market", "") or self.market
+        self.book = WireBook(asset_id=self.token, market=self.market)
         self.book.replace(bids, asks)
         self.book.hash, self.book.ts = fields.get("hash", ""), fields.get("ts", "")
         self.book.tick_size = fields.get("tick_size", "")
-        self.market = fields.get("market", "")
-        self.status = fields.get("status", "pending") if fields else "pending"
+        self.wire_status = fields.get("status", "pending")
+        self.had_book |= self.wire_status != "pending"
         self.cursor = fields.get("last_id", "0-0")
         self.seq = int(fields["seq"]) if fields.get("seq") else None
         price = fields.get("last_trade_price", "")
         self.last_trade = (price, fields.get("last_trade_size", ""),
                            fields.get("last_trade_side", "")) if price else None
-        if fields:
-            self.updated = time.time()
+        self.updated = time.time()
+
+    def suspect(self, doubt: Doubt, reason: str) -> list[Callback]:
+        """Stop trusting the book locally until `doubt` is cleared."""
+        before = self.status
+        if self.doubt != "reload":  # a pending reload outranks a feeder doubt
+            self.doubt = doubt
+        return self._status_change(before, "", reason)
+
+    def release(self, reason: str) -> list[Callback]:
+        """Drop a feeder doubt: the same feeder run is back, the stream never stopped."""
+        before = self.status
+        if self.doubt == "feeder":
+            self.doubt = ""
+        return self._status_change(before, "", reason)
 
     # --- applying -------------------------------------------------------------------------
     def apply(self, entry: Entry) -> list[Callback]:
         """Fold one stream entry in; return the callbacks it triggers. Raises SequenceGap."""
-        if self.seq is not None and entry.seq != self.seq + 1:
-            raise SequenceGap(self.token, self.seq + 1, entry.seq)
+        expected = 1 if self.seq is None else self.seq + 1
+        if entry.seq != expected:
+            # seq None means no hash when loaded: the stream must then start at seq 1.
+            raise SequenceGap(self.token, expected, entry.seq)
+        before = self.status
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
         self.updated = time.time()
         event = entry.event
+        if isinstance(event, Status):
+            return self._apply_status(event, before)
+        if self.doubt == "feeder":
+            self.doubt = ""  # data still flows: the stream was never interrupted
+        calls = self._apply_data(event)
+        return self._status_change(before, "", event.type) + calls
+
+    def _apply_status(self, event: Status, before: str) -> list[Callback]:
+        if event.state in _UNTRUSTED or (event.state in _NEW_CONNECTION
+                                         and self.wire_status == "synced"):
+            self.wire_status = "suspect"
+        return [("status", self._status_payload(before, event.state, event.reason, event.ts))]
+
+    def _apply_data(self, event: object) -> list[Callback]:
         if isinstance(event, Book):
             self.book.apply(event)
             self.market = event.market or self.market
-            self.status = "synced"
+            self.wire_status, self.had_book = "synced", True
             if event.last_trade_price and self.last_trade is None:
                 self.last_trade = (event.last_trade_price, "", "")
             return [("book_update", self.book_payload())]
         if isinstance(event, PriceChange):
             self.book.apply(event)
-            return [("price_change", {
-                "event_type": "price_change", "asset_id": self.token, "market": self.market,
-                "price": event.price, "size": event.size,
-                "side": "BUY" if event.side == "bid" else "SELL",
-                "best_bid": event.best_bid, "best_ask": event.best_ask,
-                "timestamp": event.ts, "hash": event.hash})]
+            return [("price_change", self._price_change_payload(event))]
         if isinstance(event, Trade):
             self.last_trade = (event.price, event.size, event.side)
             return [("trade", {
@@ -94,13 +166,24 @@ class TokenBook:
             return [("tick_size_change", {
                 "event_type": "tick_size_change", "asset_id": self.token, "market": self.market,
                 "old_tick_size": event.old, "new_tick_size": event.new, "timestamp": event.ts})]
-        if isinstance(event, Status):
-            if event.state in _UNTRUSTED:
-                self.status = "suspect"
-            return [("status", {"asset_id": self.token, "state": event.state,
-                                "reason": event.reason, "status": self.status})]
         assert isinstance(event, BestBidAsk)  # a cross-check only: nothing to fold
         return []
+
+    def _price_change_payload(self, event: PriceChange) -> dict[str, Any]:
+        return {"event_type": "price_change", "asset_id": self.token, "market": self.market,
+                "price": event.price, "size": event.size,
+                "side": "BUY" if event.side == "bid" else "SELL",
+                "best_bid": event.best_bid, "best_ask": event.best_ask,
+                "timestamp": event.ts, "hash": event.hash}
+
+    def _status_change(self, before: str, state: str, reason: str) -> list[Callback]:
+        if self.status == before:
+            return []
+        return [("status", self._status_payload(before, state, reason, ""))]
+
+    def _status_payload(self, before: str, state: str, reason: str, ts: str) -> dict[str, Any]:
+        return {"event_type": "status", "asset_id": self.token, "status": self.status,
+                "previous": before, "state": state, "reason": reason, "timestamp": ts}
 
     # --- views ----------------------------------------------------------------------------
     def book_payload(self) -> dict[str, Any]:

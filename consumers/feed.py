@@ -1,11 +1,29 @@
 """`MarketFeed`: the seed's `MarketWebSocket` API, reading Redis instead of the exchange.
 
-Each subscribed token is loaded from its book hash, then followed with one blocking XREAD
-over every subscribed stream from the cursors it holds (gap-free: DESIGN.md §2). A `seq`
-jump reloads the token's hash; a `status` entry or a lost Redis or feeder makes the client
-stop vouching for its books (`on_disconnect`) until every book is synced again
-(`on_connect`). Callbacks may be plain functions or coroutines; one that raises goes to
-`on_error` and the loop goes on.
+Usage is the seed's::
+
+    feed = MarketFeed()                       # REDIS_URL, else redis://localhost:6379/0
+    feed.on_price_change = my_handler         # plain function or coroutine
+    await feed.connect()                      # True once Redis answers; fires on_connect
+    await feed.subscribe(["7043…2544"])       # books load now; pending until published
+    book = feed.get_order_book("7043…2544")   # bids/asks best first; .status says if trusted
+    await feed.disconnect()
+
+One background task keeps the books (reader.py: hash, then XREAD from its `last_id`, reload
+on any gap) and fires the callbacks, one call per change, in stream order per token.
+
+Liveness: the client *vouches* for its books after `connect()`. It stops — `on_disconnect` —
+when Redis is lost, when a feeder's health key expires, or when a `status` entry says the
+upstream connection of one of its tokens dropped (or was replaced); those books turn
+`suspect`. It vouches again — `on_connect` — once Redis answers, a feeder is alive, and every
+subscribed token that ever had a book is `synced` again. Redis is reconnected with capped,
+jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
+cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
+
+A callback that raises goes to `on_error` and the loop goes on. `on_status(payload)` fires per
+token for every `status` entry and whenever the book's status changes: payload `asset_id`,
+`status` (pending|synced|suspect, now), `previous`, `state` (the entry's, or '' for a change
+made here), `reason`, `timestamp`.
 """
 
 from __future__ import annotations
@@ -17,18 +35,20 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from consumers.books import TokenBook
+from consumers.books import Callback, TokenBook
+from consumers.cursor import CursorReport
+from consumers.interest import DEFAULT_LEASE_S, Leases
+from consumers.liveness import FeederChange, FeederWatch
 from consumers.models import ConnectionState, MarketData, OrderBook
+from consumers.reader import Reader
 from wire import keys
-from wire.codec import decode
-from wire.errors import DecodeError, SequenceGap
 
 
 __all__ = ["MarketFeed", "MarketWebSocket"]
@@ -36,6 +56,9 @@ __all__ = ["MarketFeed", "MarketWebSocket"]
 log = structlog.get_logger("consumers.feed")
 
 Handler = Callable[..., Any] | None
+
+_EVENT_CALLBACKS = {"price_change": "on_price_change", "book_update": "on_book_update",
+                    "trade": "on_trade", "tick_size_change": "on_tick_size_change"}
 
 
 class MarketFeed:
@@ -48,27 +71,32 @@ class MarketFeed:
         prefix: str = keys.DEFAULT_PREFIX,
         name: str | None = None,
         block_ms: int = 500,
-        count: int = 1000,
-        lease_s: float = 60.0,
+        count: int = 2000,
+        lease_s: float = DEFAULT_LEASE_S,
         health_interval: float = 1.0,
+        audit_interval: float = 2.0,
+        cursor_interval: float = 2.0,
+        reconnect_max_delay: float = 5.0,
         redis: aioredis.Redis | None = None,
     ) -> None:
         self.url = redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
         self.prefix = prefix
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.block_ms, self.count = block_ms, count
-        self.lease_s, self.health_interval = lease_s, health_interval
-        self._redis = redis
+        self.health_interval, self.audit_interval = health_interval, audit_interval
+        self.reconnect_max_delay = reconnect_max_delay
+        self._redis, self._own_redis = redis, redis is None
         self._state = ConnectionState.DISCONNECTED
         self._books: dict[str, TokenBook] = {}
-        self._reload: set[str] = set()
+        self._report = CursorReport(self.name, prefix, cursor_interval)
+        self._reader = Reader(self._books, prefix, self._report, count=count, block_ms=block_ms)
+        self._leases = Leases(prefix, lease_s)
+        self._watch = FeederWatch(prefix)
+        self._pending: list[Callback] = []
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._vouching = False
-        self._feeder_seen = False
-        self._feeder_live = True
         self._redis_ok = False
-        self.events = 0
-        self.reloads = 0
+        self._next_health = self._next_audit = 0.0
         # the seed's callbacks, plus on_status
         self.on_price_change: Handler = None
         self.on_book_update: Handler = None
@@ -92,6 +120,27 @@ class MarketFeed:
     def subscribed_tokens(self) -> list[str]:
         return list(self._books)
 
+    @property
+    def vouching(self) -> bool:
+        """Whether the client currently vouches for its books (between on_connect and
+        on_disconnect)."""
+        return self._vouching
+
+    @property
+    def events(self) -> int:
+        """Stream entries applied so far."""
+        return self._reader.events
+
+    @property
+    def reloads(self) -> int:
+        """Times a token's hash had to be reloaded after a gap."""
+        return self._reader.reloads
+
+    @property
+    def max_lag_ms(self) -> float:
+        """Largest delivery delay (now − feeder receive time) of any entry applied."""
+        return self._report.max_lag_ms
+
     def get_market_data(self, token_id: str) -> MarketData | None:
         book = self._books.get(token_id)
         return book.market_data() if book else None
@@ -112,140 +161,127 @@ class MarketFeed:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             self._state = ConnectionState.FAILED
+            log.warning("consumers.feed.connect_failed", url=self.url, error=str(exc))
             await self._fire(self.on_error, exc)
             return False
         self._state, self._redis_ok, self._vouching = ConnectionState.CONNECTED, True, True
-        self._task = asyncio.create_task(self._run())
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name=f"MarketFeed {self.name}")
         await self._fire(self.on_connect)
         return True
 
     async def subscribe(self, token_ids: list[str]) -> bool:
-        """Follow these tokens; their books load now (pending until the feeder has them)."""
+        """Follow these tokens: lease them and load their books now (pending until the
+        feeder has published them). Raises InvalidToken for an id that is not a token."""
         if not self.is_connected or not token_ids:
             return False
-        new = [keys.validate_token(t) for t in dict.fromkeys(token_ids) if t not in self._books]
-        for token in new:
-            self._books[token] = TokenBook(token)
-        self._reload.update(new)
-        await self._lease(new)
+        new = {keys.validate_token(t): TokenBook(t) for t in token_ids if t not in self._books}
         self._state = ConnectionState.SUBSCRIBED
+        calls: list[Callback] = []
+        try:
+            await self._leases.lease(self._redis_client(), new)
+            # Loaded before the loop sees them: XREAD must start at each hash's last_id.
+            calls = await self._reader.load(self._redis_client(), list(new), into=new)
+        except (RedisError, OSError):
+            self._reader.reload.update(new)  # the loop loads them once Redis is back
+        for token, book in new.items():
+            self._books.setdefault(token, book)
+        self._pending += calls
         return True
 
     async def unsubscribe(self, token_ids: list[str]) -> bool:
-        """Stop following these tokens (their leases simply expire)."""
+        """Stop following these tokens (their leases simply run out)."""
         for token in token_ids:
             self._books.pop(token, None)
-            self._reload.discard(token)
+            self._reader.reload.discard(token)
+        if not self._books and self._state is ConnectionState.SUBSCRIBED:
+            self._state = ConnectionState.CONNECTED
         return True
 
     async def disconnect(self) -> None:
         """Stop reading, forget subscriptions, fire on_disconnect."""
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _stop(self._task)
             self._task = None
         if self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(keys.consumer(self.name, self.prefix))
-            await self._redis.aclose()
-            self._redis = None
+                await self._report.remove(self._redis)
+            if self._own_redis:
+                await self._redis.aclose()
+                self._redis = None
         self._books.clear()
-        self._state = ConnectionState.DISCONNECTED
+        self._reader.reload.clear()
+        self._pending.clear()
+        self._state, self._vouching, self._redis_ok = ConnectionState.DISCONNECTED, False, False
         await self._fire(self.on_disconnect)
 
     # --- the loop -------------------------------------------------------------------------
     async def _run(self) -> None:
-        attempt, next_chores = 0, 0.0
-        while True:
+        attempt = 0
+        while not self._closing:
             try:
                 if not self._redis_ok:
                     await self._redis_back()
-                if time.monotonic() >= next_chores:
-                    await self._chores()
-                    next_chores = time.monotonic() + self.health_interval
-                await self._reload_pending()
-                await self._read_once()
+                await self._chores()
+                await self._fire_calls(await self._reader.load_pending(self._redis_client()))
+                targets, reply = await self._reader.fetch(self._redis_client())
+                await self._fire_pending()  # what subscribe() loaded goes before its entries
+                for calls in self._reader.entries(targets, reply):
+                    await self._fire_calls(calls)
+                await self._maybe_vouch()
                 attempt = 0
             except (RedisError, OSError) as exc:
+                if self._closing:  # redis-py may turn our cancellation into an error
+                    return
                 attempt += 1
                 await self._redis_lost(exc)
-                await asyncio.sleep(random.uniform(0, min(0.1 * 2 ** attempt, 5.0)))
+                await asyncio.sleep(self._backoff(attempt))
+            except Exception as exc:  # our bug, or a reply we did not foresee: log, go on
+                log.exception("consumers.feed.loop_failed")
+                await self._fire(self.on_error, exc)
+                for token in list(self._books):
+                    await self._fire_calls(self._reader.gap(token, "loop_failed", quiet=True))
+                attempt += 1
+                await asyncio.sleep(self._backoff(attempt))
 
-    async def _read_once(self) -> None:
-        assert self._redis is not None
-        if not self._books:
-            await asyncio.sleep(self.block_ms / 1000)
-            return
-        streams = {keys.stream(t, self.prefix): b.cursor for t, b in self._books.items()
-                   if t not in self._reload}
-        if not streams:
-            return
-        reply: Any = await self._redis.xread(streams, count=self.count,  # type: ignore[arg-type]
-                                             block=self.block_ms)
-        for key, entries in reply or []:
-            token = keys.token_of(key)
-            for entry_id, fields in entries:
-                if token not in self._books or token in self._reload:
-                    break
-                await self._apply(token, entry_id, fields)
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter on min(0.1 s · 2^(n−1), max)."""
+        return random.uniform(0.0, min(0.1 * 2 ** (attempt - 1), self.reconnect_max_delay))
 
-    async def _apply(self, token: str, entry_id: str, fields: dict[str, str]) -> None:
-        book = self._books[token]
-        try:
-            entry = decode(fields, token, entry_id)
-            calls = book.apply(entry)
-        except (SequenceGap, DecodeError) as exc:
-            book.status = "suspect"  # never served as good while we reload
-            self._reload.add(token)
-            self.reloads += 1
-            log.info("consumers.reload", token=token[:12], reason=str(exc))
-            return
-        self.events += 1
-        for name, payload in calls:
-            if name == "status":
-                await self._fire(self.on_status, payload)
-                if payload["state"] in ("disconnected", "suspect"):
-                    await self._stop_vouching()
-            else:
-                await self._fire(getattr(self, f"on_{name}"), payload)
-                if name == "book_update":
-                    await self._maybe_vouch()
+    def _redis_client(self) -> aioredis.Redis:
+        assert self._redis is not None, "MarketFeed is not connected"
+        return self._redis
 
-    async def _reload_pending(self) -> None:
-        """Reload the hashes of tokens that need it: one pipeline for all of them."""
-        if not self._reload or self._redis is None:
-            return
-        tokens = list(self._reload)
-        pipe = self._redis.pipeline(transaction=False)
-        for token in tokens:
-            pipe.hgetall(keys.book(token, self.prefix))
-        for token, fields in zip(tokens, await pipe.execute(), strict=True):
-            self._reload.discard(token)
-            book = self._books.get(token)
-            if book is None:
-                continue
-            book.load(fields)
-            if book.status == "synced":
-                await self._fire(self.on_book_update, book.book_payload())
-        await self._maybe_vouch()
+    async def _chores(self) -> None:
+        """Feeder liveness, leases, the gap audit and the cursor report, each on its clock."""
+        redis, now = self._redis_client(), time.monotonic()
+        if now >= self._next_health:
+            self._next_health = now + self.health_interval
+            await self._feeders(await self._watch.check(redis))
+        if self._leases.due(now):
+            await self._leases.renew(redis, list(self._books))
+        if now >= self._next_audit:
+            self._next_audit = now + self.audit_interval
+            await self._fire_calls(await self._reader.audit(redis))
+        if self._report.due():
+            await self._report.publish(redis, self._books, self.events, self.reloads)
 
     # --- liveness -------------------------------------------------------------------------
-    async def _chores(self) -> None:
-        """Feeder liveness, interest leases and our cursor, once per health interval."""
-        assert self._redis is not None
-        found = [k async for k in self._redis.scan_iter(keys.feeder_pattern(self.prefix),
-                                                        count=100)]
-        live = bool(found)
-        self._feeder_seen |= live
-        if self._feeder_seen and not live and self._feeder_live:
-            self._feeder_live = False
+    async def _feeders(self, change: FeederChange) -> None:
+        if change.lost:
+            log.warning("consumers.feeder.lost", feeders=change.lost)
+            for book in list(self._books.values()):  # suspect first: on_disconnect sees it
+                await self._fire_calls(book.suspect("feeder", "feeder_lost"))
             await self._stop_vouching()
-        elif live and not self._feeder_live:
-            self._feeder_live = True
-            await self._maybe_vouch()
-        await self._lease(list(self._books))
-        await self._publish_cursor()
+        if change.found:
+            log.debug("consumers.feeder.found", feeders=change.found)
+        if change.blip or change.restarted:
+            log.info("consumers.feeder.back", blip=change.blip, restarted=change.restarted)
+        if change.blip and not self._watch.lost:
+            # Only a blip: the feeder never stopped, its stream never paused for long.
+            for book in list(self._books.values()):
+                await self._fire_calls(book.release("feeder_back"))
 
     async def _stop_vouching(self) -> None:
         if self._vouching:
@@ -253,48 +289,49 @@ class MarketFeed:
             await self._fire(self.on_disconnect)
 
     async def _maybe_vouch(self) -> None:
-        if self._vouching or not (self._redis_ok and self._feeder_live) or self._reload:
+        if self._vouching or not self._redis_ok or self._reader.reload:
             return
-        if all(b.status == "synced" for b in self._books.values()):
+        if self._watch.seen and not self._watch.live:
+            return
+        # A token that never had a book (pending) cannot have become wrong: it does not block.
+        if all(b.status != "suspect" for b in self._books.values()):
             self._vouching = True
             await self._fire(self.on_connect)
 
     async def _redis_lost(self, exc: BaseException) -> None:
-        if self._redis_ok:
-            log.warning("consumers.redis.lost", error=str(exc))
-            self._redis_ok = False
-            self._state = ConnectionState.RECONNECTING
-            for book in self._books.values():
-                book.status = "suspect"
-            await self._stop_vouching()
+        if not self._redis_ok:
+            return
+        log.warning("consumers.redis.lost", error=str(exc))
+        self._redis_ok = False
+        self._state = ConnectionState.RECONNECTING
+        for token in list(self._books):  # suspect first: on_disconnect sees it
+            await self._fire_calls(self._reader.gap(token, "redis_lost", quiet=True))
+        await self._stop_vouching()
 
     async def _redis_back(self) -> None:
-        """Redis answers again: resume from held cursors; `seq` checks catch any loss."""
-        assert self._redis is not None
-        await self._redis.ping()
+        """Redis answers again: reload every hash (the marks were set when it was lost)."""
+        await self._redis_client().ping()
         self._redis_ok = True
         self._state = ConnectionState.SUBSCRIBED if self._books else ConnectionState.CONNECTED
-        self._reload.update(self._books)  # statuses were set suspect locally: read them again
-        log.info("consumers.redis.back")
+        self._reader.reload.update(self._books)
+        log.info("consumers.redis.back", tokens=len(self._books))
 
-    async def _lease(self, tokens: Iterable[str]) -> None:
-        """Ask the feeder to carry these tokens (it ignores leases on tokens it already has)."""
-        tokens = list(tokens)
-        if tokens and self._redis is not None:
-            expiry = (time.time() + self.lease_s) * 1000
-            await self._redis.zadd(keys.interest(self.prefix), dict.fromkeys(tokens, expiry))
+    # --- callbacks ------------------------------------------------------------------------
+    async def _fire_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        await self._fire_calls(pending)
 
-    async def _publish_cursor(self) -> None:
-        assert self._redis is not None
-        newest = max((b.rx for b in self._books.values()), default=0)
-        lag = max(0.0, time.time() * 1000 - newest / 1000) if newest else 0.0
-        key = keys.consumer(self.name, self.prefix)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={"tokens": len(self._books), "events": self.events,
-                                "reloads": self.reloads, "lag_ms": int(lag),
-                                "updated_ms": int(time.time() * 1000)})
-        pipe.pexpire(key, int(max(10.0, 10 * self.health_interval) * 1000))
-        await pipe.execute()
+    async def _fire_calls(self, calls: list[Callback]) -> None:
+        for name, payload in calls:
+            if name == "status":
+                # A wire state (not a local reload) that made the book suspect: upstream lost.
+                if payload["status"] == "suspect" and payload["state"]:
+                    await self._stop_vouching()
+                await self._fire(self.on_status, payload)
+            elif name == "error":
+                await self._fire(self.on_error, payload["error"])
+            else:
+                await self._fire(getattr(self, _EVENT_CALLBACKS[name]), payload)
 
     async def _fire(self, handler: Handler, *args: Any) -> None:
         if handler is None:
@@ -305,9 +342,18 @@ class MarketFeed:
                 await result
         except Exception as exc:  # a strategy's bug must not stop the feed
             if handler is self.on_error:
-                log.error("consumers.on_error_failed", error=repr(exc))
+                log.error("consumers.feed.on_error_failed", error=repr(exc))
             else:
                 await self._fire(self.on_error, exc)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel the loop and wait for it; cancel again if a library swallowed the first one."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consumers.feed.loop_died", error=repr(task.exception()))
 
 
 MarketWebSocket = MarketFeed

@@ -79,3 +79,17 @@ async def all_synced(r) -> bool:
         if not await _synced(r, token):
             return False
     return True
+
+
+async def test_tail_without_tokens_follows_every_stream(redis_server) -> None:
+    """With no --tokens, tail finds every token stream by SCAN and prints them all."""
+    async with rig(redis_server, markets=2) as r:
+        await wait_for(lambda: all_synced(r), 10, "synced books")
+        await r.sim.pause()
+        total = sum([await r.redis.xlen(keys.stream(t)) for t in r.tokens])
+        code, out, _ = await polybus("tail", "--redis-url", redis_server.url, "--from-start",
+                                     "--count", str(total))
+        assert code == 0
+        shown = {line.split()[1] for line in out.splitlines()}
+        assert len(out.splitlines()) == total
+        assert shown == {f"{t[:6]}…{t[-4:]}" for t in r.tokens}

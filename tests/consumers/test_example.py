@@ -1,38 +1,54 @@
-"""The example strategy runs against a live bus and quotes inside real spreads."""
+"""The example strategy runs against a live bus: it quotes strictly inside real spreads,
+pulls every quote when polybus stops vouching, and quotes again after."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from decimal import Decimal
 from pathlib import Path
 
+from consumers import MarketFeed
 from tests.e2e.harness import rig
+from tests.support import wait_for
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quote_inside.py"
 
 
-async def test_example_quotes_strictly_inside_the_spread(redis_server, monkeypatch) -> None:
-    """It quotes strictly inside spreads while live, and pulls every quote on disconnect."""
+async def test_example_quotes_inside_the_spread_and_pulls_on_disconnect(
+        redis_server, monkeypatch) -> None:
+    """Quotes lie strictly inside the book when made; a drop pulls them; quoting resumes."""
     spec = importlib.util.spec_from_file_location("quote_inside", EXAMPLE)
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
     async with rig(redis_server) as r:
         seen: list[tuple[Decimal, Decimal]] = []
         original = example.QuoteInside.requote
 
         def spy(self, token: str) -> None:
+            before = self.quotes.get(token)
             original(self, token)
-            if token in self.quotes:
+            if token in self.quotes and self.quotes[token] != before:
                 book = self.feed.get_order_book(token)
                 bid, ask = self.quotes[token]
-                assert book.bids[0].price < bid < ask < book.asks[0].price
+                assert book.status == "synced" and self.live
+                assert Decimal(book.bids[0].price_str) < bid < ask < Decimal(
+                    book.asks[0].price_str)
                 seen.append((bid, ask))
 
         monkeypatch.setattr(example.QuoteInside, "requote", spy)
-        strategy = await example.main(r.tokens, seconds=2.0)
-        assert strategy.placed > 0 and len(seen) >= strategy.placed
+        strategy = example.QuoteInside(MarketFeed(redis_server.url))
+        stop = asyncio.Event()
+        task = asyncio.create_task(strategy.run(r.tokens, stop))
+        await wait_for(lambda: strategy.placed >= 10, 10, "ten quotes")
+        r.sim.drop_all()
+        await wait_for(lambda: strategy.pulled == 1, 10, "quotes pulled")
+        placed = strategy.placed
+        await wait_for(lambda: strategy.live and strategy.placed > placed + 5, 10,
+                       "quoting again")
+        stop.set()
+        await task
         assert strategy.quotes == {}, "disconnect pulls every quote"
-        assert all(Decimal(0) < b < a < Decimal(1) for b, a in seen)
+        assert len(seen) == strategy.placed

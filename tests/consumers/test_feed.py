@@ -30,61 +30,76 @@ async def converge(feed: MarketFeed, r, timeout: float = 15.0) -> None:
 async def test_mid_flow_join_ends_equal_to_the_truth(redis_server) -> None:
     """A consumer that joins mid-flow loads hashes, follows streams, and ends exact."""
     async with rig(redis_server) as r:
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: r.feeder.published > 500, 10, "the flow under way")
         feed = MarketFeed(redis_server.url)
         assert await feed.connect()
         assert await feed.subscribe(r.tokens)
         assert feed.state is ConnectionState.SUBSCRIBED
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: feed.events > 300, 10, "300 entries followed")
         await converge(feed, r)
-        assert feed.events > 0
+        assert feed.reloads == 0, "a clean join needs no reload"
         await feed.disconnect()
 
 
+def all_synced(feed: MarketFeed, tokens: list[str]) -> bool:
+    return all(feed.get_order_book(t).status == "synced" for t in tokens)
+
+
 async def test_upstream_drop_disconnects_then_reconnects(redis_server) -> None:
-    """A dropped exchange socket: on_disconnect, books suspect, then on_connect and exact."""
+    """A dropped exchange socket: on_disconnect with books suspect, then on_connect and exact."""
     async with rig(redis_server) as r:
         feed = MarketFeed(redis_server.url)
         seen: list[str] = []
-        statuses: list[str] = []
+        suspect_at_disconnect: list[bool] = []
+        states: list[str] = []
         feed.on_connect = lambda: seen.append("connect")
-        feed.on_disconnect = lambda: seen.append("disconnect")
-        feed.on_status = lambda d: statuses.append(d["state"])
+
+        def on_disconnect() -> None:
+            seen.append("disconnect")
+            suspect_at_disconnect.append(
+                any(feed.get_order_book(t).status == "suspect" for t in r.tokens))
+
+        feed.on_disconnect = on_disconnect
+        feed.on_status = lambda d: states.append(d["state"])
         await feed.connect()
         await feed.subscribe(r.tokens)
-        await wait_for(lambda: all(feed.get_order_book(t).status == "synced" for t in r.tokens),
-                       10, "synced books")
+        await wait_for(lambda: all_synced(feed, r.tokens), 10, "synced books")
         r.sim.drop_all()
         await wait_for(lambda: "disconnect" in seen, 10, "on_disconnect")
+        assert suspect_at_disconnect == [True]
         await wait_for(lambda: seen[-1] == "connect" and len(seen) >= 3, 10, "on_connect again")
-        assert "disconnected" in statuses and "resubscribed" in statuses
+        assert seen == ["connect", "disconnect", "connect"]
+        assert "disconnected" in states and "resubscribed" in states
         await converge(feed, r)
         await feed.disconnect()
 
 
 async def test_redis_restart_disconnects_then_resyncs(redis_server) -> None:
-    """Redis killed and restarted: on_disconnect, then on_connect once books are synced again."""
+    """Redis killed and restarted: on_disconnect while reconnecting, then on_connect once the
+    feeder's fresh books arrive, and the books equal the truth."""
     async with rig(redis_server) as r:
         feed = MarketFeed(redis_server.url)
-        seen: list[str] = []
-        feed.on_connect = lambda: seen.append("connect")
-        feed.on_disconnect = lambda: seen.append("disconnect")
+        seen: list[tuple[str, ConnectionState]] = []
+        feed.on_connect = lambda: seen.append(("connect", feed.state))
+        feed.on_disconnect = lambda: seen.append(("disconnect", feed.state))
         await feed.connect()
         await feed.subscribe(r.tokens)
-        await wait_for(lambda: all(feed.get_order_book(t).status == "synced" for t in r.tokens),
-                       10, "synced books")
+        await wait_for(lambda: all_synced(feed, r.tokens), 10, "synced books")
         r.redis_server.restart()
         old, r.redis = r.redis, r.redis_server.client()
         await old.aclose()
-        await wait_for(lambda: "disconnect" in seen, 10, "on_disconnect")
-        await wait_for(lambda: seen[-1] == "connect" and len(seen) >= 3, 15, "on_connect again")
+        await wait_for(lambda: len(seen) >= 2, 10, "on_disconnect")
+        assert seen[1] == ("disconnect", ConnectionState.RECONNECTING)
+        await wait_for(lambda: len(seen) >= 3, 15, "on_connect again")
+        assert seen[2] == ("connect", ConnectionState.SUBSCRIBED)
         await converge(feed, r)
-        assert feed.reloads > 0 or feed.state is ConnectionState.SUBSCRIBED
+        assert feed.reloads >= len(r.tokens)
         await feed.disconnect()
 
 
 async def test_a_stream_trimmed_past_a_slow_consumer_is_reloaded(redis_server) -> None:
-    """A consumer stuck in a callback while its stream is trimmed detects the gap and reloads."""
+    """A consumer stuck in a callback while its streams are trimmed detects the gap and
+    reloads; its books end equal to the truth."""
     async with rig(redis_server) as r:
         feed = MarketFeed(redis_server.url)
         stuck = asyncio.Event()
@@ -99,10 +114,12 @@ async def test_a_stream_trimmed_past_a_slow_consumer_is_reloaded(redis_server) -
         await feed.connect()
         await feed.subscribe(r.tokens)
         await asyncio.wait_for(stuck.wait(), 10)
-        await asyncio.sleep(0.5)  # flow goes on while the consumer is stuck
+        before = r.feeder.published
+        await wait_for(lambda: r.feeder.published > before + 200, 10, "the flow going on")
         for token in r.tokens:
             await r.redis.xtrim(keys.stream(token), maxlen=0)
-        await asyncio.sleep(0.3)  # entries after the trim, so the cursor is behind a gap
+        after = r.feeder.published
+        await wait_for(lambda: r.feeder.published > after + 50, 10, "entries after the trim")
         release.set()
         await wait_for(lambda: feed.reloads > 0, 10, "a reload after the gap")
         await converge(feed, r)
