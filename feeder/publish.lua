@@ -99,6 +99,11 @@ local fold = {
   end,
   status = function(f)
     if f.state == 'disconnected' or f.state == 'suspect' then status = 'suspect' end
+    -- a (re)subscribe means a new connection: a book synced under an older one (a feeder
+    -- killed without a word, say) is not trusted until this connection's snapshot
+    if (f.state == 'connected' or f.state == 'resubscribed') and status == 'synced' then
+      status = 'suspect'
+    end
   end,
 }
 

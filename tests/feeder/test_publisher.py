@@ -169,3 +169,11 @@ async def test_outbox_discards_while_redis_is_down() -> None:
     outbox.discarding = False
     await outbox.put([event], 1, 1)
     assert len(outbox) == 1
+
+
+async def test_a_new_subscription_distrusts_a_book_synced_before(redis) -> None:
+    """A successor feeder's `connected` turns a book synced under a dead one suspect."""
+    pub = Publisher(redis)
+    await pub.write(batch_of(snapshot()))
+    await Publisher(redis).write(batch_of(Status(T, "connected", "epoch 1"), epoch=1))
+    assert await redis.hget(keys.book(T), "status") == "suspect"
