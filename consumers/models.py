@@ -8,24 +8,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+
+from wire.events import ConnectionState
 
 
 __all__ = ["WS_STALE_DATA_THRESHOLD", "ConnectionState", "MarketData", "OrderBook", "PriceLevel"]
 
 WS_STALE_DATA_THRESHOLD = float(os.environ.get("WS_STALE_DATA_THRESHOLD", "60.0"))
 """Seconds without an update after which MarketData.is_stale (the seed's setting)."""
-
-
-class ConnectionState(Enum):
-    """The seed's six connection states."""
-
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    SUBSCRIBED = "subscribed"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

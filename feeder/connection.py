@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import random
 import time
 from collections.abc import Callable
@@ -29,10 +28,10 @@ from feeder.normalize import Normalizer
 from feeder.outbox import Outbox
 from feeder.recorder import Recorder
 from wire.errors import HandshakeRejected, UpstreamError
-from wire.events import Book, MarketEvent, Status
+from wire.events import Book, ConnectionState, MarketEvent, Status
 
 
-__all__ = ["ConnState", "Connection", "backoff_delay"]
+__all__ = ["Connection", "backoff_delay"]
 
 log = structlog.get_logger("feeder.connection")
 
@@ -40,17 +39,6 @@ MAX_FRAME = 32 * 1024 * 1024
 """The initial snapshot is one frame that grows with the token count."""
 
 SNAPSHOT_RETRIES = 3
-
-
-class ConnState(enum.Enum):
-    """The seed's connection states."""
-
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    SUBSCRIBED = "subscribed"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -97,7 +85,7 @@ class Connection:
         self.connect = connect
         self.rng = rng or random.Random()
         self.recorder = recorder
-        self.state = ConnState.DISCONNECTED
+        self.state = ConnectionState.DISCONNECTED
         self.epoch = 0
         self.stats = ConnStats()
         self.normalizer = Normalizer(self.tokens)
@@ -162,7 +150,7 @@ class Connection:
         """Connect, serve, reconnect — forever, or until the attempt limit is exceeded."""
         attempt, first = 0, True
         while True:
-            self.state = ConnState.CONNECTING if first else ConnState.RECONNECTING
+            self.state = ConnectionState.CONNECTING if first else ConnectionState.RECONNECTING
             retry_after = 0.0
             try:
                 ws = await self._open()
@@ -182,7 +170,7 @@ class Connection:
             attempt += 1
             limit = self.config.reconnect_attempts
             if limit and attempt > limit:
-                self.state = ConnState.FAILED
+                self.state = ConnectionState.FAILED
                 raise UpstreamError(f"connection {self.cid}: {limit} reconnect attempts exceeded")
             delay = backoff_delay(attempt, self.config.reconnect_base_delay,
                                   self.config.reconnect_max_delay, self.rng)
@@ -206,8 +194,8 @@ class Connection:
 
     def _failed(self, reason: str) -> None:
         self.stats.last_reason = reason
-        if self.state is not ConnState.CONNECTING:
-            self.state = ConnState.RECONNECTING
+        if self.state is not ConnectionState.CONNECTING:
+            self.state = ConnectionState.RECONNECTING
 
     async def _open(self) -> ClientConnection:
         try:
@@ -235,11 +223,11 @@ class Connection:
             self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch)
         if not first:
             self.stats.reconnects += 1
-        self.state = ConnState.CONNECTED
+        self.state = ConnectionState.CONNECTED
         await self._send(ws, orjson.dumps({"type": "market", "assets_ids": self.tokens,
                                     "custom_feature_enabled": True,
                                     "initial_dump": True}).decode())
-        self.state = ConnState.SUBSCRIBED
+        self.state = ConnectionState.SUBSCRIBED
         now = loop.time()
         self.last_data = self.last_pong = self._opened = now
         self._awaiting = dict.fromkeys(self.tokens, 0)
@@ -278,7 +266,7 @@ class Connection:
         self.mirror.unsync(self.tokens)
         self.outbox.put_nowait([Status(t, "disconnected", reason) for t in self.tokens],
                                epoch, _now_us())
-        self.state = ConnState.RECONNECTING
+        self.state = ConnectionState.RECONNECTING
         level = log.info if reason == "shutdown" else log.warning
         level("feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason,
               frames=self.stats.frames)

@@ -7,6 +7,7 @@ every stream entry has (seq, epoch, rx) and, once read back, its stream id.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -16,6 +17,7 @@ __all__ = [
     "STATUS_STATES",
     "BestBidAsk",
     "Book",
+    "ConnectionState",
     "Entry",
     "Event",
     "Level",
@@ -31,6 +33,18 @@ Level = tuple[str, str]
 """(price, size), canonical decimal strings."""
 
 Side = Literal["bid", "ask"]
+
+class ConnectionState(enum.Enum):
+    """The seed's six connection states: a consumer's, and each feeder connection's in its
+    health hash (`connections[].state`)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    SUBSCRIBED = "subscribed"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+
 
 STATUS_STATES = ("connected", "disconnected", "resubscribed", "resynced", "suspect")
 BOOK_STATUSES = ("pending", "synced", "suspect")
