@@ -13,6 +13,7 @@ import itertools
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -30,10 +31,11 @@ from feeder.mirror import Mirror
 from feeder.outbox import Outbox
 from feeder.publisher import Publisher
 from feeder.recorder import Recorder
+from feeder.rest import RestBooks
 from polybus import __version__
 from wire import keys
 from wire.errors import BackendError
-from wire.events import MarketEvent, Status
+from wire.events import MarketEvent
 
 
 __all__ = ["Feeder"]
@@ -60,17 +62,22 @@ class Feeder:
         self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen)
         epochs = itertools.count(1)
         self.recorder = Recorder(config.record) if config.record else None
+        self.rest = RestBooks(config.clob_url)
+        self.counts: Counter[str] = Counter()
+        """Normalizer counters of every connection this feeder ever ran (never go backwards)."""
+        self.ladder: Counter[str] = Counter()
+        """Resync-ladder rungs and adoptions of connections that are gone."""
         extra: dict[str, Any] = {"connect": connect} if connect else {}
         if self.recorder is not None:
             extra["recorder"] = self.recorder
+        self._extra = extra
+        self._next_epoch = lambda: next(epochs)
+        self._cids = itertools.count()
         size = config.tokens_per_connection
         tokens = list(config.tokens)
-        self.connections = [
-            Connection(i, tokens[at : at + size], config, self.outbox, self.mirror,
-                       lambda: next(epochs), **extra)
-            for i, at in enumerate(range(0, len(tokens), size))
-        ]
-        self._extra = extra
+        self.connections: list[Connection] = []
+        for at in range(0, len(tokens), size):
+            self._new_connection(tokens[at : at + size])
         self.published = 0
         self.batches = 0
         self.batch_seconds = 0.0
@@ -78,20 +85,60 @@ class Feeder:
         self.started = time.time()
         self._stop = asyncio.Event()
         self._rng = random.Random()
-        self._next_epoch = lambda: next(epochs)
         self._tasks: list[asyncio.Task[None]] = []
         self._fatal: asyncio.Future[None] | None = None
         self.dynamic: set[str] = set()
         """Tokens carried because a consumer leased them, not because they were configured."""
-        for conn in self.connections:
-            conn.on_market = self._on_market
         self.discovery = Discovery(self, config) if config.top else None
         self.meta: dict[str, dict[str, str]] = {}
         self._meta_dirty: set[str] = set()
 
     def carried(self) -> list[str]:
-        """Every token on some connection: configured and leased."""
-        return [t for conn in self.connections for t in conn.tokens]
+        """Every token on some connection: configured and leased (once, though a token being
+        handed over is subscribed on two)."""
+        return list(dict.fromkeys(t for conn in self.connections for t in conn.tokens))
+
+    def _new_connection(self, tokens: list[str], adopting: tuple[str, ...] | list[str] = (),
+                        moved: bool = False) -> Connection:
+        conn = Connection(next(self._cids), tokens, self.config, self.outbox, self.mirror,
+                          self._next_epoch, rest=self.rest, adopting=adopting, moved=moved,
+                          counts=self.counts, **self._extra)
+        conn.on_market = self._on_market
+        conn.on_move = self._on_move
+        conn.on_adopted = self._on_adopted
+        conn.on_recycle = self._on_recycle
+        self.connections.append(conn)
+        return conn
+
+    # --- handovers: a fresh connection adopts, the old one releases ---------------------------
+    def _on_move(self, conn: Connection, tokens: list[str]) -> None:
+        """Rung 3: a socket that never delivered these tokens hands them to a fresh one."""
+        fresh = self._new_connection([], adopting=tokens, moved=True)
+        self.ladder["moves"] += 1
+        if self._fatal is not None:
+            self._spawn(fresh, self.config.connect_stagger)
+
+    def _on_recycle(self, conn: Connection) -> None:
+        """Make before break: a successor adopts every token; the old socket closes once the
+        successor has a fresh book of each (no book turns suspect)."""
+        successor = self._new_connection([], adopting=conn.tokens)
+        conn.successor = successor
+        self.ladder["recycles"] += 1
+        if self._fatal is not None:
+            self._spawn(successor, 0.0)
+
+    def ladder_counts(self) -> dict[str, int]:
+        """Rungs climbed (`ladder.resubscribe|rest|move|gave_up`), adoptions, stale REST
+        books, moves and recycles, over every connection this feeder ran."""
+        total = Counter(self.ladder)
+        for conn in self.connections:
+            total.update(conn.subs.counts)
+        return dict(total)
+
+    def _on_adopted(self, conn: Connection, tokens: list[str]) -> None:
+        for other in self.connections:
+            if other is not conn:
+                other.release(tokens)
 
     def stop(self) -> None:
         """Ask the feeder to flush and exit (what SIGTERM/SIGINT do)."""
@@ -110,7 +157,7 @@ class Feeder:
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
         loops = [self._publish_loop(), self._health_loop(), self._stats_loop(),
-                 self._interest_loop()]
+                 self._interest_loop(), self._check_loop()]
         if self.discovery is not None:
             loops.append(self.discovery.run())
         helpers = [asyncio.create_task(loop) for loop in loops]
@@ -137,15 +184,22 @@ class Feeder:
         self._tasks.append(task)
 
     def _connection_ended(self, task: asyncio.Task[None]) -> None:
-        """A connection that gave up (attempt limit) ends the process non-zero."""
+        """A connection that gave up (attempt limit) ends the process non-zero; one that was
+        retired (recycled) just leaves."""
         if task.cancelled() or self._fatal is None or self._fatal.done():
             return
-        self._fatal.set_exception(task.exception() or RuntimeError("connection ended"))
+        if task.exception() is not None:
+            self._fatal.set_exception(task.exception())  # type: ignore[arg-type]
 
     async def _start_staggered(self, conn: Connection, delay: float) -> None:
         # Many sockets opened at once draw HTTP 429; open them a little apart.
         await asyncio.sleep(delay)
-        await conn.run()
+        try:
+            await conn.run()
+        finally:
+            if conn in self.connections and not conn.tokens:
+                self.connections.remove(conn)
+                self.ladder.update(conn.subs.counts)
 
     # --- publishing -----------------------------------------------------------------------
     async def _publish_loop(self) -> None:
@@ -177,18 +231,18 @@ class Feeder:
         log.info("feeder.redis.recovered", discarded=self.outbox.discarded)
 
     def _resync(self, tokens: list[str], reason: str) -> None:
-        """Mark tokens suspect in band and ask their connections for fresh snapshots."""
-        wanted = set(tokens)
+        """Mark tokens suspect in band and ask the connections owning them for snapshots."""
         for conn in self.connections:
-            mine = [t for t in conn.tokens if t in wanted]
-            if not mine:
-                continue
-            self.mirror.unsync(mine)
-            if conn.live:
-                conn.request_resync(mine, reason)
-            else:  # its reconnect resubscribes everything anyway
-                self.outbox.put_nowait([Status(t, "suspect", reason) for t in mine],
-                                       conn.epoch, time.time_ns() // 1000)
+            conn.request_resync(tokens, reason)
+
+    async def _check_loop(self) -> None:
+        """Top-of-book checks of runs that went quiet (the mirror waits out sweeps)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.mirror.grace / 3)
+            bad = self.mirror.due(loop.time())
+            if bad:
+                self._resync(bad, "bbo_mismatch")
 
     async def _wait_for_redis(self) -> None:
         attempt = 0
@@ -236,15 +290,12 @@ class Feeder:
         added: list[str] = []
         size = self.config.tokens_per_connection
         for conn in self.connections:
-            room = size - len(conn.tokens)
+            room = 0 if conn.retiring else size - len(conn.tokens)
             if room > 0 and pending:
                 added += conn.add_tokens(pending[:room])
                 pending = pending[room:]
         while pending:
-            conn = Connection(len(self.connections), pending[:size], self.config, self.outbox,
-                              self.mirror, self._next_epoch, **self._extra)
-            conn.on_market = self._on_market
-            self.connections.append(conn)
+            conn = self._new_connection(pending[:size])
             if self._fatal is not None:
                 self._spawn(conn, 0.0)
             added += conn.tokens
@@ -334,10 +385,7 @@ class Feeder:
             now = time.monotonic()
             rate = (self.published - last) / max(now - last_t, 1e-9)
             last, last_t = self.published, now
-            counts: dict[str, int] = {}
-            for conn in self.connections:
-                for name, value in conn.normalizer.counts.items():
-                    counts[name] = counts.get(name, 0) + value
+            counts = dict(self.counts)
             log.info("feeder.stats", published=self.published, per_s=round(rate, 1),
                      queue=len(self.outbox), synced=len(self.mirror.synced),
                      reconnects=sum(c.stats.reconnects for c in self.connections),
@@ -353,6 +401,7 @@ class Feeder:
             await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
+        await self.rest.close()
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         log.info("feeder.stop", published=self.published)

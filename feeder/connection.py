@@ -1,23 +1,26 @@
 """One market-channel connection (a shard of at most WS_TOKENS_PER_CONNECTION tokens).
 
 It owns its socket's whole life: connect with capped exponential backoff and full jitter,
-subscribe every token with `initial_dump` and `custom_feature_enabled`, text `PING` with a
-`PONG` deadline, a data-silence deadline, optional recycling, a snapshot deadline per
-subscribe, and in-band `status` entries whenever continuity breaks. It moves bytes and events
-only; parsing is the Normalizer's, book checks the Mirror's, Redis the publisher's.
+send the subscription as the first frame, text `PING` with a `PONG` deadline (the first PING
+only after subscribing: one before it gets the socket closed, 1008), a data-silence deadline
+fed by data frames only, make-before-break recycling, and in-band `status` entries. What to
+subscribe, when a first book is late and what each token's status is belongs to the pure
+`Subscriptions` machine; this shell carries out its `Actions`. Parsing is the Normalizer's,
+book checks the Mirror's, REST the RestBooks', Redis the publisher's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -27,8 +30,10 @@ from feeder.mirror import Mirror
 from feeder.normalize import Normalizer
 from feeder.outbox import Outbox
 from feeder.recorder import Recorder
+from feeder.rest import RestBooks, parse_books
+from feeder.subscriptions import Actions, Subscriptions
 from wire.errors import HandshakeRejected, UpstreamError
-from wire.events import Book, ConnectionState, MarketEvent, Status
+from wire.events import Book, ConnectionState, Event, MarketEvent
 
 
 __all__ = ["Connection", "backoff_delay"]
@@ -37,8 +42,6 @@ log = structlog.get_logger("feeder.connection")
 
 MAX_FRAME = 32 * 1024 * 1024
 """The initial snapshot is one frame that grows with the token count."""
-
-SNAPSHOT_RETRIES = 3
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -75,9 +78,12 @@ class Connection:
         connect: Callable[..., Any] = ws_connect,
         rng: random.Random | None = None,
         recorder: Recorder | None = None,
+        rest: RestBooks | None = None,
+        adopting: tuple[str, ...] | list[str] = (),
+        moved: bool = False,
+        counts: Counter[str] | None = None,
     ) -> None:
         self.cid = cid
-        self.tokens: list[str] = list(dict.fromkeys(tokens))
         self.config = config
         self.outbox = outbox
         self.mirror = mirror
@@ -85,56 +91,46 @@ class Connection:
         self.connect = connect
         self.rng = rng or random.Random()
         self.recorder = recorder
+        self.rest = rest
+        self.subs = Subscriptions(tokens, snapshot_timeout=config.snapshot_timeout,
+                                  adopting=adopting, moved=moved)
+        self.normalizer = Normalizer(self.subs.tokens)
+        if counts is not None:  # the feeder's counters outlive connections: never go backwards
+            self.normalizer.counts = counts
         self.state = ConnectionState.DISCONNECTED
         self.epoch = 0
         self.stats = ConnStats()
-        self.normalizer = Normalizer(self.tokens)
         self.last_data = 0.0
         self.last_pong = 0.0
-        self._got_data = False
-        self._awaiting: dict[str, int] = {}
-        self._awaiting_since = 0.0
-        self._resync: dict[str, str] = {}
-        self._ops: list[tuple[str, list[str]]] = []
+        self.retiring = False
+        """Recycled: its successor adopts its tokens, then it closes for good."""
+        self.successor: Connection | None = None
         self.on_market: Callable[[MarketEvent], None] | None = None
         """Called with each lifecycle event this connection sees first (deduplicated)."""
+        self.on_move: Callable[[Connection, list[str]], None] | None = None
+        """Rung 3: these tokens need a fresh connection."""
+        self.on_adopted: Callable[[Connection, list[str]], None] | None = None
+        """This connection took these tokens over: whoever had them must release them."""
+        self.on_recycle: Callable[[Connection], None] | None = None
+        """Time to be replaced: the feeder starts a successor adopting every token."""
+        self._got_data = False
         self._wake = asyncio.Event()
+        self._frames: list[str] = []
         self._ws: ClientConnection | None = None
         self._ping_sent = 0.0
-        self._opened = 0.0
+        self._recycle_at = math.inf
+        self._rest_tasks: set[asyncio.Task[None]] = set()
 
     # --- public -----------------------------------------------------------------------
-    def add_tokens(self, tokens: list[str]) -> list[str]:
-        """Carry more tokens: subscribed on the live socket now, or with the next connect."""
-        new = [t for t in dict.fromkeys(tokens) if t not in self.normalizer.tokens]
-        if new:
-            self.tokens.extend(new)
-            self.normalizer.subscribe(new)
-            self._ops.append(("subscribe", new))
-            self._wake.set()
-        return new
+    @property
+    def tokens(self) -> list[str]:
+        """Every token subscribed here: owned, then being adopted."""
+        return self.subs.tokens
 
-    def remove_tokens(self, tokens: list[str], reason: str) -> list[str]:
-        """Stop carrying tokens; their books are marked suspect (no longer updated)."""
-        gone = [t for t in dict.fromkeys(tokens) if t in self.normalizer.tokens]
-        if gone:
-            dropped = set(gone)
-            self.tokens = [t for t in self.tokens if t not in dropped]
-            self.normalizer.unsubscribe(gone)
-            self.mirror.unsync(gone)
-            for token in gone:
-                self._awaiting.pop(token, None)
-            self._ops.append(("unsubscribe", gone))
-            self.outbox.put_nowait([Status(t, "disconnected", reason) for t in gone],
-                                   self.epoch, _now_us())
-            self._wake.set()
-        return gone
-
-    def request_resync(self, tokens: list[str], reason: str) -> None:
-        """Mark tokens suspect and fetch fresh snapshots (unsubscribe + subscribe)."""
-        for token in tokens:
-            self._resync[token] = reason
-        self._wake.set()
+    @property
+    def owned(self) -> list[str]:
+        """The tokens whose events this connection publishes."""
+        return list(self.subs.owned)
 
     @property
     def live(self) -> bool:
@@ -144,13 +140,61 @@ class Connection:
     @property
     def silence(self) -> float:
         """Seconds since the last data frame (0 when never connected)."""
-        return asyncio.get_running_loop().time() - self.last_data if self.last_data else 0.0
+        return time.monotonic() - self.last_data if self.last_data else 0.0
+
+    def add_tokens(self, tokens: list[str]) -> list[str]:
+        """Carry more tokens: subscribed on the live socket now, or with the next connect."""
+        before = set(self.subs.tokens)
+        self._do(self.subs.add(tokens, time.monotonic()))
+        return [t for t in dict.fromkeys(tokens) if t not in before and t in self.subs.owned]
+
+    def remove_tokens(self, tokens: list[str], reason: str,
+                      state: str = "disconnected") -> list[str]:
+        """Stop carrying tokens; owned books get a `status` entry (no longer updated)."""
+        gone = [t for t in dict.fromkeys(tokens) if t in self.subs.owned or t in self.subs.adopting]
+        if gone:
+            self._record("remove", tokens=gone, reason=reason, state=state)
+            self.mirror.unsync([t for t in gone if t in self.subs.owned])
+            self._do(self.subs.remove(gone, reason, state))
+        return gone
+
+    def request_resync(self, tokens: list[str], reason: str) -> None:
+        """Mark owned books suspect and fetch fresh snapshots (the ladder from rung 1)."""
+        mine = [t for t in dict.fromkeys(tokens) if t in self.subs.owned]
+        if not mine:
+            return
+        self._record("resync", tokens=mine, reason=reason)
+        self.mirror.unsync(mine)
+        actions = self.subs.resync(mine, reason, time.monotonic())
+        if actions.frames:
+            self.stats.resubscribes += 1
+            log.info("feeder.ws.resync", conn=self.cid, tokens=len(mine), reason=reason)
+        self._do(actions)
+
+    def adopt(self, tokens: list[str], *, moved: bool = False) -> None:
+        """Subscribe tokens another connection owns; take each over at its first book."""
+        self._record("adopt", tokens=tokens, moved=moved)
+        self._do(self.subs.adopt(tokens, time.monotonic(), moved=moved))
+
+    def release(self, tokens: list[str]) -> None:
+        """Another connection took these tokens over: stop publishing them, quietly."""
+        mine = [t for t in tokens if t in self.subs.owned]
+        if mine:
+            self._record("release", tokens=mine)
+            self._do(self.subs.release(mine))
+            self._wake.set()  # a retiring connection closes once it holds nothing
+
+    def claim(self, tokens: list[str]) -> None:
+        """Own tokens being adopted now, book or not (their old connection is gone)."""
+        self._record("claim", tokens=tokens)
+        self._do(self.subs.claim(tokens, time.monotonic()))
 
     async def run(self) -> None:
-        """Connect, serve, reconnect — forever, or until the attempt limit is exceeded."""
-        attempt, first = 0, True
+        """Connect, serve, reconnect — until retired, or the attempt limit is exceeded."""
+        attempt = 0
         while True:
-            self.state = ConnectionState.CONNECTING if first else ConnectionState.RECONNECTING
+            self.state = (ConnectionState.CONNECTING if not self.subs.sessions
+                          else ConnectionState.RECONNECTING)
             retry_after = 0.0
             try:
                 ws = await self._open()
@@ -162,11 +206,13 @@ class Connection:
                 self._failed(type(exc).__name__)
             else:
                 self._got_data = False
-                reason = await self._session(ws, first)
-                first = False
+                reason = await self._session(ws)
                 if self._got_data:  # reset only after real data, not on TCP connect
                     attempt = 0
                 self._failed(reason)
+                if self.retiring:
+                    self._hand_over()
+                    return
             attempt += 1
             limit = self.config.reconnect_attempts
             if limit and attempt > limit:
@@ -179,18 +225,76 @@ class Connection:
                      reason=self.stats.last_reason)
             await asyncio.sleep(delay)
 
+    # --- carrying out the machine's actions -------------------------------------------------
+    def _do(self, actions: Actions) -> None:
+        if actions.statuses:
+            self.outbox.put_nowait(list[Event](actions.statuses), self.epoch, _now_us())
+        self._sync_normalizer(actions.subscribed)
+        if actions.frames and self._ws is not None:
+            self._frames += actions.frames
+            self._wake.set()
+        if actions.rest:
+            log.info("feeder.ladder.rest", conn=self.cid, tokens=len(actions.rest),
+                     sample=actions.rest[:3])
+            if self.rest is not None and self._ws is not None:
+                task = asyncio.create_task(self._fetch_rest(actions.rest))
+                self._rest_tasks.add(task)
+                task.add_done_callback(self._rest_tasks.discard)
+        if actions.move:
+            log.info("feeder.ladder.move", conn=self.cid, tokens=len(actions.move),
+                     sample=actions.move[:3])
+            if self.on_move is not None:
+                self.on_move(self, actions.move)
+        if actions.adopted and self.on_adopted is not None:
+            self.on_adopted(self, actions.adopted)
+        if actions.gave_up:
+            log.warning("feeder.subscribe.no_snapshot", conn=self.cid, tokens=len(actions.gave_up),
+                        sample=actions.gave_up[:3])
+
+    def _sync_normalizer(self, subscribed: list[str]) -> None:
+        """The normalizer accepts exactly what is subscribed; a token just re-subscribed
+        starts a fresh duplicate window, so the snapshot asked for is never dropped as a
+        repeat of an identical earlier one."""
+        norm = self.normalizer
+        want = set(self.subs.tokens)
+        gone = norm.tokens - want
+        again = [t for t in subscribed if t in norm.tokens]
+        if gone or again:
+            norm.unsubscribe([*gone, *again])
+        new = want - norm.tokens
+        if new:
+            norm.subscribe(new)
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        """Machine inputs go into a recording too, so a replay drives the same machine."""
+        if self.recorder is not None:
+            self.recorder.event(self.cid, kind, **fields)
+
+    def _hand_over(self) -> None:
+        """A retiring connection's socket is gone: its successor owns what is left."""
+        left = self.owned
+        if left and self.successor is not None:
+            self.successor.claim(left)
+        self.subs = Subscriptions(snapshot_timeout=self.config.snapshot_timeout)
+        self.state = ConnectionState.DISCONNECTED
+
+    def _recycle(self) -> None:
+        self._recycle_at = math.inf
+        if self.on_recycle is None or self.retiring:
+            return
+        self.retiring = True
+        log.info("feeder.ws.recycle", conn=self.cid, tokens=len(self.subs.tokens))
+        self.on_recycle(self)
+
     # --- connection life ------------------------------------------------------------------
     async def _send(self, ws: ClientConnection, text: str) -> None:
         if self.recorder is not None:
             self.recorder.tx(self.cid, text)
         await ws.send(text)
 
-    async def _op(self, ws: ClientConnection, operation: str, tokens: list[str]) -> None:
-        """A dynamic (un)subscribe on the live socket: no `type`, no ack."""
-        frame: dict[str, object] = {"operation": operation, "assets_ids": tokens}
-        if operation == "subscribe":
-            frame["custom_feature_enabled"] = True
-        await self._send(ws, orjson.dumps(frame).decode())
+    async def _flush(self, ws: ClientConnection) -> None:
+        while self._frames:
+            await self._send(ws, self._frames.pop(0))
 
     def _failed(self, reason: str) -> None:
         self.stats.last_reason = reason
@@ -212,48 +316,50 @@ class Connection:
             raise
         return ws
 
-    async def _session(self, ws: ClientConnection, first: bool) -> str:
+    async def _session(self, ws: ClientConnection) -> str:
         """Serve one socket until it fails; return why it ended."""
-        loop = asyncio.get_running_loop()
         self._ws = ws
         self.epoch = epoch = self.next_epoch()
-        self.normalizer = Normalizer(self.tokens)
+        self._frames.clear()
         self.stats.connects += 1
+        if self.subs.sessions:
+            self.stats.reconnects += 1
         if self.recorder is not None:
             self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch)
-        if not first:
-            self.stats.reconnects += 1
+        now = time.monotonic()
+        self.last_data = self.last_pong = now
+        if self.config.recycle_interval > 0 and not self.retiring:
+            jitter = self.rng.uniform(0.9, 1.1)  # phased: shards never recycle together
+            self._recycle_at = now + self.config.recycle_interval * jitter
         self.state = ConnectionState.CONNECTED
-        await self._send(ws, orjson.dumps({"type": "market", "assets_ids": self.tokens,
-                                    "custom_feature_enabled": True,
-                                    "initial_dump": True}).decode())
-        self.state = ConnectionState.SUBSCRIBED
-        now = loop.time()
-        self.last_data = self.last_pong = self._opened = now
-        self._awaiting = dict.fromkeys(self.tokens, 0)
-        self._awaiting_since = now
-        self._resync.clear()
-        self._ops.clear()  # the subscribe frame above already holds every current token
-        state = "connected" if first else "resubscribed"
-        self.outbox.put_nowait([Status(t, state, f"epoch {epoch}") for t in self.tokens],
-                               epoch, _now_us())
-        log.info("feeder.ws.subscribed", conn=self.cid, epoch=epoch, tokens=len(self.tokens))
-        tasks = {asyncio.create_task(self._read(ws, epoch)), asyncio.create_task(self._keep(ws))}
+        self._do(self.subs.opened(now, epoch))  # the subscription is the first frame
+        tasks: set[asyncio.Task[str]] = set()
         try:
+            await self._flush(ws)
+            self.state = ConnectionState.SUBSCRIBED
+            log.info("feeder.ws.subscribed", conn=self.cid, epoch=epoch,
+                     tokens=len(self.subs.tokens))
+            tasks = {asyncio.create_task(self._read(ws, epoch)),
+                     asyncio.create_task(self._keep(ws))}
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the feeder is stopping: nobody vouches for the books
             await self._ended(ws, tasks, epoch, "shutdown")
             raise
+        except ConnectionClosed as exc:  # accepted, then closed before we could subscribe
+            return await self._ended(ws, tasks, epoch, _closed(exc))
+        except OSError as exc:
+            return await self._ended(ws, tasks, epoch, f"error:{type(exc).__name__}")
         return await self._ended(ws, tasks, epoch, "")
 
     async def _ended(self, ws: ClientConnection, tasks: set[asyncio.Task[str]], epoch: int,
                      why: str) -> str:
         """Tear the socket down and say so in band; return the reason."""
-        for task in tasks:
+        for task in (*tasks, *self._rest_tasks):
             task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await asyncio.gather(*tasks, *self._rest_tasks, return_exceptions=True)
         _abort(ws)
         self._ws = None
+        self._frames.clear()
         reason = why or next((r for r in results if isinstance(r, str)), "")
         if not reason:
             err = next((r for r in results if isinstance(r, BaseException)
@@ -263,20 +369,19 @@ class Connection:
                 log.error("feeder.ws.error", conn=self.cid, error=repr(err))
         if self.recorder is not None:
             self.recorder.event(self.cid, "close", reason=reason, epoch=epoch)
-        self.mirror.unsync(self.tokens)
-        self.outbox.put_nowait([Status(t, "disconnected", reason) for t in self.tokens],
-                               epoch, _now_us())
+        self.mirror.unsync(self.owned)
+        self._do(self.subs.closed(reason))
         self.state = ConnectionState.RECONNECTING
-        level = log.info if reason == "shutdown" else log.warning
-        level("feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason,
-              frames=self.stats.frames)
+        quiet = reason in ("shutdown", "recycled")
+        (log.info if quiet else log.warning)("feeder.ws.dropped", conn=self.cid, epoch=epoch,
+                                             reason=reason, frames=self.stats.frames)
         return reason
 
     async def _read(self, ws: ClientConnection, epoch: int) -> str:
         """Feed every frame through normalizer and mirror into the outbox."""
         loop = asyncio.get_running_loop()
         norm, mirror, outbox, stats = self.normalizer, self.mirror, self.outbox, self.stats
-        recorder = self.recorder
+        subs, recorder = self.subs, self.recorder
         try:
             async for raw in ws:
                 rx = time.time_ns() // 1000
@@ -292,10 +397,11 @@ class Connection:
                     self.last_data = loop.time()
                     self._got_data = True
                 if out.events:
-                    events, bad = mirror.apply(out.events)
+                    events = out.events
+                    if subs.waiting or subs.adopting:
+                        events = self._books_seen(events)
+                    events, bad = mirror.apply(events, loop.time())
                     stats.events += len(events)
-                    if self._awaiting:
-                        self._snapshots_seen(events)
                     await outbox.put(events, epoch, rx)
                     if bad:
                         self.request_resync(bad, "bbo_mismatch")
@@ -305,25 +411,61 @@ class Connection:
                     if outbox.market(market, rx) and self.on_market is not None:
                         self.on_market(market)
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            return f"closed:{code}"
+            return _closed(exc)
         return "closed"
 
-    def _snapshots_seen(self, events: list[Any]) -> None:
+    def _books_seen(self, events: list[Any]) -> list[Any]:
+        """Books end their token's wait; an adopted token's events count from its book on."""
+        subs, now, kept = self.subs, time.monotonic(), []
         for event in events:
             if isinstance(event, Book):
-                self._awaiting.pop(event.asset_id, None)
+                self._do(subs.book_seen(event.asset_id, now))
+            elif event.asset_id in subs.adopting:
+                continue  # still published by the connection it is being adopted from
+            kept.append(event)
+        return kept
+
+    async def _fetch_rest(self, tokens: list[str]) -> None:
+        """Rung 2: snapshots over REST; one older than deltas already folded is dropped."""
+        assert self.rest is not None
+        try:
+            bodies = await self.rest.fetch(tokens)
+        except UpstreamError as exc:
+            log.warning("feeder.rest.failed", conn=self.cid, tokens=len(tokens), error=str(exc))
+            return
+        rx, now = _now_us(), time.monotonic()
+        wanted = [t for t in tokens if t in self.subs.owned or t in self.subs.adopting]
+        for body in bodies:
+            if self.recorder is not None:
+                self.recorder.event(self.cid, "rest", frame=body.decode("utf-8", "replace"))
+            books, bad = parse_books(body, wanted, rx)
+            for text, reason in bad:
+                self.outbox.quarantine(text, reason, rx)
+            fresh: list[Event] = []
+            for book in books:
+                if self.mirror.older(book.asset_id, book.ts):
+                    self.subs.counts["rest.stale"] += 1
+                    continue
+                self._do(self.subs.book_seen(book.asset_id, now, "rest"))
+                fresh.append(book)
+            events, _ = self.mirror.apply(fresh, now)
+            await self.outbox.put(events, self.epoch, rx)
+        log.info("feeder.rest.books", conn=self.cid, asked=len(tokens),
+                 stale=self.subs.counts["rest.stale"])
 
     async def _keep(self, ws: ClientConnection) -> str:
-        """Heartbeat and deadlines; return the reason when the socket must be dropped."""
+        """Heartbeat, deadlines and the ladder; return the reason when the socket must go."""
         cfg, loop = self.config, asyncio.get_running_loop()
-        tick = min(1.0, cfg.ping_interval / 2)
-        next_ping = loop.time() + cfg.ping_interval
+        next_ping = loop.time() + cfg.ping_interval  # never before the subscription
         while True:
+            now = loop.time()
+            wake_at = min(next_ping, self.subs.next_deadline() or math.inf, self._recycle_at,
+                          now + 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick)
+                await asyncio.wait_for(self._wake.wait(), max(wake_at - now, 0.001))
             self._wake.clear()
             now = loop.time()
+            await self._flush(ws)
             if now >= next_ping:
                 await self._send(ws, "PING")
                 self._ping_sent, next_ping = now, now + cfg.ping_interval
@@ -331,62 +473,22 @@ class Connection:
                 return "pong_timeout"
             if now - self.last_data > cfg.silence_timeout:
                 return "data_silence"
-            if cfg.recycle_interval and now - self._opened > cfg.recycle_interval:
-                return "recycle"
-            if self._ops:
-                await self._send_ops(ws)
-            if self._resync:
-                await self._send_resync(ws)
-            if self._awaiting and now - self._awaiting_since > cfg.snapshot_timeout:
-                await self._retry_snapshots(ws, now)
+            if self.retiring and not self.subs.tokens:
+                return "recycled"
+            if now >= self._recycle_at:
+                self._recycle()
+            actions = self.subs.due(now)
+            if actions.frames:
+                self.stats.resubscribes += 1
+                log.info("feeder.ladder.resubscribe", conn=self.cid,
+                         tokens=len(actions.subscribed), sample=actions.subscribed[:3])
+            self._do(actions)
+            await self._flush(ws)
 
-    async def _send_ops(self, ws: ClientConnection) -> None:
-        """Send queued dynamic subscribes/unsubscribes (no ack exists; books prove them)."""
-        ops, self._ops = self._ops, []
-        for operation, tokens in ops:
-            if operation == "subscribe":
-                if not self._awaiting:
-                    self._awaiting_since = asyncio.get_running_loop().time()
-                for token in tokens:
-                    self._awaiting.setdefault(token, 0)
-                self.outbox.put_nowait([Status(t, "connected", "subscribe") for t in tokens],
-                                       self.epoch, _now_us())
-            await self._op(ws, operation, tokens)
-        log.info("feeder.ws.operations", conn=self.cid, ops=[(o, len(t)) for o, t in ops])
 
-    async def _send_resync(self, ws: ClientConnection) -> None:
-        requests, self._resync = self._resync, {}
-        tokens = [t for t in requests if t in self.normalizer.tokens]
-        if not tokens:
-            return
-        self.mirror.unsync(tokens)
-        self.outbox.put_nowait([Status(t, "suspect", requests[t]) for t in tokens],
-                               self.epoch, _now_us())
-        await self._op(ws, "unsubscribe", tokens)
-        await self._op(ws, "subscribe", tokens)
-        self.stats.resubscribes += 1
-        if not self._awaiting:
-            self._awaiting_since = asyncio.get_running_loop().time()
-        for token in tokens:
-            self._awaiting.setdefault(token, 0)
-        log.info("feeder.ws.resync", conn=self.cid, tokens=len(tokens),
-                 reason=sorted(set(requests.values())))
-
-    async def _retry_snapshots(self, ws: ClientConnection, now: float) -> None:
-        """No ack exists: a subscribe without a `book` in time is sent again, a few times."""
-        retry = [t for t, n in self._awaiting.items() if n < SNAPSHOT_RETRIES]
-        given_up = [t for t, n in self._awaiting.items() if n >= SNAPSHOT_RETRIES]
-        for token in given_up:
-            del self._awaiting[token]
-        if given_up:
-            log.warning("feeder.subscribe.no_snapshot", conn=self.cid, tokens=len(given_up),
-                        sample=given_up[:3])
-        if retry:
-            for token in retry:
-                self._awaiting[token] += 1
-            await self._op(ws, "subscribe", retry)
-            self.stats.resubscribes += 1
-        self._awaiting_since = now
+def _closed(exc: ConnectionClosed) -> str:
+    code = exc.rcvd.code if exc.rcvd is not None else 1006
+    return f"closed:{code}"
 
 
 def _now_us() -> int:

@@ -30,10 +30,7 @@ class FeederCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self.feeder
-        counts: dict[str, int] = {}
-        for conn in f.connections:
-            for name, value in conn.normalizer.counts.items():
-                counts[name] = counts.get(name, 0) + value
+        counts = dict(f.counts)
         yield _counter("polybus_frames", "WebSocket frames received", counts.get("frames", 0))
         yield _by_label("polybus_events", "events normalized, by type", "type", counts, "event.")
         yield _by_label("polybus_filtered", "frames/elements deliberately filtered, by reason",
@@ -42,6 +39,8 @@ class FeederCollector(Collector):
                         "reason", counts, "quarantine.")
         yield _counter("polybus_published", "entries written to Redis", f.published)
         yield _counter("polybus_bbo_mismatches", "top-of-book checks failed", f.mirror.mismatches)
+        yield _by_label("polybus_ladder", "resync-ladder rungs climbed and handovers, by rung",
+                        "rung", f.ladder_counts(), "")
         conn_metrics = {
             "reconnects": CounterMetricFamily("polybus_reconnects", "reconnects", labels=["conn"]),
             "resubscribes": CounterMetricFamily("polybus_resubscribes", "resubscribe frames sent",

@@ -7,7 +7,8 @@ half-published. Whatever cannot be used is returned for quarantine with a reason
 element: one bad element never costs its neighbours (PROTOCOL.md §3.1).
 
 Theory of operation, in the order `feed` applies it:
-1. `PONG` / `INVALID OPERATION` are plain text, recognised before any JSON parsing.
+1. `PONG` / `INVALID OPERATION` / `NO NEW ASSETS` are plain text, recognised before any
+   JSON parsing.
 2. An exact repeat of one of the last `DEDUP_WINDOW` frames is dropped (resends, injected
    duplicates): sizes are absolute, but a repeated trade would be counted twice.
 3. The frame is parsed once; an object or each element of an array is routed by the value of
@@ -53,7 +54,8 @@ DEDUP_WINDOW = 256
 
 _SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
 _TAKER_SIDES = frozenset(("BUY", "SELL"))
-_CONTROL = {"PONG": "filtered.pong", "INVALID OPERATION": "filtered.invalid_operation"}
+_CONTROL = {"PONG": "filtered.pong", "INVALID OPERATION": "filtered.invalid_operation",
+            "NO NEW ASSETS": "filtered.no_new_assets"}
 _CONTROL_MAX = 64
 """Longer frames cannot be a control text; skip the strip() for them."""
 _OLD_LEVEL_NAMES = {"bids": "buys", "asks": "sells"}
