@@ -120,6 +120,8 @@ class Connection:
         self._ping_sent = 0.0
         self._recycle_at = math.inf
         self._rest_tasks: set[asyncio.Task[None]] = set()
+        if adopting:
+            self._record("adopt", tokens=list(adopting), moved=moved)
 
     # --- public -----------------------------------------------------------------------
     @property
@@ -325,7 +327,8 @@ class Connection:
         if self.subs.sessions:
             self.stats.reconnects += 1
         if self.recorder is not None:
-            self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch)
+            self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch,
+                                machine=1)
         now = time.monotonic()
         self.last_data = self.last_pong = now
         if self.config.recycle_interval > 0 and not self.retiring:

@@ -2,18 +2,16 @@
 
 Drives the feeder's own pieces — one `Normalizer` per recorded connection session, one shared
 `Mirror` — and hands what they produce to a sink (the feeder's `Outbox` for Redis replays, a
-list for plots). What the feeder itself adds around them is reproduced from the recorded
-connection events, as feeder/connection.py writes it:
+list for plots). What the feeder itself adds around them — `status` entries, which connection
+publishes a token, REST snapshots — comes from the same `Subscriptions` machine the live
+connection runs, driven by the recorded inputs: `open` and the `type: market` frame (tx) open
+a session, a dynamic `subscribe` of new tokens adds them, and the machine's other inputs are
+recorded as lines of their own (`resync`, `remove`, `adopt`, `release`, `claim`, `rest`,
+`close`), so a replay writes exactly the statuses the live feeder wrote.
 
-- `open` sets the connection's epoch; its `type: market` subscribe frame (tx) starts a fresh
-  normalizer on the frame's tokens and writes `status` `connected` (the connection's first
-  session) or `resubscribed`, reason `epoch N`.
-- `operation: subscribe` (tx) of new tokens: `status connected`, reason `subscribe`. Repeated
-  tokens (snapshot retries, the second half of a resync) change nothing.
-- `operation: unsubscribe` (tx): the feeder sends it to resync (or to drop a leased token);
-  the token turns `status suspect`, reason `bbo_mismatch` when the mirror flagged it during the
-  replay, else `resync`.
-- `close`: `status disconnected` with the recorded reason for every token of the connection.
+Recordings made before those lines existed (their `open` has no `machine` field) are read as
+the feeder of that time wrote them: an `unsubscribe` (tx) meant a resync, `status suspect`
+with reason `bbo_mismatch` when the mirror flagged the token during the replay, else `resync`.
 
 `snapshot_frame()` gives the cut `--serve --from` uses: the lines before it are folded
 silently, then one exchange-style snapshot frame of every synced book stands for them.
@@ -28,11 +26,28 @@ import orjson
 
 from feeder.mirror import Mirror
 from feeder.normalize import Normalizer
+from feeder.rest import parse_books
+from feeder.subscriptions import Actions, Subscriptions
 from wire.errors import InvalidToken
 from wire.events import Book, Event, MarketEvent, Status, Trade
 
 
 __all__ = ["ListSink", "OutboxSink", "RawFolder", "Sink"]
+
+_MACHINE = frozenset(("resync", "remove", "adopt", "release", "claim"))
+_NO_DEADLINE = float("inf")
+"""A replay follows the recorded decisions; the machine's own deadlines never fire."""
+
+
+def _follow(normalizer: Normalizer, tokens: list[str]) -> None:
+    """The normalizer accepts exactly the subscribed tokens."""
+    want = set(tokens)
+    gone = normalizer.tokens - want
+    if gone:
+        normalizer.unsubscribe(gone)
+    new = want - normalizer.tokens
+    if new:
+        normalizer.subscribe(new)
 
 
 class Sink(Protocol):
@@ -80,14 +95,18 @@ class _Conn:
     """One recorded connection id across its sessions."""
 
     epoch: int = 0
-    sessions: int = 0
-    tokens: list[str] = field(default_factory=list)
+    subs: Subscriptions | None = None
+    adopting: list[str] = field(default_factory=list)
+    """Tokens recorded as adopted before the first session opened."""
+    moved: bool = False
     normalizer: Normalizer = field(default_factory=Normalizer)
     open: bool = False
+    explicit: bool = False
+    """The recording has the machine's inputs as lines (else: the older tx inference)."""
 
 
 class RawFolder:
-    """Feeds raw recording lines through the normalizer and mirror into a sink."""
+    """Feeds raw recording lines through the normalizer, mirror and subscription machine."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
@@ -109,28 +128,57 @@ class RawFolder:
             self._tx(conn, str(line.get("frame", "")), t)
         elif kind == "open":
             conn.epoch = int(line.get("epoch", conn.epoch + 1))
-            conn.sessions += 1
+            conn.explicit = conn.explicit or bool(line.get("machine"))
             conn.open = True
         elif kind == "close":
             self._close(conn, str(line.get("reason", "closed")), t)
+        elif kind in _MACHINE:
+            tokens = [str(x) for x in line.get("tokens", ()) if isinstance(x, str)]
+            self._machine(conn, str(kind), tokens, line, t)
+        elif kind == "rest":
+            self._rest(conn, str(line.get("frame", "")), t)
+
+    def _emit(self, conn: _Conn, actions: Actions, t: int) -> None:
+        if actions.statuses:
+            self.sink.events(list[Event](actions.statuses), conn.epoch, t)
+        if conn.subs is not None:
+            _follow(conn.normalizer, conn.subs.tokens)
 
     def _rx(self, conn: _Conn, frame: str, t: int) -> None:
         self.frames += 1
         out = conn.normalizer.feed(frame, t)
         if out.events:
-            events, bad = self.mirror.apply(out.events)
-            for event in events:
-                if isinstance(event, Trade):
-                    self.last_trade[event.asset_id] = event.price
-                elif isinstance(event, Book) and event.last_trade_price:
-                    self.last_trade[event.asset_id] = event.last_trade_price
-            self.sink.events(events, conn.epoch, t)
+            events = out.events
+            if conn.subs is not None and (conn.subs.adopting or conn.subs.waiting):
+                events = self._books_seen(conn, events, t)
+            events, bad = self.mirror.apply(events, t / 1e6)
+            self._fold(events, conn.epoch, t)
             for token in bad:
                 self.flagged[token] = "bbo_mismatch"
         for text, reason in out.quarantine:
             self.sink.quarantine(text, reason, t)
         for market in out.markets:
             self.sink.market(market, t)
+
+    def _books_seen(self, conn: _Conn, events: list[Event], t: int) -> list[Event]:
+        """As the live connection: books end waits, an adopted token counts from its book."""
+        subs, kept = conn.subs, []
+        assert subs is not None
+        for event in events:
+            if isinstance(event, Book):
+                self._emit(conn, subs.book_seen(event.asset_id, t / 1e6), t)
+            elif event.asset_id in subs.adopting:
+                continue
+            kept.append(event)
+        return kept
+
+    def _fold(self, events: list[Event], epoch: int, t: int) -> None:
+        for event in events:
+            if isinstance(event, Trade):
+                self.last_trade[event.asset_id] = event.price
+            elif isinstance(event, Book) and event.last_trade_price:
+                self.last_trade[event.asset_id] = event.last_trade_price
+        self.sink.events(events, epoch, t)
 
     def _tx(self, conn: _Conn, frame: str, t: int) -> None:
         if not frame.startswith("{"):
@@ -143,27 +191,63 @@ class RawFolder:
                 self._subscribed(conn, tokens, t)
             elif operation == "subscribe":
                 self._added(conn, tokens, t)
-            elif operation == "unsubscribe":
-                self._resync(conn, tokens, t)
+            elif operation == "unsubscribe" and not conn.explicit:
+                self._legacy_resync(conn, tokens, t)
         except (orjson.JSONDecodeError, AttributeError, InvalidToken):
             return  # not a frame the feeder writes; the exchange would ignore it too
 
     def _subscribed(self, conn: _Conn, tokens: list[str], t: int) -> None:
-        conn.tokens = list(dict.fromkeys(tokens))
-        conn.normalizer = Normalizer(conn.tokens)
-        state = "connected" if conn.sessions <= 1 else "resubscribed"
-        self.sink.events([Status(tok, state, f"epoch {conn.epoch}") for tok in conn.tokens],
-                         conn.epoch, t)
+        if conn.subs is None:
+            owned = [tok for tok in dict.fromkeys(tokens) if tok not in conn.adopting]
+            conn.subs = Subscriptions(owned, snapshot_timeout=_NO_DEADLINE,
+                                      adopting=conn.adopting, moved=conn.moved)
+        conn.normalizer = Normalizer()
+        self._emit(conn, conn.subs.opened(t / 1e6, conn.epoch), t)
 
     def _added(self, conn: _Conn, tokens: list[str], t: int) -> None:
-        new = [tok for tok in dict.fromkeys(tokens) if tok not in conn.normalizer.tokens]
-        if new:
-            conn.normalizer.subscribe(new)
-            conn.tokens.extend(new)
-            self.sink.events([Status(tok, "connected", "subscribe") for tok in new],
-                             conn.epoch, t)
+        if conn.subs is not None:
+            self._emit(conn, conn.subs.add(tokens, t / 1e6), t)
 
-    def _resync(self, conn: _Conn, tokens: list[str], t: int) -> None:
+    def _machine(self, conn: _Conn, kind: str, tokens: list[str], line: dict[str, Any],
+                 t: int) -> None:
+        """A recorded input of the live machine (see feeder/connection.py `_record`)."""
+        conn.explicit = True
+        subs, now = conn.subs, t / 1e6
+        if subs is None:  # before the first session: only adoptions are recorded this early
+            if kind == "adopt":
+                conn.adopting += tokens
+                conn.moved = conn.moved or bool(line.get("moved"))
+            return
+        if kind == "resync":
+            self.mirror.unsync([tok for tok in tokens if tok in subs.owned])
+            self._emit(conn, subs.resync(tokens, str(line.get("reason", "")), now), t)
+        elif kind == "remove":
+            self.mirror.unsync([tok for tok in tokens if tok in subs.owned])
+            self._emit(conn, subs.remove(tokens, str(line.get("reason", "")),
+                                         str(line.get("state", "disconnected"))), t)
+        elif kind == "adopt":
+            self._emit(conn, subs.adopt(tokens, now, moved=bool(line.get("moved"))), t)
+        elif kind == "release":
+            self._emit(conn, subs.release(tokens), t)
+        elif kind == "claim":
+            self._emit(conn, subs.claim(tokens, now), t)
+
+    def _rest(self, conn: _Conn, frame: str, t: int) -> None:
+        """A recorded REST answer (the ladder's rung 2), folded as the live connection did."""
+        if conn.subs is None:
+            return
+        books, bad = parse_books(frame, conn.subs.tokens, t)
+        for text, reason in bad:
+            self.sink.quarantine(text, reason, t)
+        fresh: list[Event] = []
+        for book in books:
+            if not self.mirror.older(book.asset_id, book.ts):
+                self._emit(conn, conn.subs.book_seen(book.asset_id, t / 1e6, "rest"), t)
+                fresh.append(book)
+        events, _ = self.mirror.apply(fresh, t / 1e6)
+        self._fold(events, conn.epoch, t)
+
+    def _legacy_resync(self, conn: _Conn, tokens: list[str], t: int) -> None:
         mine = [tok for tok in dict.fromkeys(tokens) if tok in conn.normalizer.tokens]
         if mine:
             self.mirror.unsync(mine)
@@ -171,12 +255,11 @@ class RawFolder:
                               for tok in mine], conn.epoch, t)
 
     def _close(self, conn: _Conn, reason: str, t: int) -> None:
-        if not conn.open:
+        if not conn.open or conn.subs is None:
             return
         conn.open = False
-        self.mirror.unsync(conn.tokens)
-        self.sink.events([Status(tok, "disconnected", reason) for tok in conn.tokens],
-                         conn.epoch, t)
+        self.mirror.unsync(list(conn.subs.owned))
+        self._emit(conn, conn.subs.closed(reason), t)
 
     # --- the --serve --from cut -----------------------------------------------------------
     def snapshot_frame(self) -> str:
