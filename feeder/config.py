@@ -85,8 +85,8 @@ class FeederConfig:
     ping_interval: float = 10.0
     pong_timeout: float = 30.0
     silence_timeout: float = 60.0
-    recycle_interval: float = 0.0
-    snapshot_timeout: float = 15.0
+    recycle_interval: float = 3600.0
+    snapshot_timeout: float = 10.0
     connect_stagger: float = 0.25
     reconnect_attempts: int = 0
     reconnect_base_delay: float = 1.0

@@ -58,6 +58,11 @@ class Mirror:
         self._newest: dict[str, int] = {}
         """token -> the newest exchange timestamp folded in (ms)."""
 
+    @property
+    def pending(self) -> int:
+        """Runs not yet checked."""
+        return len(self._runs)
+
     def book(self, token: str) -> OrderBook:
         book = self.books.get(token)
         if book is None:
