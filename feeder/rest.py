@@ -34,8 +34,9 @@ PER_WINDOW, WINDOW = 500, 10.0
 """`/books`: 500 requests per 10 s, sliding (excess is throttled by the exchange)."""
 
 
-def parse_books(body: bytes | str, tokens: Iterable[str], rx: int
-                ) -> tuple[list[Book], list[tuple[str, str]]]:
+def parse_books(
+    body: bytes | str, tokens: Iterable[str], rx: int
+) -> tuple[list[Book], list[tuple[str, str]]]:
     """The books of `tokens` in a `/books` answer, and what had to be quarantined."""
     out = Normalizer(tokens).feed(body, rx)
     books = [replace(e, source="rest") for e in out.events if isinstance(e, Book)]
@@ -69,8 +70,9 @@ class RestBooks:
     async def _post(self, tokens: list[str]) -> bytes:
         await self._throttle()
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout,
-                                                  headers={"User-Agent": "polybus"})
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, headers={"User-Agent": "polybus"}
+            )
         self.requests += 1
         try:
             async with self._session.post(self.url, json=[{"token_id": t} for t in tokens]) as r:

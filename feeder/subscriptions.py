@@ -80,15 +80,27 @@ def _frame(operation: str, tokens: list[str]) -> str:
 
 def _initial(tokens: list[str]) -> str:
     """The first frame on every socket (a PING before it gets the socket closed, 1008)."""
-    return orjson.dumps({"type": "market", "assets_ids": tokens, "custom_feature_enabled": True,
-                         "initial_dump": True}).decode()
+    return orjson.dumps(
+        {
+            "type": "market",
+            "assets_ids": tokens,
+            "custom_feature_enabled": True,
+            "initial_dump": True,
+        }
+    ).decode()
 
 
 class Subscriptions:
     """Per-token subscription state of one connection."""
 
-    def __init__(self, tokens: Iterable[str] = (), *, snapshot_timeout: float,
-                 adopting: Iterable[str] = (), moved: bool = False) -> None:
+    def __init__(
+        self,
+        tokens: Iterable[str] = (),
+        *,
+        snapshot_timeout: float,
+        adopting: Iterable[str] = (),
+        moved: bool = False,
+    ) -> None:
         self.timeout = snapshot_timeout
         self.owned: dict[str, None] = dict.fromkeys(tokens)
         """Tokens whose events this connection publishes, in subscription order."""
@@ -122,8 +134,11 @@ class Subscriptions:
         tokens = self.tokens
         self.waiting = {t: _Wait(0, now + self.timeout) for t in tokens}
         state = "connected" if self.sessions == 1 else "resubscribed"
-        return Actions(frames=[_initial(tokens)], subscribed=tokens,
-                       statuses=[Status(t, state, f"epoch {epoch}") for t in self.owned])
+        return Actions(
+            frames=[_initial(tokens)],
+            subscribed=tokens,
+            statuses=[Status(t, state, f"epoch {epoch}") for t in self.owned],
+        )
 
     def closed(self, reason: str) -> Actions:
         """The socket is gone: every owned book lost its upstream."""
@@ -237,8 +252,9 @@ class Subscriptions:
         # An adoption that never got a book still has to end, or its old connection would
         # never close: take the token over, untrusted (unless REST vouched for it meanwhile).
         taken = [t for t in stuck if t in self.adopting]
-        out = self._take(taken, [Status(t, "suspect", "no_snapshot") for t in taken
-                                 if t not in self.synced])
+        out = self._take(
+            taken, [Status(t, "suspect", "no_snapshot") for t in taken if t not in self.synced]
+        )
         out.move, out.gave_up = movable, stuck
         return out
 
@@ -248,12 +264,14 @@ class Subscriptions:
         out.frames.insert(0, _frame("unsubscribe", tokens))
         return out
 
-    def _subscribe(self, tokens: list[str], now: float, rung: int,
-                   statuses: list[Status]) -> Actions:
+    def _subscribe(
+        self, tokens: list[str], now: float, rung: int, statuses: list[Status]
+    ) -> Actions:
         for token in tokens:
             self.waiting[token] = _Wait(rung, now + self.timeout)
-        return Actions(frames=[_frame("subscribe", tokens)], statuses=statuses,
-                       subscribed=list(tokens))
+        return Actions(
+            frames=[_frame("subscribe", tokens)], statuses=statuses, subscribed=list(tokens)
+        )
 
     def _take(self, tokens: list[str], statuses: list[Status]) -> Actions:
         for token in tokens:

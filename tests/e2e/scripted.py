@@ -23,15 +23,24 @@ from websockets.exceptions import ConnectionClosed
 __all__ = ["Scripted", "book", "change", "pc_frame"]
 
 
-def book(token: str, ts: str, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
-         digest: str = "0" * 40, *, initial: bool = True, market: str = "0x" + "a" * 64
-         ) -> dict[str, Any]:
+def book(
+    token: str,
+    ts: str,
+    bids: list[tuple[str, str]],
+    asks: list[tuple[str, str]],
+    digest: str = "0" * 40,
+    *,
+    initial: bool = True,
+    market: str = "0x" + "a" * 64,
+) -> dict[str, Any]:
     """A live-shaped `book`: bids ascending, asks descending (worst first), event_type last."""
     msg: dict[str, Any] = {
-        "market": market, "asset_id": token, "timestamp": ts, "hash": digest,
+        "market": market,
+        "asset_id": token,
+        "timestamp": ts,
+        "hash": digest,
         "bids": [{"price": p, "size": s} for p, s in sorted(bids, key=lambda x: float(x[0]))],
-        "asks": [{"price": p, "size": s}
-                 for p, s in sorted(asks, key=lambda x: -float(x[0]))],
+        "asks": [{"price": p, "size": s} for p, s in sorted(asks, key=lambda x: -float(x[0]))],
     }
     if initial:
         msg["tick_size"] = "0.01"
@@ -41,16 +50,28 @@ def book(token: str, ts: str, bids: list[tuple[str, str]], asks: list[tuple[str,
     return msg
 
 
-def change(token: str, side: str, price: str, size: str, bid: str, ask: str,
-           digest: str = "1" * 40) -> dict[str, str]:
+def change(
+    token: str, side: str, price: str, size: str, bid: str, ask: str, digest: str = "1" * 40
+) -> dict[str, str]:
     """One element of `price_changes` (side BUY/SELL; bid/ask = the stated top)."""
-    return {"asset_id": token, "price": price, "size": size, "side": side, "hash": digest,
-            "best_bid": bid, "best_ask": ask}
+    return {
+        "asset_id": token,
+        "price": price,
+        "size": size,
+        "side": side,
+        "hash": digest,
+        "best_bid": bid,
+        "best_ask": ask,
+    }
 
 
 def pc_frame(ts: str, *changes: dict[str, str], market: str = "0x" + "a" * 64) -> dict[str, Any]:
-    return {"market": market, "price_changes": list(changes), "timestamp": ts,
-            "event_type": "price_change"}
+    return {
+        "market": market,
+        "price_changes": list(changes),
+        "timestamp": ts,
+        "event_type": "price_change",
+    }
 
 
 Answer = Callable[["Scripted", "Client", dict[str, Any]], list[bytes | str]]
@@ -91,8 +112,7 @@ class Scripted:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._ws = await serve(self._handle, "127.0.0.1", 0, compression=None,
-                               ping_interval=None)
+        self._ws = await serve(self._handle, "127.0.0.1", 0, compression=None, ping_interval=None)
         self.ws_url = f"ws://127.0.0.1:{self._ws.sockets[0].getsockname()[1]}/ws/market"
         app = web.Application()
         app.router.add_post("/books", self._books)

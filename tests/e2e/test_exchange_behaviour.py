@@ -24,14 +24,23 @@ Y, N, L = "7001", "7002", "7003"
 
 
 @contextlib.asynccontextmanager
-async def feed(redis_server: RedisServer, tokens: list[str], ex: Scripted | None = None,
-               **options: Any) -> AsyncIterator[tuple[Scripted, Feeder, aioredis.Redis]]:
+async def feed(
+    redis_server: RedisServer, tokens: list[str], ex: Scripted | None = None, **options: Any
+) -> AsyncIterator[tuple[Scripted, Feeder, aioredis.Redis]]:
     ex = ex or Scripted()
     await ex.start()
-    config = FeederConfig(tokens=tuple(tokens), ws_url=ex.ws_url, clob_url=ex.rest_url,
-                          redis_url=redis_server.url, feeder_id="test",
-                          **{**FAST, "silence_timeout": 30.0,  # a script is quiet
-                             **options})  # type: ignore[arg-type]
+    config = FeederConfig(
+        tokens=tuple(tokens),
+        ws_url=ex.ws_url,
+        clob_url=ex.rest_url,
+        redis_url=redis_server.url,
+        feeder_id="test",
+        **{
+            **FAST,
+            "silence_timeout": 30.0,  # a script is quiet
+            **options,
+        },
+    )  # type: ignore[arg-type]
     app = Feeder(config)
     task = asyncio.create_task(app.run())
     redis = redis_server.client()
@@ -51,8 +60,7 @@ async def entries(redis: aioredis.Redis, token: str) -> list[dict[str, str]]:
 
 
 async def statuses(redis: aioredis.Redis, token: str) -> list[tuple[str, str]]:
-    return [(f["state"], f["reason"]) for f in await entries(redis, token)
-            if f["type"] == "status"]
+    return [(f["state"], f["reason"]) for f in await entries(redis, token) if f["type"] == "status"]
 
 
 async def status_of(redis: aioredis.Redis, token: str) -> str | None:
@@ -72,8 +80,11 @@ NO_ASKS = [("0.69", "100"), ("0.70", "50"), ("0.71", "200")]
 
 
 def initial(tokens: list[str]) -> list[dict[str, Any]]:
-    books = {Y: book(Y, "1000", YES_BIDS, YES_ASKS), N: book(N, "1000", NO_BIDS, NO_ASKS),
-             L: book(L, "1000", [("0.50", "10")], [("0.52", "10")])}
+    books = {
+        Y: book(Y, "1000", YES_BIDS, YES_ASKS),
+        N: book(N, "1000", NO_BIDS, NO_ASKS),
+        L: book(L, "1000", [("0.50", "10")], [("0.52", "10")]),
+    }
     return [books[t] for t in tokens if t in books]
 
 
@@ -81,15 +92,18 @@ def answer_initial(ex: Scripted, client: Client, msg: dict[str, Any]) -> list[by
     return [orjson.dumps(initial(msg["assets_ids"]))]
 
 
-def sweep(y_top: tuple[str, str] = ("0.29", "0.30"),
-          n_top: tuple[str, str] = ("0.70", "0.71")) -> list[dict[str, Any]]:
+def sweep(
+    y_top: tuple[str, str] = ("0.29", "0.30"), n_top: tuple[str, str] = ("0.70", "0.71")
+) -> list[dict[str, Any]]:
     """A taker sells 180 YES limit 0.30: it sweeps the bids at 0.31 and 0.30 and rests 30 at
     0.30. As live: every frame of the sweep has one timestamp and states the post-sweep top,
     while the matched levels are removed one and two frames later (the book folded so far is
     crossed); then both legs' post-trade books, then the trade, 35 ms later."""
     ts = "2000"
     frames: list[dict[str, Any]] = [
-        pc_frame(ts, change(N, "BUY", "0.70", "30", *n_top), change(Y, "SELL", "0.30", "30", *y_top)),
+        pc_frame(
+            ts, change(N, "BUY", "0.70", "30", *n_top), change(Y, "SELL", "0.30", "30", *y_top)
+        ),
         pc_frame(ts, change(Y, "BUY", "0.31", "0", *y_top), change(N, "SELL", "0.69", "0", *n_top)),
         pc_frame(ts, change(Y, "BUY", "0.30", "0", *y_top), change(N, "SELL", "0.70", "0", *n_top)),
     ]
@@ -108,11 +122,20 @@ async def test_a_sweep_whose_stated_top_leads_its_removals_raises_no_alarm(redis
         await wait_for(lambda: synced(redis, Y, N), 10, "both books synced")
         client = ex.clients[0]
         await client.send(*sweep())
-        await client.send(book(Y, "2000", POST_SWEEP_YES[0], POST_SWEEP_YES[1], "2" * 40,
-                               initial=False))
-        trade = {"market": "0x" + "a" * 64, "asset_id": Y, "price": "0.31", "size": "100",
-                 "fee_rate_bps": "0", "side": "SELL", "timestamp": "2035",
-                 "event_type": "last_trade_price", "transaction_hash": "0x" + "b" * 64}
+        await client.send(
+            book(Y, "2000", POST_SWEEP_YES[0], POST_SWEEP_YES[1], "2" * 40, initial=False)
+        )
+        trade = {
+            "market": "0x" + "a" * 64,
+            "asset_id": Y,
+            "price": "0.31",
+            "size": "100",
+            "fee_rate_bps": "0",
+            "side": "SELL",
+            "timestamp": "2035",
+            "event_type": "last_trade_price",
+            "transaction_hash": "0x" + "b" * 64,
+        }
         await client.send(trade)
         await wait_for(lambda: app.published >= 2 + 2 + 6 + 1 + 1, 10, "all published")
         await wait_for(lambda: app.mirror.pending == 0, 5, "every run checked")
@@ -121,10 +144,15 @@ async def test_a_sweep_whose_stated_top_leads_its_removals_raises_no_alarm(redis
         assert await statuses(redis, Y) == [("connected", "epoch 1")]
         assert await statuses(redis, N) == [("connected", "epoch 1")]
         hashed = await redis.hgetall(keys.book(Y))
-        assert levels_of(hashed) == ([("0.29", "200")],
-                                     [("0.3", "30"), ("0.33", "100"), ("0.34", "100")])
-        assert (hashed["best_bid"], hashed["best_ask"], hashed["status"]) == ("0.29", "0.3",
-                                                                             "synced")
+        assert levels_of(hashed) == (
+            [("0.29", "200")],
+            [("0.3", "30"), ("0.33", "100"), ("0.34", "100")],
+        )
+        assert (hashed["best_bid"], hashed["best_ask"], hashed["status"]) == (
+            "0.29",
+            "0.3",
+            "synced",
+        )
 
 
 async def test_a_persistently_wrong_stated_top_is_resynced_within_a_second(redis_server) -> None:
@@ -132,12 +160,15 @@ async def test_a_persistently_wrong_stated_top_is_resynced_within_a_second(redis
     token turns suspect and is resubscribed (unsubscribe first) within a second."""
     ex = Scripted()
     ex.on_subscribe = answer_initial
-    async with feed(redis_server, [Y, N], ex) as (ex, app, redis):
+    async with feed(redis_server, [Y, N], ex) as (ex, _app, redis):
         await wait_for(lambda: synced(redis, Y, N), 10, "both books synced")
         await ex.clients[0].send(*sweep(y_top=("0.28", "0.30")))
         start = asyncio.get_running_loop().time()
-        await wait_for(lambda: _has_status(redis, Y, ("suspect", "bbo_mismatch")), 2,
-                       "a bbo_mismatch suspect status")
+        await wait_for(
+            lambda: _has_status(redis, Y, ("suspect", "bbo_mismatch")),
+            2,
+            "a bbo_mismatch suspect status",
+        )
         assert asyncio.get_running_loop().time() - start < 1.0
         await wait_for(lambda: [Y] in ex.ops("unsubscribe"), 2, "an unsubscribe of Y")
         assert ("suspect", "bbo_mismatch") not in await statuses(redis, N)
@@ -194,7 +225,7 @@ async def test_accept_then_close_is_a_reconnect_not_an_exit(redis_server) -> Non
     ex = Scripted()
     ex.on_subscribe = answer_initial
     ex.close_after_accept = 4
-    async with feed(redis_server, [Y], ex, reconnect_attempts=0) as (ex, app, redis):
+    async with feed(redis_server, [Y], ex, reconnect_attempts=0) as (ex, _app, redis):
         await wait_for(lambda: synced(redis, Y), 15, "Y synced after the closed handshakes")
         assert ex.close_after_accept == 0
 
@@ -203,8 +234,9 @@ async def test_a_rest_snapshot_older_than_folded_deltas_does_not_roll_back(redis
     """A REST book stamped before deltas the socket already delivered is dropped (the hash
     keeps the delta); a newer one is published with source=rest and syncs the book."""
     ex = Scripted()
-    ex.on_subscribe = lambda s, c, m: ([orjson.dumps(initial(m["assets_ids"]))]
-                                       if m.get("type") else [])  # resubscribes go unanswered
+    ex.on_subscribe = lambda s, c, m: (
+        [orjson.dumps(initial(m["assets_ids"]))] if m.get("type") else []
+    )  # resubscribes go unanswered
     ex.rest_books[Y] = book(Y, "1500", [("0.10", "1")], [("0.90", "1")])
     async with feed(redis_server, [Y], ex, snapshot_timeout=1.0) as (ex, app, redis):
         await wait_for(lambda: synced(redis, Y), 10, "Y synced")
@@ -245,10 +277,16 @@ async def test_a_silently_lost_token_is_rescued_by_the_ladder(redis_server) -> N
     async with feed(redis_server, [Y, N, L], ex, snapshot_timeout=timeout) as (ex, app, redis):
         start = asyncio.get_running_loop().time()
         await wait_for(lambda: synced(redis, Y, N), 10, "the neighbours synced")
-        await wait_for(lambda: len(ex.clients) >= 2 and L in ex.clients[1].subscribed,
-                       timeout * 3 + 2, "L moved to a fresh socket")
-        await wait_for(lambda: [L] in ex.ops("unsubscribe") and synced(redis, L),
-                       timeout * 3 + 2, "L adopted by the fresh socket")
+        await wait_for(
+            lambda: len(ex.clients) >= 2 and L in ex.clients[1].subscribed,
+            timeout * 3 + 2,
+            "L moved to a fresh socket",
+        )
+        await wait_for(
+            lambda: [L] in ex.ops("unsubscribe") and synced(redis, L),
+            timeout * 3 + 2,
+            "L adopted by the fresh socket",
+        )
         assert asyncio.get_running_loop().time() - start < timeout * 3 + 1.5
         kinds = [(f["type"], f.get("source", "")) for f in await entries(redis, L)]
         assert ("book", "rest") in kinds and kinds[-1] == ("book", "ws")

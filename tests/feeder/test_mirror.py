@@ -34,8 +34,9 @@ def test_tops_on_the_bus_are_the_folded_book_and_empty_is_always_empty() -> None
     mirror = seeded()
     events, _ = mirror.apply([pc("2", "ask", "0.49", "0", "0.47", "1")])
     assert events == [pc("2", "ask", "0.49", "0", "0.47", "")]
-    events, _ = mirror.apply([pc("3", "bid", "0.47", "0", "0.46", "1"),
-                              pc("3", "bid", "0.46", "0", "0", "1")])
+    events, _ = mirror.apply(
+        [pc("3", "bid", "0.47", "0", "0.46", "1"), pc("3", "bid", "0.46", "0", "0", "1")]
+    )
     assert [(e.best_bid, e.best_ask) for e in events] == [("0.46", ""), ("", "")]
 
 
@@ -102,8 +103,12 @@ def test_older_tells_whether_a_snapshot_predates_what_was_folded() -> None:
 def test_an_event_the_book_cannot_fold_is_dropped_and_reported() -> None:
     """Mirror.apply never raises: an unfoldable event costs only its own token."""
     mirror = seeded()
-    events, bad = mirror.apply([pc("2", "bid", "not-a-price", "3", "", ""),
-                                PriceChange("2", "2", "bid", "0.4", "1", "0.4", "", "h")])
+    events, bad = mirror.apply(
+        [
+            pc("2", "bid", "not-a-price", "3", "", ""),
+            PriceChange("2", "2", "bid", "0.4", "1", "0.4", "", "h"),
+        ]
+    )
     assert bad == [T]
     assert [e.asset_id for e in events] == ["2"]
 

@@ -32,11 +32,16 @@ def test_open_subscribes_everything_in_the_first_frame_and_says_connected() -> N
     subs = Subscriptions(["a", "b"], snapshot_timeout=T)
     first = subs.opened(0.0, epoch=1)
     assert frames(first) == [("market", ["a", "b"])]
-    assert first.statuses == [Status("a", "connected", "epoch 1"), Status("b", "connected", "epoch 1")]
+    assert first.statuses == [
+        Status("a", "connected", "epoch 1"),
+        Status("b", "connected", "epoch 1"),
+    ]
     assert first.subscribed == ["a", "b"]
     closed = subs.closed("closed:1006")
-    assert closed.statuses == [Status("a", "disconnected", "closed:1006"),
-                               Status("b", "disconnected", "closed:1006")]
+    assert closed.statuses == [
+        Status("a", "disconnected", "closed:1006"),
+        Status("b", "disconnected", "closed:1006"),
+    ]
     again = subs.opened(5.0, epoch=2)
     assert [s.state for s in again.statuses] == ["resubscribed", "resubscribed"]
 
@@ -106,10 +111,12 @@ def test_dynamic_add_and_remove() -> None:
     assert frames(gone) == [("unsubscribe", ["b"])]
     assert gone.statuses == [Status("b", "retired", "lease_expired")]
     assert subs.tokens == ["a"]
-    assert subs.due(100.0).frames == [orjson.dumps({"operation": "unsubscribe",
-                                                    "assets_ids": ["a"]}).decode(),
-                                      orjson.dumps({"operation": "subscribe", "assets_ids": ["a"],
-                                                    "custom_feature_enabled": True}).decode()]
+    assert subs.due(100.0).frames == [
+        orjson.dumps({"operation": "unsubscribe", "assets_ids": ["a"]}).decode(),
+        orjson.dumps(
+            {"operation": "subscribe", "assets_ids": ["a"], "custom_feature_enabled": True}
+        ).decode(),
+    ]
 
 
 def test_adoption_writes_nothing_and_takes_over_at_the_book() -> None:
