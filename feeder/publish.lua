@@ -94,9 +94,8 @@ local fold = {
   tick_size_change = function(f)
     redis.call('HSET', book, 'tick_size', f.new)
   end,
-  best_bid_ask = function(f)
-    redis.call('HSET', book, 'best_bid', f.best_bid, 'best_ask', f.best_ask)
-  end,
+  -- best_bid_ask is the exchange's statement, a cross-check only: the hash's top stays the
+  -- one folded from the levels (docs/wire.md), so it never disagrees with them
   status = function(f)
     if f.state == 'disconnected' or f.state == 'suspect' then status = 'suspect' end
     -- a (re)subscribe means a new connection: a book synced under an older one (a feeder

@@ -120,3 +120,29 @@ def test_backoff_is_full_jitter_under_a_capped_exponential() -> None:
         delays = [backoff_delay(attempt, 1.0, 30.0, rng) for _ in range(300)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > 0.8 * ceiling and min(delays) < 0.2 * ceiling
+
+
+def test_quarter_cent_ticks_keep_four_places_through_normalizer_and_mirror() -> None:
+    """Ticks 0.0025 and 0.005 (not powers of ten) stay exact strings end to end: no level is
+    rounded, merged or mistaken for another, and the tops are the folded book's."""
+    from feeder.normalize import Normalizer
+
+    norm, mirror = Normalizer([T]), Mirror()
+    snapshot = (
+        b'{"market":"0xm","asset_id":"1","timestamp":"1","hash":"h","bids":[{"price":"0.9925",'
+        b'"size":"5"},{"price":"0.9950","size":"7"}],"asks":[{"price":"0.9975","size":"3"}],'
+        b'"tick_size":"0.0025","event_type":"book","last_trade_price":""}'
+    )
+    events, _ = mirror.apply(norm.feed(snapshot, 1).events)
+    assert events[0].tick_size == "0.0025"  # type: ignore[union-attr]
+    change = (
+        b'{"market":"0xm","price_changes":[{"asset_id":"1","price":"0.9975","size":"0",'
+        b'"side":"SELL","hash":"h2","best_bid":"0.995","best_ask":"1"},{"asset_id":"1",'
+        b'"price":"0.9950","size":"0","side":"BUY","hash":"h3","best_bid":"0.9925",'
+        b'"best_ask":"1"}],"timestamp":"2","event_type":"price_change"}'
+    )
+    events, bad = mirror.apply(norm.feed(change, 2).events, now=1.0)
+    assert [(e.price, e.best_bid, e.best_ask) for e in events] == [  # type: ignore[union-attr]
+        ("0.9975", "0.995", ""), ("0.995", "0.9925", "")]
+    assert bad == [] and mirror.due(5.0) == []
+    assert mirror.book(T).bids == [("0.9925", "5")]

@@ -177,3 +177,14 @@ async def test_a_new_subscription_distrusts_a_book_synced_before(redis) -> None:
     await pub.write(batch_of(snapshot()))
     await Publisher(redis).write(batch_of(Status(T, "connected", "epoch 1"), epoch=1))
     assert await redis.hget(keys.book(T), "status") == "suspect"
+
+
+async def test_the_exchanges_best_bid_ask_never_overwrites_the_hash_top(redis) -> None:
+    """A `best_bid_ask` entry is streamed but the hash keeps the top folded from its levels."""
+    from wire.events import BestBidAsk
+
+    pub = Publisher(redis)
+    await pub.write(batch_of(snapshot(), BestBidAsk(T, "101", "0.40", "0.60", "0.2")))
+    book = await redis.hgetall(keys.book(T))
+    assert (book["best_bid"], book["best_ask"]) == ("0.47", "0.49")
+    assert len(await redis.xrange(keys.stream(T))) == 2
