@@ -154,6 +154,7 @@ async def test_transient_crossed_book_is_fixed(quiet: Simulator) -> None:
 
 async def test_missing_and_delayed_best_bid_ask(quiet: Simulator) -> None:
     """drop_bba loses some best_bid_ask; delay_bba holds them until the next batch."""
+    quiet.engine.ltp_delay_ms = 10**9  # no late last_trade_price batch between the two steps
     clean = await faulty(quiet, steps=0, custom=True)
     lossy = await faulty(quiet, steps=0, custom=True, drop_bba=True, odds=0.5)
     late = await faulty(quiet, steps=0, custom=True, delay_bba=True)
