@@ -155,7 +155,7 @@ async def test_books_equal_truth_through_every_shaping_fault(sim: Simulator) -> 
     """With every stream-shaping fault on, a tolerant client still ends on the true books."""
     await sim.pause()
     for flag in ("legacy", "duplicate", "ts_regress", "crossed", "bursts", "drop_bba",
-                 "delay_bba", "unknown", "malformed"):
+                 "delay_bba", "unknown", "malformed", "sweeps", "wrong_top"):
         setattr(sim.faults, flag, True)
     tokens = sim.engine.tokens()
     client = await Client.open(sim.ws_url, tokens, custom_feature_enabled=True)
