@@ -165,20 +165,35 @@ class Engine:
         self._emit(out)
         return out
 
+    def sweep(self, market: Market | None = None) -> list[Msg]:
+        """A taker sweeps 2–3 levels of a market now (a random live one by default), when a
+        side is deep enough; otherwise an order is added. Returns the messages, as `step`."""
+        out: list[Msg] = []
+        if market is None and self._live:
+            market = self._live[self.rng.randrange(len(self._live))]
+        if market is not None and market.active:
+            self._act(market, out, force=self._trade_sweep)
+        self._emit(out)
+        return out
+
     def _emit(self, out: list[Msg]) -> None:
         if out and self.sink is not None:
             self.sink(out)
 
-    def _act(self, m: Market, out: list[Msg]) -> None:
+    def _act(self, m: Market, out: list[Msg],
+             force: Callable[[Market, Top, str, list[Msg]], None] | None = None) -> None:
         ts = str(self.clock())
         before = m.top()
-        roll = self.rng.random()
-        if roll < 0.5:
-            self._add(m, before, ts, out)
-        elif roll < 0.85:
-            self._cancel(m, before, ts, out)
+        if force is not None:
+            force(m, before, ts, out)
         else:
-            self._trade(m, before, ts, out)
+            roll = self.rng.random()
+            if roll < 0.5:
+                self._add(m, before, ts, out)
+            elif roll < 0.85:
+                self._cancel(m, before, ts, out)
+            else:
+                self._trade(m, before, ts, out)
         self._retick(m, ts, out)
         if m.top() != before:  # both legs' tops move together
             out.append(frames.best_bid_ask(m, m.yes, ts))
@@ -226,7 +241,11 @@ class Engine:
             book[price] = size
         out.append(self._change(m, buy, price, size, ts))
 
-    def _trade(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
+    def _trade_sweep(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
+        self._trade(m, top, ts, out, force_sweep=True)
+
+    def _trade(self, m: Market, top: Top, ts: str, out: list[Msg],
+               force_sweep: bool = False) -> None:
         """A taker crosses the top: the price_change(s) of the level(s) taken, both post-trade
         books, and (held back `ltp_delay_ms`) one `last_trade_price` per level filled."""
         rng = self.rng
@@ -234,13 +253,17 @@ class Engine:
         if m.tick == FINE:  # extreme prices drift back now and then, so ticks go back too
             lean = 0.3 if (top[0] or 0) > ONE // 2 else 0.7
         buy_yes = rng.random() < lean
+        # The flow sweeps only deep sides; on demand, any side keeping one level after two.
+        deep = SWEEP_LEVELS[0] + 1 if force_sweep else MIN_DEPTH + SWEEP_LEVELS[-1]
+        if force_sweep and len(m.asks if buy_yes else m.bids) < deep:
+            buy_yes = not buy_yes
         book = m.asks if buy_yes else m.bids
-        if len(book) < MIN_DEPTH:
+        if len(book) < (deep if force_sweep else MIN_DEPTH):
             self._add(m, top, ts, out)
             return
         on_no = rng.random() < 0.3  # the fill as the NO side sees it: selling NO at 1 − p
-        sweep = (self.sweep_share > 0 and len(book) >= MIN_DEPTH + SWEEP_LEVELS[-1]
-                 and rng.random() < self.sweep_share)
+        sweep = force_sweep or (self.sweep_share > 0 and len(book) >= deep
+                                and rng.random() < self.sweep_share)
         if sweep:
             fills = self._sweep(m, buy_yes, on_no, ts, out)
         else:
@@ -281,7 +304,8 @@ class Engine:
         own element: consistent. The `sweeps` fault restates them the way live does."""
         rng = self.rng
         book, opposite = (m.asks, m.bids) if buy_yes else (m.bids, m.asks)
-        taken = sorted(book, reverse=not buy_yes)[: rng.choice(SWEEP_LEVELS)]  # best first
+        count = min(rng.choice(SWEEP_LEVELS), len(book) - 1)
+        taken = sorted(book, reverse=not buy_yes)[:count]  # best first
         rest = rng.randrange(500, 20_000) if rng.random() < 0.5 else 0
         limit = taken[-1]
         hashes = self._hashes(m, buy_yes, limit, rest, ts)

@@ -26,7 +26,7 @@ GARBAGE = (b'{"market":"0x', b"<html>502 Bad Gateway</html>", b'[{"event_type":"
 
 
 SHAPING = ("legacy", "duplicate", "ts_regress", "crossed", "bursts", "drop_bba", "delay_bba",
-           "unknown", "malformed", "sweeps", "wrong_top")
+           "unknown", "malformed", "sweeps", "wrong_top", "stuck_cross")
 """The flags that change a connection's frame stream (the rest gate or answer)."""
 WRONG_RUNS = 4096
 """How many (market, timestamp) runs `wrong_top` remembers its decision for."""
@@ -64,6 +64,9 @@ class Faults:
     wrong_top: bool = False
     """State a wrong best_bid (one tick off) on every element of some (market, timestamp)
     runs (`odds`): a real, persistent mismatch, not repaired by later frames of the run."""
+    stuck_cross: int = 0
+    """Send this many crossed flashes (a YES bid at the best ask, one per batch) that are never
+    removed: the client's book stays crossed and off the truth until it resyncs."""
     lost: frozenset[str] = field(default_factory=frozenset)
     """Tokens subscribed but never delivered on this connection: no book, no element, no
     trade, whatever the re-subscribes (REST still answers; a new connection is unaffected)."""

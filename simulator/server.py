@@ -377,6 +377,11 @@ class Simulator:
         faults, shaper = conn.faults, conn.shaper
         if faults.crossed and shaper.rng.random() < faults.odds:
             items = items + self._crossed(shaper.rng.getrandbits, items)
+        if faults.stuck_cross > 0:
+            flash = self._crossed(shaper.rng.getrandbits, items)[:1]  # never its fix
+            if flash:
+                faults.stuck_cross -= 1
+                items = items + flash
         return shaper.shape(faults, items, conn.subscribed, self._tick_of)
 
     def _tick_of(self, token: str) -> int:

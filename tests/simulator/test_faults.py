@@ -405,3 +405,23 @@ async def test_odd_ticks_with_sweeps_end_on_the_truth() -> None:
         await client.close()
     finally:
         await sim.stop()
+
+
+async def test_stuck_cross_stays_until_a_resync(quiet: Simulator) -> None:
+    """`stuck_cross` sends that many crossed flashes and never their fix: the book is left
+    crossed and off the truth (until a resync or the market's next post-trade books);
+    unsubscribe + subscribe brings the true book back."""
+    client = await faulty(quiet, steps=0, stuck_cross=1)
+    quiet.engine.step(300)
+    await client.barrier()
+    assert quiet.connections[0].faults.stuck_cross == 0
+    stuck = [t for t in quiet.engine.tokens() if client.refs.levels(t) != quiet.engine.true_book(t)]
+    assert len(stuck) == 2  # both legs of the one market
+    bids, asks = client.refs.levels(stuck[0])
+    assert Decimal(bids[0][0]) >= Decimal(asks[0][0])
+    for op in ("unsubscribe", "subscribe"):
+        await client.ws.send(json.dumps({"operation": op, "assets_ids": stuck}))
+    await client.barrier()
+    for t in quiet.engine.tokens():
+        assert client.refs.levels(t) == quiet.engine.true_book(t)
+    await client.close()
