@@ -70,6 +70,9 @@ class Faults:
     lost: frozenset[str] = field(default_factory=frozenset)
     """Tokens subscribed but never delivered on this connection: no book, no element, no
     trade, whatever the re-subscribes (REST still answers; a new connection is unaffected)."""
+    rescue: float = 0.0
+    """Chance that re-subscribing a lost token (after unsubscribing it) rescues it here
+    (live: 0–55%)."""
     lose_new: bool = False
     """Every token a later `operation: subscribe` adds is lost (the long-lived-socket decay)."""
     resnapshot: bool = False

@@ -304,6 +304,10 @@ class Simulator:
             self._index.setdefault(token, set()).add(conn)
         if dynamic and conn.faults.lose_new:
             conn.lose(fresh)
+        elif dynamic and conn.faults.rescue > 0:
+            rng, odds = conn.shaper.rng, conn.faults.rescue
+            saved = {t for t in fresh if t in conn.faults.lost and rng.random() < odds}
+            conn.faults.lost = conn.faults.lost - saved
         lost = conn.faults.lost
         log.info("simulator.conn.subscribe", conn_id=conn.id, asked=len(ids), new=len(fresh),
                  total=len(conn.subscribed), custom=conn.custom,

@@ -139,6 +139,22 @@ async def test_lose_on_a_live_connection_and_lose_new(quiet: Simulator) -> None:
     await client.close()
 
 
+async def test_rescue_odds_on_resubscribe(quiet: Simulator) -> None:
+    """With `rescue`, unsubscribe + subscribe brings back some lost tokens (here all, at 1.0),
+    with their books; without it none (the silent-loss test)."""
+    tokens = quiet.engine.tokens()
+    quiet.faults.rescue = 1.0
+    quiet.lose_on_next_connection(tokens[:2])
+    client = await Client.open(quiet.ws_url, tokens)
+    await client.barrier()
+    for op in ("unsubscribe", "subscribe"):
+        await client.ws.send(json.dumps({"operation": op, "assets_ids": tokens[:2]}))
+    await client.barrier()
+    assert [b["asset_id"] for b in json.loads(client.texts[-2])] == tokens[:2]
+    assert quiet.connections[0].faults.lost == frozenset()
+    await client.close()
+
+
 async def test_lose_and_set_faults_controls(quiet: Simulator) -> None:
     """Simulator.lose targets one connection by id; set_faults sets new and live ones."""
     a = await Client.open(quiet.ws_url, [])
