@@ -3,6 +3,7 @@ accept-then-close, silent per-connection loss with REST still answering, late tr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import time
@@ -43,7 +44,7 @@ async def test_ping_before_subscribing_is_closed_with_1008(quiet: Simulator) -> 
     async with connect(quiet.ws_url) as ws:
         await ws.send("PING")
         with pytest.raises(ConnectionClosed) as info:
-            await ws.recv()
+            await asyncio.wait_for(ws.recv(), 10)
     assert info.value.rcvd is not None
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "invalid subscription payload")
     assert quiet.stats.early_pings == 1
@@ -56,7 +57,7 @@ async def test_ping_after_subscribing_and_early_ping_ok(quiet: Simulator) -> Non
     quiet.faults.early_ping_ok = True
     async with connect(quiet.ws_url) as ws:
         await ws.send("PING")
-        assert await ws.recv() == "PONG"
+        assert await asyncio.wait_for(ws.recv(), 10) == "PONG"
     assert quiet.stats.early_pings == 0
     await client.close()
 
@@ -67,12 +68,12 @@ async def test_close_after_accept(quiet: Simulator) -> None:
     quiet.close_after_accept(1)
     async with connect(quiet.ws_url) as ws:
         with pytest.raises(ConnectionClosed):
-            await ws.recv()
+            await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 1000
     quiet.close_after_accept(1, code=None)
     async with connect(quiet.ws_url) as ws:
         with pytest.raises(ConnectionClosed):
-            await ws.recv()
+            await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 1006
     client = await Client.open(quiet.ws_url, quiet.engine.tokens()[:1])
     await client.barrier()
