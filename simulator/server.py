@@ -165,11 +165,15 @@ class Simulator:
         return len(conns)
 
     def set_faults(self, live: bool = True, **flags: object) -> None:
-        """Set fault flags for new connections and, with `live`, on every live one too."""
+        """Set fault flags for new connections and, with `live`, on every live one too
+        (`lost` may be any iterable of tokens). ValueError for an unknown flag."""
+        unknown = [name for name in flags if not hasattr(self.faults, name)]
+        if unknown:
+            raise ValueError(f"no such fault: {', '.join(unknown)}")
+        if "lost" in flags:
+            flags["lost"] = frozenset(flags["lost"])  # type: ignore[call-overload]
         for target in [self.faults, *(c.faults for c in self.connections if live)]:
             for name, value in flags.items():
-                if not hasattr(target, name):
-                    raise AttributeError(f"no fault {name!r}")
                 setattr(target, name, value)
 
     def set_stall(self, on: bool) -> None:

@@ -168,8 +168,11 @@ async def test_lose_and_set_faults_controls(quiet: Simulator) -> None:
     assert one.faults.sweeps and two.faults.sweeps and quiet.faults.sweeps
     quiet.set_faults(live=False, wrong_top=True)
     assert quiet.faults.wrong_top and not one.faults.wrong_top
-    with pytest.raises(AttributeError):
-        quiet.set_faults(nonsense=True)
+    with pytest.raises(ValueError, match="nonsense"):
+        quiet.set_faults(nonsense=True, sweeps=False)
+    assert one.faults.sweeps  # nothing was set
+    quiet.set_faults(lost=["7", "8"])
+    assert one.faults.lost == two.faults.lost == quiet.faults.lost == {"7", "8"}
     await a.close()
     await b.close()
 
