@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
                    help="answer 429 beyond N handshakes per second (default 0 = no limit)")
     p.add_argument("--v2-fraction", type=float, default=0.0,
                    help="share of Gamma markets listed as version v2 (default 0)")
+    p.add_argument("--sweep-share", type=float, default=0.25,
+                   help="share of trades sweeping 2-3 levels (default 0.25)")
+    p.add_argument("--ltp-delay-ms", type=int, default=35, metavar="MS",
+                   help="last_trade_price this long after a trade's books (default 35)")
+    p.add_argument("--odd-ticks", type=float, default=0.0,
+                   help="share of markets on a 0.005 or 0.0025 tick (default 0)")
     p.set_defaults(func=run)
 
 
@@ -56,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     config = SimConfig(markets=args.markets, seed=args.seed, rate=args.rate,
                        new_market_every=args.new_market_every, resolve_every=args.resolve_every,
                        silence_timeout=args.silence_timeout, v2_fraction=args.v2_fraction,
-                       handshake_limit=args.handshake_limit)
+                       handshake_limit=args.handshake_limit, sweep_share=args.sweep_share,
+                       ltp_delay_ms=args.ltp_delay_ms, odd_ticks=args.odd_ticks)
     http_port = args.http_port if args.http_port is not None else (
         args.port + 1 if args.port else 0)
     asyncio.run(_serve(config, args.host, args.port, http_port))

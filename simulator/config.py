@@ -30,6 +30,12 @@ class SimConfig:
     """Seconds between flow batches when rate > 0."""
     max_batch: int = 512
     """Actions per batch when rate = 0 (the loop yields between batches)."""
+    sweep_share: float = 0.25
+    """Share of trades that sweep 2–3 whole levels (one price_change per level)."""
+    ltp_delay_ms: int = 35
+    """A trade's `last_trade_price` follows its books this much later (engine clock)."""
+    odd_ticks: float = 0.0
+    """Share of markets on a 0.005 or 0.0025 tick (chosen per seed; never reticked)."""
 
 
 @dataclass
@@ -47,3 +53,6 @@ class SimStats:
     snapshots: int = 0
     invalid: int = 0
     http_requests: int = 0
+    no_new_assets: int = 0
+    early_pings: int = 0
+    closed_at_accept: int = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -91,6 +92,11 @@ class SimConnection:
         self.closed = True
         with contextlib.suppress(Exception):
             self.ws.transport.abort()
+
+    def lose(self, tokens: Iterable[str]) -> None:
+        """From now on never deliver these tokens here (see `Faults.lost`); subscribed or not,
+        re-subscribed or not. Other connections are unaffected."""
+        self.faults.lost = self.faults.lost | frozenset(tokens)
 
     async def send_raw(self, text: str) -> None:
         """Send any text frame (garbage, unknown events) as if from the exchange."""

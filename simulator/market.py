@@ -32,6 +32,8 @@ class Market:
     volume24hr: float
     version: str = "v1"
     tick: int = COARSE
+    fixed_tick: bool = False
+    """A 0.005/0.0025 market: its tick never changes (the 0.96/0.04 retick rule is off)."""
     bids: dict[int, int] = field(default_factory=dict)
     asks: dict[int, int] = field(default_factory=dict)
     last_trade: int | None = None

@@ -4,6 +4,10 @@
 what tests drive: read the engine's truth, pause the flow, inject faults per connection.
 Everything between generating an engine batch and writing its frames is synchronous, so
 each connection sees events in engine order and `pause()` takes effect immediately.
+
+The exchange's rules as of PROTOCOL.md §9 hold on every connection unless its `Faults` say
+otherwise: a subscribe naming only held assets is answered `NO NEW ASSETS` (no book), a text
+`PING` before the subscription closes the socket with 1008.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -29,6 +33,7 @@ from simulator.connection import SimConnection
 from simulator.engine import Engine
 from simulator.faults import Faults
 from simulator.frames import LIFECYCLE, Msg
+from simulator.units import COARSE
 
 
 __all__ = ["SimConfig", "SimConnection", "Simulator"]
@@ -37,6 +42,10 @@ log = structlog.get_logger()
 
 BACKLOG = 1 * 2**20
 """At rate 0, flow waits while any subscriber has this much unsent data (backpressure)."""
+RELEASE_EVERY = 0.005
+"""Seconds between checks for held-back `last_trade_price`s that are due."""
+NO_NEW_ASSETS = b"NO NEW ASSETS"
+EARLY_PING = (1008, "invalid subscription payload")
 
 
 class Simulator:
@@ -46,7 +55,9 @@ class Simulator:
         cfg = self.config = config or SimConfig()
         self.engine = Engine(cfg.markets, cfg.seed, v2_fraction=cfg.v2_fraction,
                              new_market_every=self._steps(cfg.new_market_every),
-                             resolve_every=self._steps(cfg.resolve_every))
+                             resolve_every=self._steps(cfg.resolve_every),
+                             sweep_share=cfg.sweep_share, ltp_delay_ms=cfg.ltp_delay_ms,
+                             odd_ticks=cfg.odd_ticks)
         self.engine.sink = self._broadcast
         self.faults = Faults()
         """Fault flags copied into each NEW connection."""
@@ -57,6 +68,9 @@ class Simulator:
         self._index: dict[str, set[SimConnection]] = {}
         self._ids = itertools.count(1)
         self._reject_left, self._reject_status = 0, HTTPStatus.TOO_MANY_REQUESTS
+        self._close_left = 0
+        self._close_code: int | None = 1000
+        self._lose_next: frozenset[str] = frozenset()
         self._handshakes: collections.deque[float] = collections.deque()
         self._running = asyncio.Event()
         self._running.set()
@@ -83,7 +97,8 @@ class Simulator:
         self.ws_url = f"ws://{host}:{ws_port}/ws/market"
         self.http_url = f"http://{host}:{http_port}"
         self._tasks = [asyncio.create_task(self._flow(), name="simulator.flow"),
-                       asyncio.create_task(self._watch(), name="simulator.watch")]
+                       asyncio.create_task(self._watch(), name="simulator.watch"),
+                       asyncio.create_task(self._release(), name="simulator.release")]
         if not self.config.rate and (self.config.new_market_every or self.config.resolve_every):
             self._tasks.append(asyncio.create_task(self._lifecycle(), name="simulator.life"))
         log.info("simulator.start", ws_url=self.ws_url, http_url=self.http_url,
@@ -105,8 +120,12 @@ class Simulator:
         log.info("simulator.stop", actions=self.stats.actions, frames=self.stats.frames)
 
     async def pause(self) -> None:
-        """Stop generating flow; once this returns no new flow frames are produced."""
+        """Stop generating flow; once this returns no new flow frames are produced: the
+        `last_trade_price`s still held back from earlier trades go out now, early.
+
+        (Trades a test makes with `engine.step` while paused get theirs on time.)"""
         self._running.clear()
+        self.engine.flush()
 
     def resume(self) -> None:
         """Generate flow again."""
@@ -127,6 +146,35 @@ class Simulator:
     def reject_handshakes(self, count: int, status: int = 429) -> None:
         """Refuse the next `count` WebSocket handshakes with this HTTP status."""
         self._reject_left, self._reject_status = count, HTTPStatus(status)
+
+    def close_after_accept(self, count: int, code: int | None = 1000) -> None:
+        """Complete the next `count` handshakes, then close at once: with a close frame of
+        `code`, or abruptly (no close frame, the client sees 1006) when `code` is None."""
+        self._close_left, self._close_code = count, code
+
+    def lose_on_next_connection(self, tokens: Iterable[str]) -> None:
+        """The next connection never delivers these tokens (see `Faults.lost`)."""
+        self._lose_next = self._lose_next | frozenset(tokens)
+
+    def lose(self, tokens: Iterable[str], conn_id: int | None = None) -> int:
+        """Silently lose tokens on one live connection (by id) or on all; returns how many
+        connections now lose them."""
+        conns = [c for c in self.connections if conn_id is None or c.id == conn_id]
+        for conn in conns:
+            conn.lose(tokens)
+        return len(conns)
+
+    def set_faults(self, live: bool = True, **flags: object) -> None:
+        """Set fault flags for new connections and, with `live`, on every live one too
+        (`lost` may be any iterable of tokens). ValueError for an unknown flag."""
+        unknown = [name for name in flags if not hasattr(self.faults, name)]
+        if unknown:
+            raise ValueError(f"no such fault: {', '.join(unknown)}")
+        if "lost" in flags:
+            flags["lost"] = frozenset(flags["lost"])  # type: ignore[call-overload]
+        for target in [self.faults, *(c.faults for c in self.connections if live)]:
+            for name, value in flags.items():
+                setattr(target, name, value)
 
     def set_stall(self, on: bool) -> None:
         """Stall (or un-stall) every live connection."""
@@ -165,14 +213,27 @@ class Simulator:
         return conn.respond(status, f"{status.phrase}\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = SimConnection(next(self._ids), ws, self.faults.copy())
-        self.connections.append(conn)
         self.stats.accepted += 1
-        log.info("simulator.conn.open", conn_id=conn.id, remote=str(ws.remote_address))
+        if self._close_left > 0:
+            await self._close_at_once(ws)
+            return
+        conn = SimConnection(next(self._ids), ws, self.faults.copy())
+        if self._lose_next:
+            conn.lose(self._lose_next)
+            self._lose_next = frozenset()
+        self.connections.append(conn)
+        log.info("simulator.conn.open", conn_id=conn.id, remote=str(ws.remote_address),
+                 lost=len(conn.faults.lost))
         try:
             async for message in ws:
                 conn.last_rx = time.monotonic()
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                if (not conn.initialized and not conn.faults.early_ping_ok
+                        and text.strip() == "PING"):
+                    self.stats.early_pings += 1
+                    log.info("simulator.conn.early_ping", conn_id=conn.id)
+                    await ws.close(*EARLY_PING)
+                    break
                 self._on_message(conn, text)
         except ConnectionClosed:
             pass
@@ -182,6 +243,16 @@ class Simulator:
             log.info("simulator.conn.close", conn_id=conn.id, frames=conn.frames_sent,
                      assets=len(conn.subscribed))
             self._forget(conn, set(conn.subscribed))
+
+    async def _close_at_once(self, ws: ServerConnection) -> None:
+        """An accepted handshake closed before anything else (what some proxies do)."""
+        self._close_left -= 1
+        self.stats.closed_at_accept += 1
+        log.info("simulator.conn.close_at_accept", code=self._close_code, left=self._close_left)
+        if self._close_code is None:
+            ws.transport.abort()
+        else:
+            await ws.close(self._close_code, "closed at accept")
 
     def _on_message(self, conn: SimConnection, text: str) -> None:
         if text.strip() == "PING":
@@ -203,7 +274,8 @@ class Simulator:
             self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
         elif op == "subscribe" and conn.initialized:
             conn.custom = conn.custom or msg.get("custom_feature_enabled") is True
-            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
+            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False,
+                            dynamic=True)
         elif op == "unsubscribe" and conn.initialized:
             self._forget(conn, set(ids))
         else:  # a second `type: market`, or anything else
@@ -213,22 +285,42 @@ class Simulator:
         self.stats.invalid += 1
         conn.write([b"INVALID OPERATION"])
 
-    def _subscribe(self, conn: SimConnection, ids: list[str], dump: bool) -> None:
-        """Add known active assets; with `dump`, one array frame of their books (`[]` if none)."""
-        known = []
-        for token in dict.fromkeys(ids):
+    def _subscribe(self, conn: SimConnection, ids: list[str], dump: bool,
+                   dynamic: bool = False) -> None:
+        """Add known active assets; with `dump`, one array frame of the books of the assets
+        new on this connection (`[]` if none). A dynamic subscribe naming only held assets
+        gets the text `NO NEW ASSETS` instead; lost tokens get nothing at all."""
+        named = list(dict.fromkeys(ids))
+        held = [t for t in named if t in conn.subscribed]
+        if dynamic and named and len(held) == len(named) and not conn.faults.resnapshot:
+            self.stats.no_new_assets += 1
+            conn.write([NO_NEW_ASSETS])
+            return
+        fresh = []
+        for token in named:
             market = self.engine.market(token)
             if market is None or not market.active:
                 continue
-            # Already-subscribed ids get a snapshot again: clients re-subscribe to resync.
-            known.append(token)
+            if token in conn.subscribed and not conn.faults.resnapshot:
+                continue
+            fresh.append(token)
             conn.subscribed.add(token)
             self._index.setdefault(token, set()).add(conn)
-        log.info("simulator.conn.subscribe", conn_id=conn.id, asked=len(ids), known=len(known),
-                 total=len(conn.subscribed), custom=conn.custom)
+        if dynamic and conn.faults.lose_new:
+            conn.lose(fresh)
+        elif dynamic and conn.faults.rescue > 0:
+            rng, odds = conn.shaper.rng, conn.faults.rescue
+            saved = {t for t in fresh if t in conn.faults.lost and rng.random() < odds}
+            conn.faults.lost = conn.faults.lost - saved
+        lost = conn.faults.lost
+        log.info("simulator.conn.subscribe", conn_id=conn.id, asked=len(ids), new=len(fresh),
+                 total=len(conn.subscribed), custom=conn.custom,
+                 lost=sum(1 for t in fresh if t in lost))
         if not dump or conn.faults.stall or len(conn.subscribed) > conn.faults.snapshot_ceiling:
             return
-        books = [self.engine.book_msg(t, initial=True) for t in known]
+        books = [self.engine.book_msg(t, initial=True) for t in fresh if t not in lost]
+        if not books and any(t in lost for t in fresh):
+            return  # silence: not even the `[]` an unknown id gets
         self.stats.frames += conn.write([frames.render(books)])
         self.stats.snapshots += 1
 
@@ -293,7 +385,16 @@ class Simulator:
         faults, shaper = conn.faults, conn.shaper
         if faults.crossed and shaper.rng.random() < faults.odds:
             items = items + self._crossed(shaper.rng.getrandbits, items)
-        return shaper.shape(faults, items, conn.subscribed)
+        if faults.stuck_cross > 0:
+            flash = self._crossed(shaper.rng.getrandbits, items)[:1]  # never its fix
+            if flash:
+                faults.stuck_cross -= 1
+                items = items + flash
+        return shaper.shape(faults, items, conn.subscribed, self._tick_of)
+
+    def _tick_of(self, token: str) -> int:
+        market = self.engine.market(token)
+        return market.tick if market is not None else COARSE
 
     def _crossed(self, bits: Callable[[int], int],
                  items: list[tuple[Msg, bytes]]) -> list[tuple[Msg, bytes]]:
@@ -321,6 +422,15 @@ class Simulator:
                     log.info("simulator.conn.silence", conn_id=conn.id, limit_s=limit)
                     self.stats.silenced += 1
                     conn.drop()
+
+    async def _release(self) -> None:
+        """Send held-back `last_trade_price`s once due, also while the flow is paused or slow
+        (at any real rate the flow's own steps release most of them first)."""
+        engine = self.engine
+        while True:
+            await asyncio.sleep(RELEASE_EVERY)
+            if engine.pending:
+                engine.release()
 
     async def _lifecycle(self) -> None:
         """At rate 0 there is no step clock: new markets and resolutions run on a timer."""

@@ -8,12 +8,15 @@ for the padded spellings that appear live ("0.480").
 from __future__ import annotations
 
 
-__all__ = ["COARSE", "FINE", "ONE", "fmt_price", "fmt_size", "padded_price", "tick_str"]
+__all__ = ["COARSE", "FINE", "ODD_TICKS", "ONE", "fmt_price", "fmt_size", "on_grid", "padded_price",
+           "parse_price", "tick_str"]
 
 ONE = 10_000
 """1.0 in pips."""
 COARSE, FINE = 100, 10
 """Tick sizes 0.01 and 0.001 in pips."""
+ODD_TICKS = (50, 25)
+"""Tick sizes 0.005 and 0.0025 in pips: live since 2026-07, and not powers of ten."""
 
 
 def _spell(units: int, scale: int, digits: int) -> str:
@@ -50,3 +53,16 @@ def padded_price(pips: int) -> str:
 def tick_str(tick: int) -> str:
     """The tick size as the exchange spells it ("0.01")."""
     return fmt_price(tick)
+
+
+def parse_price(text: str) -> int:
+    """Pips of an exact decimal price string ("0.0025" → 25); ValueError off the pip grid."""
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac.rstrip("0")) > 4:
+        raise ValueError(f"not a price in pips: {text!r}")
+    return int(whole) * ONE + int(frac.rstrip("0").ljust(4, "0") or 0)
+
+
+def on_grid(pips: int, tick: int) -> bool:
+    """Whether a price lies on the tick grid, exactly (integer pips, no float rounding)."""
+    return pips % tick == 0

@@ -2,7 +2,9 @@
 
 Deliberately written from PROTOCOL.md, not from the simulator's code: books are replaced by
 `book`, levels set by `price_change` (new and legacy shapes, size "0" removes), arrays and
-non-JSON text handled, unknown event types ignored.
+non-JSON text handled, unknown event types ignored, the text replies `PONG` and
+`NO NEW ASSETS` counted and filtered. A trade's post-trade books simply replace the books,
+whatever comes around them; each parsed object's arrival time is kept (`arrived`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from decimal import Decimal
@@ -69,8 +72,11 @@ class Client:
         self.ws = ws
         self.texts: list[str] = []
         self.objects: list[dict[str, Any]] = []
+        self.arrived: list[float] = []
+        """monotonic arrival time of each of `objects`"""
         self.refs = RefBooks()
         self.pongs = 0
+        self.no_new_assets = 0
         self.closed: BaseException | None = None
         self._task = asyncio.create_task(self._read())
 
@@ -89,10 +95,15 @@ class Client:
                 if text == "PONG":
                     self.pongs += 1
                     continue
+                if text == "NO NEW ASSETS":
+                    self.no_new_assets += 1
+                    continue
+                now = time.monotonic()
                 with contextlib.suppress(orjson.JSONDecodeError):
                     parsed = orjson.loads(text)
                     for obj in parsed if isinstance(parsed, list) else [parsed]:
                         self.objects.append(obj)
+                        self.arrived.append(now)
                         self.refs.apply(obj)
         except Exception as exc:  # recorded for the test to inspect
             self.closed = exc

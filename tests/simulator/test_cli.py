@@ -28,14 +28,17 @@ def test_register_adds_simulate_with_defaults() -> None:
     args = parser.parse_args(["simulate"])
     assert (args.host, args.port, args.http_port, args.markets, args.seed, args.rate) == (
         "127.0.0.1", 8765, None, 20, 1, 50.0)
+    assert (args.sweep_share, args.ltp_delay_ms, args.odd_ticks) == (0.25, 35, 0.0)
     assert args.func is cli.run
 
 
 async def test_subprocess_serves_until_sigterm() -> None:
-    """The subcommand prints one ready line, serves WS and HTTP, and exits 0 on SIGTERM."""
+    """The subcommand prints one ready line, serves WS and HTTP (with its flags: here every
+    market on an odd tick), and exits 0 on SIGTERM."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SCRIPT, "simulate", "--port", "0", "--markets", "3",
-        "--rate", "200", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        "--rate", "200", "--odd-ticks", "1", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
@@ -46,6 +49,7 @@ async def test_subprocess_serves_until_sigterm() -> None:
         client = await Client.open(fields["ws_url"], tokens)
         await client.barrier()
         assert len(client.objects) >= 6
+        assert {o["tick_size"] for o in client.objects[:6]} == {"0.005", "0.0025"}
         await client.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0

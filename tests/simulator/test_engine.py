@@ -129,22 +129,143 @@ def test_tops_in_price_change_are_post_change() -> None:
     assert all(refs.levels(t) == engine.true_book(t) for t in engine.tokens())
 
 
-def test_trade_emits_last_trade_then_both_books() -> None:
-    """A trade is last_trade_price (strings, 0x+64 tx) then post-trade books of both tokens."""
-    engine, msgs = run(7, 2000)
-    trades = [i for i, m in enumerate(msgs) if m["event_type"] == "last_trade_price"]
-    assert trades
-    for i in trades:
-        trade, book_a, book_b = msgs[i : i + 3]
-        market = engine.market(str(trade["asset_id"]))
-        assert market is not None
-        assert re.fullmatch(r"0x[0-9a-f]{64}", str(trade["transaction_hash"]))
-        assert trade["side"] in ("BUY", "SELL") and isinstance(trade["fee_rate_bps"], str)
-        assert all(isinstance(v, str) for v in trade.values())
-        assert {book_a["asset_id"], book_b["asset_id"]} == set(market.tokens)
-        for book in (book_a, book_b):
-            assert book["event_type"] == "book" and list(book)[-1] == "event_type"
+class StepClock:
+    """A clock the test moves by hand (ms)."""
+
+    def __init__(self) -> None:
+        self.now = 1_791_201_600_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _trades(msgs: list[dict[str, object]]) -> list[tuple[list[dict[str, object]], ...]]:
+    """(price_changes, [book, book]) of each trade: the changes with the books' hashes
+    right before them (a trade's elements all carry its final hashes)."""
+    out = []
+    for i, msg in enumerate(msgs):
+        if msg["event_type"] == "book" and msgs[i + 1 : i + 2] and msgs[i + 1][
+                "event_type"] == "book":
+            hashes = {msg["hash"], msgs[i + 1]["hash"]}
+            j = i
+            while msgs[j - 1]["event_type"] == "price_change" and {
+                    e["hash"] for e in msgs[j - 1]["price_changes"]} == hashes:  # type: ignore[attr-defined]
+                j -= 1
+            out.append((msgs[j:i], msgs[i : i + 2]))
+    return out
+
+
+def test_trade_is_price_change_then_both_books_then_late_last_trade() -> None:
+    """A trade: its price_change(s), the traded token's book, the other leg's, and the
+    last_trade_price only once the clock is 35 ms on, stamped 35 ms after the books."""
+    clock = StepClock()
+    engine = Engine(6, 7, clock=clock)
+    msgs: list[dict[str, object]] = []
+    for _ in range(400):
+        msgs += engine.step(5)
+        clock.now += 1
+    trades = _trades(msgs)
+    assert len(trades) > 50
+    for changes, (traded, other) in trades:
+        assert changes and all(c["event_type"] == "price_change" for c in changes)
+        market = engine.market(str(traded["asset_id"]))
+        assert market is not None and {traded["asset_id"], other["asset_id"]} == set(
+            market.tokens)
+        assert changes[0]["price_changes"][0]["asset_id"] == traded["asset_id"]  # type: ignore[index]
+        for book in (traded, other):
             assert "tick_size" not in book and "last_trade_price" not in book
+            assert list(book)[-1] == "event_type" and book["timestamp"] == changes[0]["timestamp"]
+            (leg,) = [e for e in changes[-1]["price_changes"]  # type: ignore[attr-defined]
+                      if e["asset_id"] == book["asset_id"]]
+            assert book["hash"] == leg["hash"]
+    ltps = [(i, m) for i, m in enumerate(msgs) if m["event_type"] == "last_trade_price"]
+    assert len(ltps) >= len(trades)
+    for i, ltp in ltps:
+        assert re.fullmatch(r"0x[0-9a-f]{64}", str(ltp["transaction_hash"]))
+        assert all(isinstance(v, str) for v in ltp.values())
+        books = [m for m in msgs[:i] if m["event_type"] == "book" and m["asset_id"] == ltp[
+            "asset_id"] and int(str(m["timestamp"])) + 35 == int(str(ltp["timestamp"]))]
+        assert books, "no post-trade book 35 ms before the trade"
+        later = [m for m in msgs[i:] if m["event_type"] != "last_trade_price"]
+        assert not later or int(str(later[0]["timestamp"])) >= int(str(ltp["timestamp"]))
+    due = [m for d, m in engine.pending if d <= clock.now]
+    assert engine.release() == due
+    held = [m for _, m in engine.pending]
+    assert held and engine.release() == [] and engine.flush() == held and not engine.pending
+
+
+def test_sweeps_take_two_or_three_levels_in_one_timestamp() -> None:
+    """Some trades sweep 2–3 whole levels: one price_change per level, one timestamp, the
+    final book's hashes on every element, each element stating its own post-element top."""
+    engine = Engine(8, 3, clock=fixed_clock)
+    refs = RefBooks()
+    for token in engine.tokens():
+        refs.apply(engine.book_msg(token))
+    msgs = engine.step(6000)
+    sweeps = [c for c, _ in _trades(msgs) if len(c) >= 2]
+    assert len(sweeps) > 20
+    assert {sum(e["size"] == "0" for m in c for e in m["price_changes"][:1])  # type: ignore[attr-defined]
+            for c in sweeps} == {2, 3}
+    for changes in sweeps:
+        assert len({tuple(e["hash"] for e in m["price_changes"]) for m in changes}) == 1  # type: ignore[attr-defined]
+    for msg in msgs:
+        refs.apply(msg)
+        for e in msg.get("price_changes", []):  # type: ignore[attr-defined]
+            bids, asks = refs.levels(e["asset_id"])
+            assert ((bids[0][0] if bids else "0"), (asks[0][0] if asks else "1")) == (
+                e["best_bid"], e["best_ask"])
+    assert all(refs.levels(t) == engine.true_book(t) for t in engine.tokens())
+
+
+def test_books_are_stamped_with_their_last_change() -> None:
+    """book_msg carries the hash and timestamp of the token's last price_change element."""
+    clock = StepClock()
+    engine = Engine(3, 4, clock=clock)
+    last: dict[str, tuple[str, str]] = {}
+    for _ in range(300):
+        for msg in engine.step(1):
+            for e in msg.get("price_changes", []):  # type: ignore[attr-defined]
+                last[e["asset_id"]] = (e["hash"], str(msg["timestamp"]))
+        clock.now += 3
+    for token in engine.tokens():
+        book = engine.book_msg(token, initial=True)
+        assert (book["hash"], book["timestamp"]) == last[token] == engine.book_state(token)
+
+
+def test_odd_ticks_stay_exact_on_their_grid() -> None:
+    """odd_ticks puts markets on 0.005 and 0.0025 (never reticked); every level stays on the
+    grid, books never cross, and a client folding the frames ends on the truth."""
+    engine = Engine(8, 5, clock=fixed_clock, odd_ticks=0.5)
+    odd = [m for m in engine.markets() if m.tick in (50, 25)]
+    assert {m.tick for m in odd} == {50, 25} and all(m.fixed_tick for m in odd)
+    refs = RefBooks()
+    for token in engine.tokens():
+        book = engine.book_msg(token)
+        refs.apply(book)
+        m = engine.market(token)
+        assert m is not None and book["tick_size"] == {50: "0.005", 25: "0.0025"}.get(
+            m.tick, book["tick_size"])
+    for _ in range(30):
+        msgs = engine.step(200)
+        for msg in msgs:
+            refs.apply(msg)
+            assert msg["event_type"] != "tick_size_change" or engine.market(
+                str(msg["asset_id"])) not in odd
+        for m in odd:
+            bid, ask = m.top()
+            assert bid is not None and ask is not None and bid < ask
+            assert all(p % m.tick == 0 for p in [*m.bids, *m.asks])
+            for token in m.tokens:
+                for price, _ in [*engine.true_book(token)[0], *engine.true_book(token)[1]]:
+                    assert (Decimal(price) / (Decimal(m.tick) / ONE)) % 1 == 0
+    assert all(refs.levels(t) == engine.true_book(t) for t in engine.tokens())
+    quarter = [m for m in odd if m.tick == 25]
+    assert any(p % 50 for m in quarter for p in [*m.bids, *m.asks])  # really on 0.0025
+
+
+def test_odd_ticks_default_off() -> None:
+    """Without odd_ticks every market starts on 0.01 or 0.001, as before."""
+    assert {m.tick for m in Engine(40, 2).markets()} <= {100, 10}
 
 
 def test_books_are_worst_first_with_initial_extras() -> None:
@@ -211,3 +332,24 @@ def test_size_spelling(cents: int, text: str) -> None:
 def test_padded_price_is_live_style() -> None:
     """Padded prices keep three decimals like live last_trade_price ("0.480")."""
     assert padded_price(4800) == "0.480" and padded_price(4805) == "0.4805"
+
+
+def test_sweep_on_demand() -> None:
+    """engine.sweep() makes a 2–3 level sweep now, identically for one seed, and the
+    messages still fold to the truth."""
+    a, b = Engine(3, 8, clock=fixed_clock), Engine(3, 8, clock=fixed_clock)
+    refs = RefBooks()
+    for token in a.tokens():
+        refs.apply(a.book_msg(token))
+    for _ in range(20):
+        msgs = a.sweep()
+        assert msgs == b.sweep()
+        changes, _books = _trades(msgs)[0]
+        assert len(changes) >= 2 and msgs[len(changes)]["event_type"] == "book"
+        for msg in msgs:
+            refs.apply(msg)
+        for msg in a.step(50) + a.flush():
+            refs.apply(msg)
+        b.step(50)
+        b.flush()
+    assert all(refs.levels(t) == a.true_book(t) for t in a.tokens())

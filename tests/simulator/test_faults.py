@@ -6,13 +6,14 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from simulator import Faults, SimConfig, Simulator
-from simulator.faults import Shaper
+from simulator.faults import Shaper, restate_sweeps
 from simulator.frames import render
-from tests.simulator.client import Client, RefBooks
+from tests.simulator.client import Client, RefBooks, canon, http
 from tests.support import wait_for
 
 
@@ -154,6 +155,7 @@ async def test_transient_crossed_book_is_fixed(quiet: Simulator) -> None:
 
 async def test_missing_and_delayed_best_bid_ask(quiet: Simulator) -> None:
     """drop_bba loses some best_bid_ask; delay_bba holds them until the next batch."""
+    quiet.engine.ltp_delay_ms = 10**9  # no late last_trade_price batch between the two steps
     clean = await faulty(quiet, steps=0, custom=True)
     lossy = await faulty(quiet, steps=0, custom=True, drop_bba=True, odds=0.5)
     late = await faulty(quiet, steps=0, custom=True, delay_bba=True)
@@ -231,7 +233,8 @@ def test_shaper_output_still_applies_to_the_truth() -> None:
             clean.apply(snap)
             shaped.apply(snap)
         faults = Faults(legacy=seed % 2 == 0, duplicate=True, ts_regress=True, bursts=True,
-                        unknown=True, malformed=True, drop_bba=True, delay_bba=True, odds=0.5)
+                        unknown=True, malformed=True, drop_bba=True, delay_bba=True, odds=0.5,
+                        sweeps=True)
         shaper = Shaper(seed)
         for _ in range(50):
             msgs = engine.step(20)
@@ -243,3 +246,182 @@ def test_shaper_output_still_applies_to_the_truth() -> None:
                     for obj in parsed if isinstance(parsed, list) else [parsed]:
                         shaped.apply(obj)
         assert all(clean.levels(t) == shaped.levels(t) == engine.true_book(t) for t in tokens)
+
+
+def _top(refs: RefBooks, token: str) -> tuple[str, str]:
+    bids, asks = refs.levels(token)
+    return (bids[0][0] if bids else "0", asks[0][0] if asks else "1")
+
+
+def _stated(element: dict[str, str]) -> tuple[str, str]:
+    return (canon(element["best_bid"]), canon(element["best_ask"]))
+
+
+def _sweep_runs(objects: list[dict[str, Any]]) -> list[list[int]]:
+    """Indices of consecutive price changes sharing market, timestamp and hashes (2+)."""
+    runs: list[list[int]] = []
+    last: tuple[object, ...] | None = None
+    for i, obj in enumerate(objects):
+        key = None
+        if obj.get("event_type") == "price_change" and "price_changes" in obj:
+            key = (obj["market"], obj["timestamp"],
+                   frozenset(c["hash"] for c in obj["price_changes"]))
+        if key is not None and key == last:
+            runs[-1].append(i)
+        elif key is not None:
+            runs.append([i])
+        last = key
+    return [r for r in runs if len(r) >= 2]
+
+
+Row = tuple[str, tuple[str, str], tuple[str, str]]
+
+
+def _fold(objects: list[dict[str, Any]]) -> list[list[Row]]:
+    """Per object: (asset, stated top, folded top) for each price_change element of a book
+    held, once the object is applied."""
+    refs, out = RefBooks(), []
+    for obj in objects:
+        refs.apply(obj)
+        rows = []
+        for c in obj.get("price_changes", []) if isinstance(obj, dict) else []:
+            if c["asset_id"] in refs.books:
+                rows.append((c["asset_id"], _stated(c), _top(refs, c["asset_id"])))
+        out.append(rows)
+    return out
+
+
+async def test_sweeps_state_the_top_before_the_removals() -> None:
+    """With `sweeps`, a sweep's frames share one timestamp and all state the post-sweep top,
+    so the book folded so far disagrees (sometimes crossed) until the run ends; a connection
+    without the flag sees each element's own top; both end on the true books."""
+    sim = Simulator(SimConfig(markets=6, seed=3, rate=2000.0))
+    await sim.start()
+    try:
+        tokens = sim.engine.tokens()
+        plain = await Client.open(sim.ws_url, tokens)
+        await sim.wait_connections(1)
+        sim.faults.sweeps = True
+        swept = await Client.open(sim.ws_url, tokens)
+        await sim.wait_connections(2)
+        await wait_for(lambda: sim.stats.actions > 4000, 20, "flow")
+        await sim.pause()
+        for client in (plain, swept):
+            await client.barrier()
+            for token in tokens:
+                assert client.refs.levels(token) == sim.engine.true_book(token)
+        folded = _fold(plain.objects)
+        assert all(stated == top for rows in folded for _, stated, top in rows)
+        runs, folded = _sweep_runs(swept.objects), _fold(swept.objects)
+        assert len(runs) >= 10
+        early_mismatch = crossed = rests_first = 0
+        for run in runs:
+            final = {a: s for a, s, _ in folded[run[-1]]}
+            assert all(s == final[a] for i in run for a, s, _ in folded[i])
+            assert all(s == top for _, s, top in folded[run[-1]])  # the run end agrees
+            early = [top for i in run[:-1] for a, s, top in folded[i] if s != top]
+            early_mismatch += bool(early)
+            crossed += any(Decimal(b) >= Decimal(a) for b, a in early)
+            rests_first += swept.objects[run[0]]["price_changes"][0]["size"] != "0"
+        assert early_mismatch == len(runs) and crossed >= 1 and rests_first >= 1
+        await plain.close()
+        await swept.close()
+    finally:
+        await sim.stop()
+
+
+def test_restate_sweeps_only_touches_sweep_runs() -> None:
+    """restate_sweeps rewrites runs with shared hashes only, keeps every level update, and
+    leaves other messages byte for byte."""
+    from simulator.engine import Engine
+
+    engine = Engine(4, 9)
+    msgs = engine.step(3000)
+    items = [(m, render(m)) for m in msgs]
+    out = restate_sweeps(items)
+    assert len(out) == len(items)
+    changed = [(a, b) for a, b in zip(items, out, strict=True) if a[1] != b[1]]
+    assert changed and len(changed) < len(items) // 4
+    for (before, _), (after, text) in changed:
+        assert before["event_type"] == after["event_type"] == "price_change"
+        assert text == render(after)
+    def updates(msgs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+        return sorted((c["asset_id"], c["side"], c["price"], c["size"])
+                      for m in msgs for c in m.get("price_changes", []))
+    assert updates([m for m, _ in items]) == updates([m for m, _ in out])
+
+
+async def test_wrong_top_is_a_persistent_mismatch(quiet: Simulator) -> None:
+    """`wrong_top` states a best_bid a tick off on every element of some (market, timestamp)
+    runs: still wrong once the run is complete, on the tick grid, levels still true."""
+    client = await faulty(quiet, wrong_top=True, odds=0.3)
+    last: dict[tuple[str, str], tuple[int, int]] = {}
+    wrong_elements: dict[tuple[str, str], list[bool]] = {}
+    folded = _fold(client.objects)
+    for i, obj in enumerate(client.objects):
+        if obj.get("event_type") == "price_change":
+            run = (obj["market"], obj["timestamp"])
+            last[run] = (i, len(folded[i]))
+            wrong_elements.setdefault(run, []).extend(s != t for _, s, t in folded[i])
+    wrong = [r for r, flags in wrong_elements.items() if any(flags)]
+    assert wrong and len(wrong) < len(wrong_elements)
+    for run in wrong:
+        assert all(wrong_elements[run])  # every element of a wrong run is wrong
+        i, _ = last[run]
+        assert all(s != t for _, s, t in folded[i])  # not repaired by the run's end
+    for obj in client.of_type("price_change"):
+        for c in obj["price_changes"]:
+            market = quiet.engine.market(c["asset_id"])
+            assert market is not None
+            assert (Decimal(c["best_bid"]) * 10_000) % market.tick == 0
+    for token in quiet.engine.tokens():
+        assert client.refs.levels(token) == quiet.engine.true_book(token)
+    await client.close()
+
+
+async def test_odd_ticks_with_sweeps_end_on_the_truth() -> None:
+    """Markets on 0.005 and 0.0025 announce those tick strings, every price on the wire is on
+    the grid exactly, and a client through sweeps and bursts ends on the true books."""
+    sim = Simulator(SimConfig(markets=6, seed=4, rate=2000.0, odd_ticks=0.5))
+    sim.faults.sweeps = sim.faults.bursts = True
+    await sim.start()
+    try:
+        tokens = sim.engine.tokens()
+        client = await Client.open(sim.ws_url, tokens)
+        await wait_for(lambda: sim.stats.actions > 3000, 20, "flow")
+        await sim.pause()
+        await client.barrier()
+        ticks = {b["asset_id"]: b["tick_size"] for b in json.loads(client.texts[0])}
+        assert {"0.005", "0.0025"} <= set(ticks.values())
+        for obj in client.objects:
+            for c in obj.get("price_changes", []):
+                tick = Decimal(ticks[c["asset_id"]])
+                assert Decimal(c["price"]) % tick == 0 and Decimal(c["best_bid"]) % tick == 0
+        for token in tokens:
+            assert client.refs.levels(token) == sim.engine.true_book(token)
+        odd = next(t for t, tick in ticks.items() if tick == "0.0025")
+        status, body = await http(f"{sim.http_url}/tick-size?token_id={odd}")
+        assert (status, body) == (200, {"minimum_tick_size": 0.0025})
+        await client.close()
+    finally:
+        await sim.stop()
+
+
+async def test_stuck_cross_stays_until_a_resync(quiet: Simulator) -> None:
+    """`stuck_cross` sends that many crossed flashes and never their fix: the book is left
+    crossed and off the truth (until a resync or the market's next post-trade books);
+    unsubscribe + subscribe brings the true book back."""
+    client = await faulty(quiet, steps=0, stuck_cross=1)
+    quiet.engine.step(300)
+    await client.barrier()
+    assert quiet.connections[0].faults.stuck_cross == 0
+    stuck = [t for t in quiet.engine.tokens() if client.refs.levels(t) != quiet.engine.true_book(t)]
+    assert len(stuck) == 2  # both legs of the one market
+    bids, asks = client.refs.levels(stuck[0])
+    assert Decimal(bids[0][0]) >= Decimal(asks[0][0])
+    for op in ("unsubscribe", "subscribe"):
+        await client.ws.send(json.dumps({"operation": op, "assets_ids": stuck}))
+    await client.barrier()
+    for t in quiet.engine.tokens():
+        assert client.refs.levels(t) == quiet.engine.true_book(t)
+    await client.close()

@@ -155,7 +155,7 @@ async def test_books_equal_truth_through_every_shaping_fault(sim: Simulator) -> 
     """With every stream-shaping fault on, a tolerant client still ends on the true books."""
     await sim.pause()
     for flag in ("legacy", "duplicate", "ts_regress", "crossed", "bursts", "drop_bba",
-                 "delay_bba", "unknown", "malformed"):
+                 "delay_bba", "unknown", "malformed", "sweeps", "wrong_top"):
         setattr(sim.faults, flag, True)
     tokens = sim.engine.tokens()
     client = await Client.open(sim.ws_url, tokens, custom_feature_enabled=True)
@@ -221,14 +221,32 @@ async def test_custom_features_and_lifecycle_broadcasts(quiet: Simulator) -> Non
         await client.close()
 
 
-async def test_resubscribe_sends_a_fresh_snapshot(quiet: Simulator) -> None:
-    """Subscribing again to an asset already held sends its snapshot again (resync path)."""
+async def test_resubscribe_of_held_assets_is_no_new_assets(quiet: Simulator) -> None:
+    """A subscribe naming only held assets gets the text NO NEW ASSETS and no book; one that
+    adds assets gets the books of the new ones only; unsubscribe then subscribe resyncs."""
+    a, b = quiet.engine.tokens()[:2]
+    client = await Client.open(quiet.ws_url, [a])
+    await client.ws.send(json.dumps({"operation": "subscribe", "assets_ids": [a]}))
+    await client.ws.send(json.dumps({"operation": "subscribe", "assets_ids": [a, b]}))
+    await client.ws.send(json.dumps({"operation": "unsubscribe", "assets_ids": [a]}))
+    await client.ws.send(json.dumps({"operation": "subscribe", "assets_ids": [a]}))
+    await client.barrier()
+    assert client.texts[1] == "NO NEW ASSETS" and client.no_new_assets == 1
+    books = [[bk["asset_id"] for bk in json.loads(t)] for t in client.texts if t.startswith("[")]
+    assert books == [[a], [b], [a]]
+    assert quiet.connections[0].subscribed == {a, b} and quiet.stats.no_new_assets == 1
+    await client.close()
+
+
+async def test_resnapshot_restores_the_old_rule(quiet: Simulator) -> None:
+    """With `resnapshot`, a subscribe of a held asset sends its book again (pre-2026 rule)."""
+    quiet.faults.resnapshot = True
     token = quiet.engine.tokens()[0]
     client = await Client.open(quiet.ws_url, [token])
     await client.ws.send(json.dumps({"operation": "subscribe", "assets_ids": [token, "7"]}))
     await client.barrier()
     assert [[b["asset_id"] for b in json.loads(t)] for t in client.texts[:2]] == [[token]] * 2
-    assert quiet.connections[0].subscribed == {token}
+    assert quiet.connections[0].subscribed == {token} and client.no_new_assets == 0
     await client.close()
 
 
