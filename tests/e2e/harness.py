@@ -37,16 +37,16 @@ class Rig:
 @contextlib.asynccontextmanager
 async def rig(
     redis_server: RedisServer, *, markets: int = 6, seed: int = 7, rate: float = 300.0,
-    **feeder: object,
+    sim_options: dict[str, object] | None = None, **feeder: object,
 ) -> AsyncIterator[Rig]:
     """Start simulator and feeder on all the simulator's tokens; stop both afterwards."""
     sim = Simulator(SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0,
-                              resolve_every=0.0))
+                              resolve_every=0.0, **(sim_options or {})))  # type: ignore[arg-type]
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
     options = {**FAST, **feeder}
     config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_server.url,
-                          feeder_id="test", **options)  # type: ignore[arg-type]
+                          clob_url=sim.http_url, feeder_id="test", **options)  # type: ignore[arg-type]
     app = Feeder(config)
     task = asyncio.create_task(app.run())
     redis = redis_server.client()
