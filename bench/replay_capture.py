@@ -26,11 +26,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feeder.app import Feeder  # noqa: E402
-from feeder.config import FeederConfig  # noqa: E402
-from polybus.redisproc import private_redis  # noqa: E402
-from polybus.serve import ReplayServer  # noqa: E402
-from wire import keys  # noqa: E402
+from feeder.app import Feeder
+from feeder.config import FeederConfig
+from polybus.redisproc import private_redis
+from polybus.serve import ReplayServer
+from wire import keys
 
 
 def frames_of(path: Path) -> list[str]:
@@ -122,8 +122,9 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=5.0, help="time between frames")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (0 = max)")
     args = parser.parse_args()
-    import structlog
     import logging
+
+    import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     asyncio.run(run(args.capture, args.gap_ms, args.speed))
