@@ -79,3 +79,13 @@ async def test_odd_ticks_keep_books_exact(redis_server) -> None:
 
 async def _all_synced(r) -> bool:
     return all([await _synced(r, t) for t in r.tokens])
+
+
+async def test_a_crossed_book_that_no_frame_repairs_is_resynced(redis_server) -> None:
+    """A crossed level the exchange never removes disagrees with the tops stated after it:
+    the book is resynced and ends equal to the truth."""
+    async with rig(redis_server, markets=2, rate=300.0) as r:
+        await wait_for(lambda: _all_synced(r), 10, "books synced")
+        r.sim.set_faults(stuck_cross=1)
+        await wait_for(lambda: r.feeder.mirror.mismatches >= 1, 10, "the cross detected")
+        await assert_books_equal_truth(r)
