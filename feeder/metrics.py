@@ -29,6 +29,10 @@ __all__ = ["BoundedServer", "FeederCollector", "MetricsServer", "serve_metrics"]
 
 MAX_CONNECTIONS = 64
 """Open connections to the metrics port at most; a new one beyond that evicts the oldest."""
+BACKLOG = 32
+"""asyncio accepts up to this many sockets per wake-up before aiohttp sees any, and closes the
+ones evicted for them a loop turn later: the port holds at most MAX_CONNECTIONS + 2·BACKLOG
+descriptors, whatever the number of clients."""
 CONNECTION_TIMEOUT = 5.0
 """Seconds a connection may live: headers, answer and all (one request per connection)."""
 
@@ -48,23 +52,37 @@ class FeederCollector(Collector):
                 counts[name] = counts.get(name, 0) + value
         yield _counter("polybus_frames", "WebSocket frames received", counts.get("frames", 0))
         yield _by_label("polybus_events", "events normalized, by type", "type", counts, "event.")
-        yield _by_label("polybus_filtered", "frames/elements deliberately filtered, by reason",
-                        "reason", counts, "filtered.")
-        yield _by_label("polybus_quarantined", "frames/elements quarantined, by reason",
-                        "reason", counts, "quarantine.")
+        yield _by_label(
+            "polybus_filtered",
+            "frames/elements deliberately filtered, by reason",
+            "reason",
+            counts,
+            "filtered.",
+        )
+        yield _by_label(
+            "polybus_quarantined",
+            "frames/elements quarantined, by reason",
+            "reason",
+            counts,
+            "quarantine.",
+        )
         yield _counter("polybus_published", "entries written to Redis", f.published)
         yield _counter("polybus_bbo_mismatches", "top-of-book checks failed", f.mirror.mismatches)
         conn_metrics = {
             "reconnects": CounterMetricFamily("polybus_reconnects", "reconnects", labels=["conn"]),
-            "resubscribes": CounterMetricFamily("polybus_resubscribes", "resubscribe frames sent",
-                                                labels=["conn"]),
-            "rejected": CounterMetricFamily("polybus_handshakes_rejected",
-                                            "handshakes refused (e.g. 429)", labels=["conn"]),
+            "resubscribes": CounterMetricFamily(
+                "polybus_resubscribes", "resubscribe frames sent", labels=["conn"]
+            ),
+            "rejected": CounterMetricFamily(
+                "polybus_handshakes_rejected", "handshakes refused (e.g. 429)", labels=["conn"]
+            ),
         }
-        silence = GaugeMetricFamily("polybus_data_silence_seconds", "seconds since the last "
-                                    "data frame", labels=["conn"])
-        pong = GaugeMetricFamily("polybus_pong_latency_seconds", "last PING→PONG time",
-                                 labels=["conn"])
+        silence = GaugeMetricFamily(
+            "polybus_data_silence_seconds", "seconds since the last data frame", labels=["conn"]
+        )
+        pong = GaugeMetricFamily(
+            "polybus_pong_latency_seconds", "last PING→PONG time", labels=["conn"]
+        )
         up = GaugeMetricFamily("polybus_connection_up", "1 when subscribed", labels=["conn"])
         for conn in f.connections:
             label = [str(conn.cid)]
@@ -75,19 +93,20 @@ class FeederCollector(Collector):
             up.add_metric(label, 1.0 if conn.state.value == "subscribed" else 0.0)
         yield from conn_metrics.values()
         yield from (silence, pong, up)
-        yield GaugeMetricFamily("polybus_queue_depth", "events waiting for Redis",
-                                value=len(f.outbox))
+        yield GaugeMetricFamily(
+            "polybus_queue_depth", "events waiting for Redis", value=len(f.outbox)
+        )
         yield _counter("polybus_redis_batches", "batches written", f.batches)
-        yield _counter("polybus_redis_batch_seconds", "time spent writing batches",
-                       f.batch_seconds)
+        yield _counter("polybus_redis_batch_seconds", "time spent writing batches", f.batch_seconds)
         books = GaugeMetricFamily("polybus_books", "books by status", labels=["status"])
         carried = len(f.carried())
         synced = len(f.mirror.synced)
         books.add_metric(["synced"], synced)
         books.add_metric(["not_synced"], max(carried - synced, 0))
         yield books
-        yield GaugeMetricFamily("polybus_redis_up", "1 when Redis answers",
-                                value=1.0 if f.redis_ok else 0.0)
+        yield GaugeMetricFamily(
+            "polybus_redis_up", "1 when Redis answers", value=1.0 if f.redis_ok else 0.0
+        )
         yield from _interest(f)
         if self.server is not None:
             yield from _endpoint(self.server)
@@ -95,25 +114,37 @@ class FeederCollector(Collector):
 
 def _interest(f: Feeder) -> Iterator[Metric]:
     stats = f.interest
-    yield GaugeMetricFamily("polybus_interest_tokens", "tokens carried because of a lease",
-                            value=stats.leased)
-    ignored = GaugeMetricFamily("polybus_interest_ignored", "live leases ignored at the last "
-                                "poll: over POLYBUS_MAX_LEASED_TOKENS, or past the read limit",
-                                labels=["reason"])
+    yield GaugeMetricFamily(
+        "polybus_interest_tokens", "tokens carried because of a lease", value=stats.leased
+    )
+    ignored = GaugeMetricFamily(
+        "polybus_interest_ignored",
+        "live leases ignored at the last "
+        "poll: over POLYBUS_MAX_LEASED_TOKENS, or past the read limit",
+        labels=["reason"],
+    )
     ignored.add_metric(["over_limit"], stats.over_limit)
     ignored.add_metric(["unread"], stats.truncated)
     yield ignored
-    yield _counter("polybus_interest_clamped", "leases lowered to POLYBUS_MAX_LEASE_S",
-                   stats.clamped)
-    yield _counter("polybus_interest_invalid_removed", "non-token members removed from the "
-                   "interest zset", stats.invalid_removed)
+    yield _counter(
+        "polybus_interest_clamped", "leases lowered to POLYBUS_MAX_LEASE_S", stats.clamped
+    )
+    yield _counter(
+        "polybus_interest_invalid_removed",
+        "non-token members removed from the interest zset",
+        stats.invalid_removed,
+    )
 
 
 def _endpoint(server: BoundedServer) -> Iterator[Metric]:
-    yield GaugeMetricFamily("polybus_metrics_connections", "open connections to this endpoint",
-                            value=len(server.open))
-    closed = CounterMetricFamily("polybus_metrics_connections_closed", "connections this "
-                                 "endpoint closed on its own", labels=["reason"])
+    yield GaugeMetricFamily(
+        "polybus_metrics_connections", "open connections to this endpoint", value=len(server.open)
+    )
+    closed = CounterMetricFamily(
+        "polybus_metrics_connections_closed",
+        "connections this endpoint closed on its own",
+        labels=["reason"],
+    )
     closed.add_metric(["evicted"], server.evicted)
     closed.add_metric(["timeout"], server.timed_out)
     yield closed
@@ -141,15 +172,24 @@ class BoundedServer(web.Server):
       `Connection: close`, so that deadline bounds reading the headers, a slow body, and a
       client that never reads its answer alike;
     - at most `max_connections` are open at once: a new one evicts the oldest, so a flood of
-      half-sent requests holds at most that many descriptors and cannot shut a real scraper
-      out for longer than it takes to open `max_connections` more.
+      half-sent requests holds at most that many descriptors (plus accept bursts, see
+      BACKLOG) and cannot shut a real scraper out for longer than it takes to open
+      `max_connections` more.
     Refusing the newest instead would let an attacker who holds the slots keep /healthz dark.
     """
 
-    def __init__(self, handler: Any, *, max_connections: int, timeout: float,
-                 **kwargs: Any) -> None:
-        super().__init__(handler, keepalive_timeout=timeout, access_log=None,
-                         max_line_size=4096, max_field_size=4096, max_headers=32, **kwargs)
+    def __init__(
+        self, handler: Any, *, max_connections: int, timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            handler,
+            keepalive_timeout=timeout,
+            access_log=None,
+            max_line_size=4096,
+            max_field_size=4096,
+            max_headers=32,
+            **kwargs,
+        )
         self.max_connections = max_connections
         self.timeout = timeout
         self.open: OrderedDict[RequestHandler, asyncio.TimerHandle] = OrderedDict()
@@ -197,8 +237,13 @@ def _drop(handler: RequestHandler) -> None:
 class MetricsServer:
     """`/metrics` (Prometheus text) and `/healthz` (200 ok / 503 degraded) for one feeder."""
 
-    def __init__(self, feeder: Feeder, *, max_connections: int = MAX_CONNECTIONS,
-                 timeout: float = CONNECTION_TIMEOUT) -> None:
+    def __init__(
+        self,
+        feeder: Feeder,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
         self.feeder = feeder
         self.limits = {"max_connections": max_connections, "timeout": timeout}
         self.web: BoundedServer | None = None
@@ -210,7 +255,7 @@ class MetricsServer:
         self.web = BoundedServer(self._handle, **self.limits)  # type: ignore[arg-type]
         self.registry.register(FeederCollector(self.feeder, self.web))
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(self.web, host, port)
+        self._listener = await loop.create_server(self.web, host, port, backlog=BACKLOG)
 
     @property
     def port(self) -> int:
@@ -226,8 +271,9 @@ class MetricsServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/metrics":
-            response = web.Response(body=generate_latest(self.registry),
-                                    headers={"Content-Type": CONTENT_TYPE_LATEST})
+            response = web.Response(
+                body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
         elif request.path == "/healthz":
             state = self.feeder.health()["state"]
             response = web.Response(status=200 if state == "ok" else 503, text=f"{state}\n")
