@@ -54,11 +54,16 @@ def _array(value: Any, name: str) -> list[Any]:
 
 def _market(raw: dict[str, Any]) -> GammaMarket:
     version = str(raw.get("version") or "v1").lower()
-    ids = _array(raw.get("positionIds") if version == "v2" else raw.get("clobTokenIds"),
-                 "positionIds" if version == "v2" else "clobTokenIds")
+    ids = _array(
+        raw.get("positionIds") if version == "v2" else raw.get("clobTokenIds"),
+        "positionIds" if version == "v2" else "clobTokenIds",
+    )
     tokens = tuple(validate_token(str(t)) for t in ids)
-    tradable = (bool(raw.get("active", True)) and not raw.get("closed", False)
-                and raw.get("enableOrderBook", True) is not False)
+    tradable = (
+        bool(raw.get("active", True))
+        and not raw.get("closed", False)
+        and raw.get("enableOrderBook", True) is not False
+    )
     try:
         volume = float(raw.get("volume24hr") or 0.0)
     except (TypeError, ValueError, OverflowError):
@@ -66,10 +71,13 @@ def _market(raw: dict[str, Any]) -> GammaMarket:
     if not math.isfinite(volume):  # NaN would make the ranking meaningless
         volume = 0.0
     return GammaMarket(
-        id=str(raw.get("id", "")), condition_id=str(raw.get("conditionId", "")),
-        question=str(raw.get("question", "")), tokens=tokens,
+        id=str(raw.get("id", "")),
+        condition_id=str(raw.get("conditionId", "")),
+        question=str(raw.get("question", "")),
+        tokens=tokens,
         outcomes=tuple(str(o) for o in _array(raw.get("outcomes"), "outcomes")),
-        volume24hr=volume, active=tradable,
+        volume24hr=volume,
+        active=tradable,
     )
 
 
@@ -96,8 +104,14 @@ def select_top(markets: list[GammaMarket], n: int, min_volume: float = 0.0) -> l
     return eligible[:n]
 
 
-def retry_delay(attempt: int, base: float, cap: float, rng: random.Random,
-                retry_after: float | None = None, max_retry_after: float = 600.0) -> float:
+def retry_delay(
+    attempt: int,
+    base: float,
+    cap: float,
+    rng: random.Random,
+    retry_after: float | None = None,
+    max_retry_after: float = 600.0,
+) -> float:
     """Seconds before poll attempt n+1 after n failures in a row: exponential, capped at
     `cap` (the normal poll interval), jittered to 50–100 %, and never sooner than the server's
     Retry-After (itself capped: a hostile header must not stall discovery for a year)."""

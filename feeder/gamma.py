@@ -66,8 +66,10 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
     try:
         async with session.get(url) as response:
             if response.status != 200:
-                raise GammaError(f"HTTP {response.status}",
-                                 parse_retry_after(response.headers.get("Retry-After")))
+                raise GammaError(
+                    f"HTTP {response.status}",
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
             body = bytearray()
             async for chunk in response.content.iter_any():
                 body += chunk
@@ -81,8 +83,9 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         raise DecodeError(f"not JSON: {bytes(body[:60])!r}") from exc
 
 
-async def fetch_markets(session: aiohttp.ClientSession,
-                        gamma_url: str) -> tuple[list[GammaMarket], bool]:
+async def fetch_markets(
+    session: aiohttp.ClientSession, gamma_url: str
+) -> tuple[list[GammaMarket], bool]:
     """Every open market from Gamma `/markets`, and whether the listing is complete."""
     markets: list[GammaMarket] = []
     for page in range(MAX_PAGES):
@@ -126,10 +129,20 @@ class Discovery:
                 except (UpstreamError, DecodeError) as exc:
                     streak += 1
                     self.failures += 1
-                    delay = retry_delay(streak, min(RETRY_BASE, delay), delay, self._rng,
-                                        getattr(exc, "retry_after", None))
-                    log.warning("feeder.gamma.poll_failed", error=str(exc), attempt=streak,
-                                retry_in=round(delay, 3), url=self.config.gamma_url)
+                    delay = retry_delay(
+                        streak,
+                        min(RETRY_BASE, delay),
+                        delay,
+                        self._rng,
+                        getattr(exc, "retry_after", None),
+                    )
+                    log.warning(
+                        "feeder.gamma.poll_failed",
+                        error=str(exc),
+                        attempt=streak,
+                        retry_in=round(delay, 3),
+                        url=self.config.gamma_url,
+                    )
                 else:
                     streak = 0
                     self.reconcile(markets, complete)
@@ -162,8 +175,9 @@ class Discovery:
             if tokens:
                 self._add(event.market, tokens, event.question, event.outcomes)
 
-    def _add(self, cid: str, tokens: tuple[str, ...], question: str,
-             outcomes: tuple[str, ...]) -> None:
+    def _add(
+        self, cid: str, tokens: tuple[str, ...], question: str, outcomes: tuple[str, ...]
+    ) -> None:
         self.carried[cid] = tokens
         for i, token in enumerate(tokens):
             outcome = outcomes[i] if i < len(outcomes) else ""

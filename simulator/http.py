@@ -79,8 +79,12 @@ async def _tokens(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
 
 
 async def _stats(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    return 200, {**vars(sim.stats), "connections": len(sim.connections),
-                 "steps": sim.engine.steps, "paused": sim.paused}
+    return 200, {
+        **vars(sim.stats),
+        "connections": len(sim.connections),
+        "steps": sim.engine.steps,
+        "paused": sim.paused,
+    }
 
 
 CONTROL: dict[tuple[str, str], Handler] = {
@@ -124,8 +128,9 @@ class HttpServer:
         body = await _read_body(request)
         if body is None:
             return _reply(400, {"error": "bad request"}, close=True)
-        status, payload = await self._dispatch(request.method, request.rel_url.raw_path,
-                                               request.query_string, body)
+        status, payload = await self._dispatch(
+            request.method, request.rel_url.raw_path, request.query_string, body
+        )
         return _reply(status, payload)
 
     async def _dispatch(self, method: str, path: str, query: str, body: bytes) -> Reply:
@@ -133,8 +138,9 @@ class HttpServer:
         handler = ROUTES.get((method, path))
         if handler is None:
             known = any(p == path for _, p in ROUTES)
-            return (405, {"error": "method not allowed"}) if known else (
-                404, {"error": "not found"})
+            return (
+                (405, {"error": "method not allowed"}) if known else (404, {"error": "not found"})
+            )
         try:
             payload = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
@@ -159,8 +165,9 @@ async def _read_body(request: web.BaseRequest) -> bytes | None:
 
 
 def _reply(status: int, payload: Any, *, close: bool = False) -> web.Response:
-    response = web.Response(status=status, body=orjson.dumps(payload),
-                            content_type="application/json")
+    response = web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json"
+    )
     if close:
         response.force_close()
     return response

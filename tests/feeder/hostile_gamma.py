@@ -15,18 +15,26 @@ import orjson
 
 
 def _answer(status: str, body: bytes, *extra: str) -> bytes:
-    head = [f"HTTP/1.1 {status}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close", *extra]
+    head = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *extra,
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 BROKEN: dict[str, bytes | None] = {
-    "truncated": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 5000\r\nConnection: close\r\n\r\n[{\"id\": \"1\", \"quest"),
+    "truncated": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 5000\r\nConnection: close\r\n\r\n[{"id": "1", "quest'
+    ),
     "bad_status_line": b"HTTP/1.1 2OO SURE\r\nContent-Length: 2\r\n\r\n[]",
     "not_http": b"\x00\x01garbage that is not HTTP at all\r\n\r\n",
-    "broken_chunks": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      b"zz\r\nnot a chunk\r\n"),
+    "broken_chunks": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n"
+    ),
     "empty_close": b"",
     "reset": None,
     "stall": None,

@@ -85,12 +85,19 @@ def test_zero_max_tokens_carries_no_lease() -> None:
 
 
 @contextlib.asynccontextmanager
-async def leasing_feeder(redis_server: RedisServer, sim: Simulator,
-                         connect: Callable[..., Any] | None = None,
-                         **options: Any) -> AsyncIterator[Feeder]:
+async def leasing_feeder(
+    redis_server: RedisServer,
+    sim: Simulator,
+    connect: Callable[..., Any] | None = None,
+    **options: Any,
+) -> AsyncIterator[Feeder]:
     """A feeder with no configured tokens that carries what `pm:interest` asks for."""
-    config = FeederConfig(ws_url=sim.ws_url, redis_url=redis_server.url, feeder_id="lease",
-                          **{**FAST, "interest_interval": 0.1, **options})  # type: ignore[arg-type]
+    config = FeederConfig(
+        ws_url=sim.ws_url,
+        redis_url=redis_server.url,
+        feeder_id="lease",
+        **{**FAST, "interest_interval": 0.1, **options},
+    )  # type: ignore[arg-type]
     feeder = Feeder(config, connect=connect)
     task = asyncio.create_task(feeder.run())
     try:
@@ -122,8 +129,9 @@ async def test_hostile_leases_are_bounded_clamped_and_cleaned_once(redis_server,
     await redis.zadd(key, hostile)
     await redis.zadd(key, {"abc": eternal, "12 ": eternal, b"\xff\xfe": eternal})  # type: ignore[dict-item]
     with capture_logs() as logs:
-        async with leasing_feeder(redis_server, sim, max_leased_tokens=30, max_lease_s=5.0,
-                                  tokens_per_connection=10) as feeder:
+        async with leasing_feeder(
+            redis_server, sim, max_leased_tokens=30, max_lease_s=5.0, tokens_per_connection=10
+        ) as feeder:
             await wait_for(lambda: len(feeder.dynamic) == 30, 10, "30 leased tokens carried")
             await wait_for(lambda: feeder.interest.invalid_removed == 3, 5, "garbage removed")
             assert await redis.zscore(key, "abc") is None
@@ -174,8 +182,9 @@ async def test_leased_connections_open_staggered(redis_server, sim) -> None:
     tokens = sim.engine.tokens()[:40]
     await redis.zadd(keys.interest(), dict.fromkeys(tokens, time.time() * 1000 + 60_000))
     opened: list[float] = []
-    async with leasing_feeder(redis_server, sim, tokens_per_connection=5, connect_stagger=0.15,
-                              connect=recording(opened)) as feeder:
+    async with leasing_feeder(
+        redis_server, sim, tokens_per_connection=5, connect_stagger=0.15, connect=recording(opened)
+    ) as feeder:
         await wait_for(lambda: len(opened) >= 8, 10, "eight sockets opened")
         gaps = [b - a for a, b in itertools.pairwise(opened[:8])]
         assert min(gaps) >= 0.14, f"sockets opened {gaps} apart"
