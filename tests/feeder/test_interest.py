@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 from websockets.asyncio.client import connect as ws_connect
 
 from feeder.app import Feeder
 from feeder.config import FeederConfig
 from feeder.interest import plan_interest
+from feeder.metrics import FeederCollector
 from simulator import SimConfig, Simulator
 from tests.e2e.harness import FAST
 from tests.support import RedisServer, wait_for
@@ -149,6 +151,12 @@ async def test_hostile_leases_are_bounded_clamped_and_cleaned_once(redis_server,
             await wait_for(more_polls, 5, "several more polls", interval=0.1)
             assert len(feeder.carried()) == 30 and len(feeder.connections) == 3
             assert feeder.interest.leased == 30
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(FeederCollector(feeder))
+            text = generate_latest(registry).decode()
+            assert 'polybus_interest_ignored{reason="over_limit"} 1970.0' in text
+            assert "polybus_interest_clamped_total 2000.0" in text
+            assert "polybus_interest_invalid_removed_total 3.0" in text
     removed = [e for e in logs if e["event"] == "feeder.interest.invalid_removed"]
     assert len(removed) == 1 and removed[0]["count"] == 3, "reported once, not every poll"
     assert any(e["event"] == "feeder.interest.bounded" for e in logs)
