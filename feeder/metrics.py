@@ -11,6 +11,8 @@ WebSocket reconnects need (see `BoundedServer`). It binds 127.0.0.1 unless told 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -30,9 +32,7 @@ __all__ = ["BoundedServer", "FeederCollector", "MetricsServer", "serve_metrics"]
 MAX_CONNECTIONS = 64
 """Open connections to the metrics port at most; a new one beyond that evicts the oldest."""
 BACKLOG = 32
-"""asyncio accepts up to this many sockets per wake-up before aiohttp sees any, and closes the
-ones evicted for them a loop turn later: the port holds at most MAX_CONNECTIONS + 2·BACKLOG
-descriptors, whatever the number of clients."""
+"""The kernel's queue of connections not yet accepted (they hold no descriptor of ours)."""
 CONNECTION_TIMEOUT = 5.0
 """Seconds a connection may live: headers, answer and all (one request per connection)."""
 
@@ -172,9 +172,10 @@ class BoundedServer(web.Server):
       `Connection: close`, so that deadline bounds reading the headers, a slow body, and a
       client that never reads its answer alike;
     - at most `max_connections` are open at once: a new one evicts the oldest, so a flood of
-      half-sent requests holds at most that many descriptors (plus accept bursts, see
-      BACKLOG) and cannot shut a real scraper out for longer than it takes to open
-      `max_connections` more.
+      half-sent requests holds at most that many descriptors and cannot shut a real scraper
+      out for longer than it takes to open `max_connections` more. (`MetricsServer` accepts
+      one socket at a time for this: asyncio's own listener accepts up to `backlog` sockets
+      per wake-up before aiohttp sees any, which under load let the count overshoot.)
     Refusing the newest instead would let an attacker who holds the slots keep /healthz dark.
     """
 
@@ -248,26 +249,67 @@ class MetricsServer:
         self.limits = {"max_connections": max_connections, "timeout": timeout}
         self.web: BoundedServer | None = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self._listener: asyncio.Server | None = None
+        self.accept_errors = 0
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free one, see `port`)."""
         self.web = BoundedServer(self._handle, **self.limits)  # type: ignore[arg-type]
         self.registry.register(FeederCollector(self.feeder, self.web))
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(self.web, host, port, backlog=BACKLOG)
+        family, kind, proto, _, address = (
+            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._accepting = asyncio.create_task(self._accept(sock, self.web))
+
+    async def _accept(self, sock: socket.socket, server: BoundedServer) -> None:
+        """Accept one connection at a time and hand it to aiohttp, which evicts at the cap
+        before the next accept: never more than `max_connections` (+1) descriptors."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    conn, _ = await loop.sock_accept(sock)
+                except OSError:  # EMFILE (descriptors taken elsewhere): wait, go on
+                    self.accept_errors += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    await loop.connect_accepted_socket(server, conn)
+                except OSError:  # the client left before its transport was set up
+                    conn.close()
+        finally:
+            sock.close()
 
     @property
     def port(self) -> int:
-        assert self._listener is not None
-        return int(self._listener.sockets[0].getsockname()[1])
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
 
     def close(self) -> None:
         """Stop listening and drop every open connection."""
-        if self._listener is not None:
-            self._listener.close()
+        if self._accepting is not None:
+            self._accepting.cancel()  # its `finally` closes the listening socket
         if self.web is not None:
             self.web.close_all()
+
+    async def aclose(self) -> None:
+        """close(), then wait until the listening socket is closed."""
+        self.close()
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/metrics":

@@ -44,7 +44,7 @@ async def served() -> AsyncIterator[MetricsServer]:
     try:
         yield server
     finally:
-        server.close()
+        await server.aclose()
         await feeder.redis.aclose()
 
 
