@@ -225,7 +225,7 @@ class Feeder:
                 read = await read_leases(self.redis, key, oldest, read_limit)
                 plan = plan_interest(read.leases, set(cfg.tokens), self.dynamic, now_ms,
                                      grace_ms, max_tokens=cfg.max_leased_tokens,
-                                     max_lease_ms=max_lease_ms)
+                                     max_lease_ms=max_lease_ms, complete=not read.truncated)
                 bad: list[str | bytes] = [*plan.invalid, *read.undecodable]
                 await tidy_leases(self.redis, key, oldest, bad, plan.clamp)
             except (RedisError, OSError):

@@ -69,8 +69,13 @@ def plan_interest(
     *,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_lease_ms: float = DEFAULT_MAX_LEASE_MS,
+    complete: bool = True,
 ) -> InterestPlan:
-    """Tokens to add (a live lease, not carried, room left) and to retire (expired > grace)."""
+    """Tokens to add (a live lease, not carried, room left) and to retire (expired > grace).
+
+    `complete=False` says `leases` is not the whole zset (the read was capped): a carried
+    token whose lease is missing may just not have been read, so it is not retired.
+    """
     plan = InterestPlan()
     ceiling = now_ms + max_lease_ms
     candidates: list[str] = []
@@ -86,6 +91,8 @@ def plan_interest(
     plan.add, plan.over_limit = candidates[:room], max(0, len(candidates) - room)
     for token in sorted(dynamic):
         lease = leases.get(token)
+        if lease is None and not complete:
+            continue
         if lease is None or min(lease, ceiling) + grace_ms <= now_ms:
             plan.retire.append(token)
     return plan

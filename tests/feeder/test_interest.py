@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect as ws_connect
 from feeder.app import Feeder
 from feeder.config import FeederConfig
 from feeder.interest import plan_interest
+from feeder.leases import read_leases, tidy_leases
 from feeder.metrics import FeederCollector
 from simulator import SimConfig, Simulator
 from tests.e2e.harness import FAST
@@ -78,6 +79,12 @@ def test_invalid_members_are_reported_whatever_their_score() -> None:
     plan = plan_interest(leases, set(), set(), 1000, 0, max_lease_ms=1e12)
     assert sorted(plan.invalid) == sorted(["abc", "", "12a", "٣"])
     assert plan.add == ["7"] and plan.clamp == {}
+
+
+def test_an_unread_lease_does_not_retire_its_token() -> None:
+    """When the read was capped, a carried token whose lease was not read stays carried."""
+    assert plan_interest({}, set(), {"5"}, 2000, 0, complete=False).retire == []
+    assert plan_interest({"5": 1.0}, set(), {"5"}, 2000, 0, complete=False).retire == ["5"]
 
 
 def test_zero_max_tokens_carries_no_lease() -> None:
@@ -197,4 +204,27 @@ async def test_leased_connections_open_staggered(redis_server, sim) -> None:
         gaps = [b - a for a, b in itertools.pairwise(opened[:8])]
         assert min(gaps) >= 0.14, f"sockets opened {gaps} apart"
         assert len(feeder.connections) == 8
+    await redis.aclose()
+
+
+async def test_read_leases_is_capped_soonest_first_and_survives_non_utf8(redis_server) -> None:
+    """At most `limit` leases are read, soonest expiry first, the rest counted; a non-UTF-8
+    member comes back as bytes instead of raising; tidying only ever lowers scores."""
+    redis = redis_server.client()
+    key = keys.interest()
+    await redis.zadd(key, {str(i): 1000.0 + i for i in range(8)})
+    await redis.zadd(key, {b"\xff": 1000.5})  # type: ignore[dict-item]
+    read = await read_leases(redis, key, 0, 5)
+    assert read.leases == {"0": 1000.0, "1": 1001.0, "2": 1002.0, "3": 1003.0}
+    assert read.undecodable == [b"\xff"] and read.truncated == 4
+    await tidy_leases(redis, key, 1001.5, [b"\xff"], {"5": 900.0, "6": 5000.0, "99": 1.0})
+    # expired ones and the garbage gone, 5 lowered, 6 not raised, 99 not created
+    assert await redis.zrange(key, 0, -1, withscores=True) == [
+        ("5", 900.0),
+        ("2", 1002.0),
+        ("3", 1003.0),
+        ("4", 1004.0),
+        ("6", 1006.0),
+        ("7", 1007.0),
+    ]
     await redis.aclose()
