@@ -108,6 +108,13 @@ class FeederCollector(Collector):
             "polybus_redis_up", "1 when Redis answers", value=1.0 if f.redis_ok else 0.0
         )
         yield from _interest(f)
+        if f.discovery is not None:
+            yield _counter("polybus_gamma_polls", "Gamma polls that succeeded", f.discovery.polls)
+            yield _counter(
+                "polybus_gamma_poll_failures",
+                "Gamma polls that failed (retried)",
+                f.discovery.failures,
+            )
         if self.server is not None:
             yield from _endpoint(self.server)
 

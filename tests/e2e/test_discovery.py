@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 
 import aiohttp
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
 from feeder.app import Feeder
 from feeder.config import FeederConfig
+from feeder.metrics import FeederCollector
 from simulator import SimConfig, Simulator
 from tests.e2e.harness import FAST
 from tests.feeder.hostile_gamma import BROKEN, HostileGamma, sim_markets
@@ -121,6 +123,9 @@ async def test_top_survives_every_broken_gamma_answer(redis_server) -> None:
             assert not task.done(), "the feeder died of a Gamma answer"
             assert sorted(feeder.carried()) == sorted(tokens), "what it had is still carried"
             assert await all_synced(redis, tokens)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(FeederCollector(feeder))
+            assert "polybus_gamma_poll_failures_total" in generate_latest(registry).decode()
             polls = feeder.discovery.polls
             await wait_for(lambda: feeder.discovery.polls > polls, 10, "a good poll again")
         finally:
@@ -130,7 +135,6 @@ async def test_top_survives_every_broken_gamma_answer(redis_server) -> None:
             await gamma.stop()
             await sim.stop()
             await redis.aclose()
-    assert task.result() == 0
     failed = [e for e in logs if e["event"] == "feeder.gamma.poll_failed"]
     # Every failed poll is logged; aiohttp itself retries a dropped request once, so two
     # modes can share one poll, and the empty listing is not a failure.
