@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from feeder.config import FeederConfig
 from feeder.connection import Connection, backoff_delay
 from feeder.gamma import Discovery
-from feeder.interest import plan_interest
+from feeder.interest import InterestStats, next_stats, plan_interest
+from feeder.leases import read_leases, tidy_leases
 from feeder.metrics import serve_metrics
 from feeder.mirror import Mirror
 from feeder.outbox import Outbox
@@ -45,6 +46,11 @@ log = structlog.get_logger("feeder.app")
 
 class Feeder:
     """Runs connections for all configured tokens and publishes what they receive."""
+
+    interest: InterestStats = InterestStats()
+    """The interest loop's counters (frozen, replaced per poll: safe as a class default)."""
+    _opens_at: float = 0.0
+    """Monotonic time before which `carry` opens no new connection (the stagger)."""
 
     def __init__(
         self,
@@ -261,43 +267,68 @@ class Feeder:
 
     # --- dynamic interest -----------------------------------------------------------------
     async def _interest_loop(self) -> None:
-        key = keys.interest(self.config.prefix)
-        grace_ms = self.config.interest_grace * 1000
+        key, cfg = keys.interest(self.config.prefix), self.config
+        grace_ms, max_lease_ms = cfg.interest_grace * 1000, cfg.max_lease_s * 1000
+        read_limit = max(10_000, 4 * cfg.max_leased_tokens)
+        next_report = 0.0
         while True:
-            await asyncio.sleep(self.config.interest_interval)
+            await asyncio.sleep(cfg.interest_interval)
             now_ms = time.time() * 1000
+            oldest = now_ms - grace_ms
             try:
-                oldest = now_ms - grace_ms
-                rows = await self.redis.zrangebyscore(key, oldest, "+inf", withscores=True)
-                await self.redis.zremrangebyscore(key, "-inf", f"({oldest}")
+                read = await read_leases(self.redis, key, oldest, read_limit)
+                plan = plan_interest(read.leases, set(cfg.tokens), self.dynamic, now_ms,
+                                     grace_ms, max_tokens=cfg.max_leased_tokens,
+                                     max_lease_ms=max_lease_ms, complete=not read.truncated)
+                bad: list[str | bytes] = [*plan.invalid, *read.undecodable]
+                await tidy_leases(self.redis, key, oldest, bad, plan.clamp)
             except (RedisError, OSError):
                 continue
-            leases = {str(row[0]): float(row[1]) for row in rows}
-            plan = plan_interest(leases, set(self.config.tokens), self.dynamic, now_ms, grace_ms)
-            if plan.invalid:
-                log.warning("feeder.interest.invalid", tokens=plan.invalid[:5])
+            if bad:  # removed now, so each is reported once
+                log.warning("feeder.interest.invalid_removed", count=len(bad),
+                            sample=[repr(m)[:40] for m in bad[:5]])
             if plan.add:
                 self.dynamic.update(self.carry(plan.add))
             if plan.retire:
                 self.retire(plan.retire, "lease_expired")
+            self.interest = next_stats(self.interest, plan, leased=len(self.dynamic),
+                                       removed=len(bad), truncated=read.truncated)
             if plan.add or plan.retire:
                 log.info("feeder.interest", added=len(plan.add), retired=len(plan.retire))
+            bounded = plan.over_limit or plan.clamp or read.truncated
+            if bounded and time.monotonic() >= next_report:  # periodic, not per poll
+                next_report = time.monotonic() + cfg.stats_interval
+                log.warning("feeder.interest.bounded", ignored=plan.over_limit,
+                            unread=read.truncated, clamped_total=self.interest.clamped,
+                            leased=len(self.dynamic), max_tokens=cfg.max_leased_tokens,
+                            max_lease_s=cfg.max_lease_s)
 
     def carry(self, tokens: list[str]) -> list[str]:
-        """Put tokens on connections with room, opening new connections when all are full."""
+        """Put tokens on connections with room, opening new connections when all are full.
+
+        New connections open `connect_stagger` apart, like the configured ones: a burst of
+        leases (or a Gamma poll) must not open many sockets at once and draw HTTP 429.
+        """
         carried = set(self.carried())
         pending = [t for t in dict.fromkeys(tokens) if t not in carried]
         added: list[str] = []
-        size = self.config.tokens_per_connection
+        size, stagger = self.config.tokens_per_connection, self.config.connect_stagger
         for conn in self.connections:
             room = 0 if conn.retiring else size - len(conn.tokens)
             if room > 0 and pending:
                 added += conn.add_tokens(pending[:room])
                 pending = pending[room:]
+        # run() opens configured connection i at about start + i·stagger: queue behind those,
+        # then behind each other.
+        configured_wait = -(-len(self.config.tokens) // size) * stagger - (
+            time.time() - self.started)
         while pending:
             conn = self._new_connection(pending[:size])
             if self._fatal is not None:
-                self._spawn(conn, 0.0)
+                now = time.monotonic()
+                delay = max(0.0, configured_wait, self._opens_at - now)
+                self._opens_at = now + delay + stagger
+                self._spawn(conn, delay)
             added += conn.tokens
             pending = pending[size:]
         return added

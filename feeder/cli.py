@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
                    help="record raw frames and connection events as JSONL (.gz ok)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)")
+    p.add_argument("--metrics-host",
+                   help="address the metrics port binds (env POLYBUS_METRICS_HOST, default "
+                   "127.0.0.1; 0.0.0.0 exposes it)")
     p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
     p.add_argument("--log-format", choices=["json", "console"], default=None,
                    help="default: console on a terminal, json otherwise")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         config = FeederConfig.from_env(
             tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
             feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
-            metrics_port=args.metrics_port, top=args.top, min_volume=args.min_volume,
+            metrics_port=args.metrics_port, metrics_host=args.metrics_host, top=args.top,
+            min_volume=args.min_volume,
             gamma_url=args.gamma_url, clob_url=args.clob_url, record=args.record,
         )
         if not config.tokens and not config.top:

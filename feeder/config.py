@@ -44,6 +44,8 @@ ENV: dict[str, str] = {
     "stats_interval": "POLYBUS_STATS_INTERVAL",
     "interest_interval": "POLYBUS_INTEREST_INTERVAL",
     "interest_grace": "POLYBUS_INTEREST_GRACE",
+    "max_leased_tokens": "POLYBUS_MAX_LEASED_TOKENS",
+    "max_lease_s": "POLYBUS_MAX_LEASE_S",
     "metrics_port": "POLYBUS_METRICS_PORT",
     "metrics_host": "POLYBUS_METRICS_HOST",
     "top": "POLYBUS_TOP",
@@ -99,8 +101,10 @@ class FeederConfig:
     stats_interval: float = 30.0
     interest_interval: float = 2.0
     interest_grace: float = 60.0
+    max_leased_tokens: int = 2000
+    max_lease_s: float = 3600.0
     metrics_port: int = 0
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     top: int = 0
     min_volume: float = 0.0
     gamma_url: str = "https://gamma-api.polymarket.com"
@@ -126,6 +130,10 @@ class FeederConfig:
             raise ConfigError("POLYBUS_HEALTH_TTL must exceed POLYBUS_HEALTH_INTERVAL")
         if not self.ws_url.startswith(("ws://", "wss://")):
             raise ConfigError(f"WS_MARKET_URL must be ws:// or wss://, got {self.ws_url!r}")
+        if self.max_leased_tokens < 0:
+            raise ConfigError("POLYBUS_MAX_LEASED_TOKENS must be >= 0 (0 = ignore every lease)")
+        if self.max_lease_s <= 0:
+            raise ConfigError("POLYBUS_MAX_LEASE_S must be > 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> FeederConfig:

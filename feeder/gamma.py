@@ -4,21 +4,35 @@ A Gamma poll at start and every `gamma_interval` seconds fills vacancies with th
 markets not yet carried, and retires carried markets that Gamma no longer lists as tradable.
 Between polls, the market channel's `new_market` adds a market when there is room and
 `market_resolved` retires one. Lifecycle entries reach `P:markets` through the outbox, once.
+
+Gamma is read through one aiohttp session with timeouts. Whatever it answers — a truncated
+body, a broken status line, a reset, a stall, non-JSON, the wrong JSON, 5xx, 429 — the poll
+fails with a `GammaError` or `DecodeError`, is logged, and is retried with capped exponential
+backoff (honouring Retry-After); the markets already carried stay carried. An answer that
+decodes to nothing usable never retires anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from feeder.config import FeederConfig
-from feeder.discovery import GammaMarket, parse_markets, select_top
-from wire.errors import DecodeError, InvalidToken
+from feeder.discovery import (
+    GammaMarket,
+    parse_markets,
+    parse_retry_after,
+    retry_delay,
+    select_top,
+)
+from wire.errors import DecodeError, InvalidToken, UpstreamError
 from wire.events import MarketEvent
 from wire.keys import validate_token
 
@@ -26,32 +40,66 @@ from wire.keys import validate_token
 if TYPE_CHECKING:
     from feeder.app import Feeder
 
-__all__ = ["Discovery", "fetch_markets"]
+__all__ = ["Discovery", "GammaError", "fetch_markets"]
 
 log = structlog.get_logger("feeder.gamma")
 
 PAGE = 500
 MAX_PAGES = 20
+MAX_BODY = 64 * 2**20
+"""A page of 500 markets is about 1 MB; more than this is not a Gamma answer."""
+TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5, sock_read=10)
+RETRY_BASE = 1.0
+"""Seconds before the first retry of a failed poll (doubling, up to the poll interval)."""
 
 
-def _get_json(url: str) -> Any:
-    request = urllib.request.Request(url, headers={"User-Agent": "polybus"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return orjson.loads(response.read())
+class GammaError(UpstreamError):
+    """A Gamma request failed in transport or HTTP; `retry_after` is the server's wish."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
-async def fetch_markets(gamma_url: str) -> tuple[list[GammaMarket], bool]:
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    """One GET, decoded; every way it can fail becomes GammaError or DecodeError."""
+    try:
+        async with session.get(url) as response:
+            if response.status != 200:
+                raise GammaError(
+                    f"HTTP {response.status}",
+                    parse_retry_after(response.headers.get("Retry-After")),
+                )
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise GammaError(f"answer larger than {MAX_BODY} bytes")
+    except (aiohttp.ClientError, HttpProcessingError, TimeoutError, OSError) as exc:
+        raise GammaError(f"{type(exc).__name__}: {exc}"[:300]) from exc
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {bytes(body[:60])!r}") from exc
+
+
+async def fetch_markets(
+    session: aiohttp.ClientSession, gamma_url: str
+) -> tuple[list[GammaMarket], bool]:
     """Every open market from Gamma `/markets`, and whether the listing is complete."""
     markets: list[GammaMarket] = []
     for page in range(MAX_PAGES):
         query = urllib.parse.urlencode({"closed": "false", "limit": PAGE, "offset": page * PAGE})
-        payload = await asyncio.to_thread(_get_json, f"{gamma_url.rstrip('/')}/markets?{query}")
+        payload = await _get_json(session, f"{gamma_url.rstrip('/')}/markets?{query}")
         found, problems = parse_markets(payload)
         if problems:
             log.warning("feeder.gamma.skipped", count=len(problems), sample=problems[:3])
+        if problems and not found:
+            raise DecodeError(f"no market on page {page} could be read")
         markets += found
         if len(payload) < PAGE:
-            return markets, True
+            # An empty listing is an outage, not "every market closed": retire nothing.
+            return markets, bool(markets)
     return markets, False
 
 
@@ -64,18 +112,42 @@ class Discovery:
         self.carried: dict[str, tuple[str, ...]] = {}
         """condition id -> its tokens, for markets this discovery added."""
         self.polls = 0
+        self.failures = 0
+        """Failed polls, in total."""
+        self.timeout = TIMEOUT
+        self._rng = random.Random()
 
     async def run(self) -> None:
-        """Poll Gamma now and every `gamma_interval`; a failed poll is retried next time."""
-        while True:
-            try:
-                markets, complete = await fetch_markets(self.config.gamma_url)
-            except (OSError, DecodeError, ValueError) as exc:
-                log.warning("feeder.gamma.poll_failed", error=str(exc), url=self.config.gamma_url)
-            else:
-                self.reconcile(markets, complete)
-                self.polls += 1
-            await asyncio.sleep(self.config.gamma_interval)
+        """Poll Gamma now and every `gamma_interval`; a failed poll is retried with backoff."""
+        headers = {"User-Agent": "polybus"}
+        async with aiohttp.ClientSession(timeout=self.timeout, headers=headers) as session:
+            streak = 0
+            while True:
+                delay = self.config.gamma_interval
+                try:
+                    markets, complete = await fetch_markets(session, self.config.gamma_url)
+                except (UpstreamError, DecodeError) as exc:
+                    streak += 1
+                    self.failures += 1
+                    delay = retry_delay(
+                        streak,
+                        min(RETRY_BASE, delay),
+                        delay,
+                        self._rng,
+                        getattr(exc, "retry_after", None),
+                    )
+                    log.warning(
+                        "feeder.gamma.poll_failed",
+                        error=str(exc),
+                        attempt=streak,
+                        retry_in=round(delay, 3),
+                        url=self.config.gamma_url,
+                    )
+                else:
+                    streak = 0
+                    self.reconcile(markets, complete)
+                    self.polls += 1
+                await asyncio.sleep(delay)
 
     def reconcile(self, markets: list[GammaMarket], complete: bool) -> None:
         """Retire markets no longer tradable; fill vacancies with the most active."""
@@ -103,8 +175,9 @@ class Discovery:
             if tokens:
                 self._add(event.market, tokens, event.question, event.outcomes)
 
-    def _add(self, cid: str, tokens: tuple[str, ...], question: str,
-             outcomes: tuple[str, ...]) -> None:
+    def _add(
+        self, cid: str, tokens: tuple[str, ...], question: str, outcomes: tuple[str, ...]
+    ) -> None:
         self.carried[cid] = tokens
         for i, token in enumerate(tokens):
             outcome = outcomes[i] if i < len(outcomes) else ""

@@ -1,21 +1,21 @@
-"""The simulator's HTTP side: one small HTTP/1.1 server for the REST twin, the Gamma twin and
-the `/_sim/*` controls a test in another process can use.
+"""The simulator's HTTP side: one HTTP/1.1 server for the REST twin, the Gamma twin and the
+`/_sim/*` controls a test in another process can use.
 
-websockets' HTTP parser takes no request bodies, so this is a minimal asyncio server: GET and
-POST with Content-Length, keep-alive unless the client says `Connection: close`.
+aiohttp's low-level server does the HTTP (keep-alive unless the client says `Connection:
+close`, chunked or sized bodies); routing is the `ROUTES` table, so every answer — including
+404/405 and bad bodies — stays the JSON the twins have always given.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import orjson
 import structlog
+from aiohttp import web
 
 from simulator import gamma, rest
 from simulator.rest import Reply
@@ -30,6 +30,8 @@ log = structlog.get_logger()
 
 Handler = Callable[["Simulator", dict[str, str], Any], Awaitable[Reply]]
 MAX_BODY = 4 * 2**20
+IDLE_TIMEOUT = 15.0
+"""Seconds an idle keep-alive connection is kept."""
 
 
 async def _pause(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
@@ -77,8 +79,12 @@ async def _tokens(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
 
 
 async def _stats(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
-    return 200, {**vars(sim.stats), "connections": len(sim.connections),
-                 "steps": sim.engine.steps, "paused": sim.paused}
+    return 200, {
+        **vars(sim.stats),
+        "connections": len(sim.connections),
+        "steps": sim.engine.steps,
+        "paused": sim.paused,
+    }
 
 
 CONTROL: dict[tuple[str, str], Handler] = {
@@ -101,76 +107,67 @@ class HttpServer:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._web: web.Server | None = None
 
     async def start(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        """Listen on host:port (0 = a free port); the listener tells which."""
+        self._web = web.Server(self._handle, keepalive_timeout=IDLE_TIMEOUT, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._web, host, port)
         return self._server
 
     async def stop(self) -> None:
-        if self._server is None:
+        """Stop listening and close every connection, idle keep-alive ones included."""
+        if self._server is None or self._web is None:
             return
         self._server.close()
-        for writer in list(self._writers):  # idle keep-alive connections would linger
-            writer.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
+        await self._web.shutdown(1.0)
+        await self._server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await _read_body(request)
+        if body is None:
+            return _reply(400, {"error": "bad request"}, close=True)
+        status, payload = await self._dispatch(
+            request.method, request.rel_url.raw_path, request.query_string, body
+        )
+        return _reply(status, payload)
 
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; False when the connection should close."""
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        parts = head[0].split()
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            length = -1
-        if len(parts) != 3 or not 0 <= length <= MAX_BODY:
-            await _respond(writer, 400, {"error": "bad request"}, keep=False)
-            return False
-        body = await reader.readexactly(length) if length else b""
-        status, payload = await self._dispatch(parts[0].upper(), parts[1], body)
-        keep = parts[2] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        await _respond(writer, status, payload, keep)
-        return keep
-
-    async def _dispatch(self, method: str, target: str, body: bytes) -> Reply:
+    async def _dispatch(self, method: str, path: str, query: str, body: bytes) -> Reply:
         self.sim.stats.http_requests += 1
-        url = urlsplit(target)
-        handler = ROUTES.get((method, url.path))
+        handler = ROUTES.get((method, path))
         if handler is None:
-            known = any(path == url.path for _, path in ROUTES)
-            return (405, {"error": "method not allowed"}) if known else (
-                404, {"error": "not found"})
+            known = any(p == path for _, p in ROUTES)
+            return (
+                (405, {"error": "method not allowed"}) if known else (404, {"error": "not found"})
+            )
         try:
             payload = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             return 400, {"error": "Invalid payload"}
         try:
-            return await handler(self.sim, dict(parse_qsl(url.query)), payload)
+            return await handler(self.sim, dict(parse_qsl(query)), payload)
         except (ValueError, KeyError) as exc:
-            log.info("simulator.http.bad_request", path=url.path, error=str(exc))
+            log.info("simulator.http.bad_request", path=path, error=str(exc))
             return 400, {"error": str(exc)}
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, payload: Any, keep: bool) -> None:
-    data = orjson.dumps(payload)
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n")
-    writer.write(head.encode() + data)
-    await writer.drain()
+async def _read_body(request: web.BaseRequest) -> bytes | None:
+    """The request body, or None when it is larger than MAX_BODY."""
+    if (request.content_length or 0) > MAX_BODY:
+        return None
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > MAX_BODY:
+            return None
+    return bytes(data)
+
+
+def _reply(status: int, payload: Any, *, close: bool = False) -> web.Response:
+    response = web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json"
+    )
+    if close:
+        response.force_close()
+    return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -89,9 +90,21 @@ async def test_gamma_markets_shape(sim: Simulator) -> None:
         assert json.loads(raw["outcomes"]) == ["Yes", "No"]
         assert len(json.loads(raw["outcomePrices"])) == 2
         assert isinstance(raw["volume24hr"], float) and raw["conditionId"] == market.condition_id
-        for key in ("id", "question", "slug", "active", "closed", "acceptingOrders",
-                    "enableOrderBook", "orderPriceMinTickSize", "volumeNum", "liquidityNum",
-                    "bestBid", "bestAsk", "lastTradePrice"):
+        for key in (
+            "id",
+            "question",
+            "slug",
+            "active",
+            "closed",
+            "acceptingOrders",
+            "enableOrderBook",
+            "orderPriceMinTickSize",
+            "volumeNum",
+            "liquidityNum",
+            "bestBid",
+            "bestAsk",
+            "lastTradePrice",
+        ):
             assert key in raw
     assert len({m["volume24hr"] for m in markets}) == 5
 
@@ -126,3 +139,44 @@ async def test_control_endpoints(sim: Simulator) -> None:
     assert (await http(f"{url}/_sim/stall?on=1", {}))[0] == 200
     assert (await http(f"{url}/_sim/drop", {}))[1]["dropped"] == 0
     assert (await http(f"{url}/nothing"))[0] == 404
+
+
+async def raw_exchange(url: str, data: bytes, answers: int = 1) -> list[tuple[int, bytes]]:
+    """Send raw bytes on one connection and read `answers` HTTP responses back."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    out = []
+    try:
+        for _ in range(answers):
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+            length = next(
+                int(line.split(":")[1])
+                for line in head.split("\r\n")
+                if line.lower().startswith("content-length")
+            )
+            body = await asyncio.wait_for(reader.readexactly(length), 5)
+            out.append((int(head.split()[1]), body))
+    finally:
+        writer.close()
+    return out
+
+
+async def test_keep_alive_wrong_method_and_bad_bodies(sim: Simulator) -> None:
+    """Two requests share one connection; a wrong method is 405, a bad or oversized body 400,
+    each with the twins' JSON error body."""
+    token = sim.engine.tokens()[0]
+    two = (
+        f"GET /book?token_id={token} HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /book?token_id=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    ).encode()
+    (first, book), (second, missing) = await raw_exchange(sim.http_url, two, answers=2)
+    assert first == 200 and json.loads(book)["asset_id"] == token
+    assert (second, json.loads(missing)) == (404, NO_BOOK)
+    assert await http(f"{sim.http_url}/books") == (405, {"error": "method not allowed"})
+    bad = b"POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n[{oop"
+    [(status, body)] = await raw_exchange(sim.http_url, bad)
+    assert (status, json.loads(body)) == (400, {"error": "Invalid payload"})
+    huge = f"POST /books HTTP/1.1\r\nHost: x\r\nContent-Length: {5 * 2**20}\r\n\r\n".encode()
+    [(status, body)] = await raw_exchange(sim.http_url, huge)
+    assert (status, json.loads(body)) == (400, {"error": "bad request"})
