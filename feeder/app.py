@@ -178,7 +178,8 @@ class Feeder:
         tasks = [*self._tasks, *helpers, stopper]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A task that swallowed its cancellation must not wedge the stop (see _reraise_cancel).
+        await asyncio.wait(tasks, timeout=5)
         if metrics is not None:
             metrics.close()
         await self._shutdown()
@@ -217,6 +218,8 @@ class Feeder:
             except BackendError as exc:
                 await self._recover_redis(str(exc))
                 continue
+            finally:
+                _reraise_cancel()
             self.batch_seconds += time.perf_counter() - started
             self.batches += 1
             self.published += batch.size
@@ -437,3 +440,10 @@ class Feeder:
             await asyncio.to_thread(self.recorder.close)
         log.info("feeder.stop", published=self.published)
 
+
+def _reraise_cancel() -> None:
+    """redis-py can return from `execute()` normally although its task was cancelled meanwhile
+    (seen with 8.1); a loop that then waits for more work would never see the cancellation."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -46,7 +46,8 @@ MAX_FRAME = 32 * 1024 * 1024
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: uniform(0, min(base * 2^(attempt-1), cap))."""
-    return rng.uniform(0.0, min(base * 2 ** max(attempt - 1, 0), cap))
+    # The exponent is capped: 2 ** 1024 overflows a float, and reconnects are unlimited.
+    return rng.uniform(0.0, min(base * 2 ** min(max(attempt - 1, 0), 60), cap))
 
 
 @dataclass(slots=True)

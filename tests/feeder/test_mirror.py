@@ -120,6 +120,7 @@ def test_backoff_is_full_jitter_under_a_capped_exponential() -> None:
         delays = [backoff_delay(attempt, 1.0, 30.0, rng) for _ in range(300)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > 0.8 * ceiling and min(delays) < 0.2 * ceiling
+    assert 0 <= backoff_delay(5000, 1.0, 60.0, rng) <= 60.0  # a day-long outage: no overflow
 
 
 def test_quarter_cent_ticks_keep_four_places_through_normalizer_and_mirror() -> None:
