@@ -86,6 +86,8 @@ async def test_a_crossed_book_that_no_frame_repairs_is_resynced(redis_server) ->
     the book is resynced and ends equal to the truth."""
     async with rig(redis_server, markets=2, rate=300.0) as r:
         await wait_for(lambda: _all_synced(r), 10, "books synced")
-        r.sim.set_faults(stuck_cross=1)
-        await wait_for(lambda: r.feeder.mirror.mismatches >= 1, 10, "the cross detected")
+        # a trade's full books also clear a stuck cross: flash a few so one meets a delta
+        r.sim.set_faults(stuck_cross=3)
+        await wait_for(lambda: r.feeder.mirror.mismatches >= 1, 30, "the cross detected")
+        r.sim.set_faults(stuck_cross=0)
         await assert_books_equal_truth(r)

@@ -61,7 +61,8 @@ async def test_metrics_healthz_and_health_after_a_kill(redis_server, tmp_path) -
             return await run_health(redis_server.url) == 1
 
         await wait_for(unhealthy, 10, "`polybus health` to fail", interval=0.2)
-        assert time.monotonic() - killed < 5.0
+        # 3 missed heartbeats (3 s), plus starting `polybus health` on a loaded machine
+        assert time.monotonic() - killed < 8.0
     finally:
         if proc.returncode is None:
             proc.kill()
