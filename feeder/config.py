@@ -44,6 +44,7 @@ ENV: dict[str, str] = {
     "stats_interval": "POLYBUS_STATS_INTERVAL",
     "interest_interval": "POLYBUS_INTEREST_INTERVAL",
     "interest_grace": "POLYBUS_INTEREST_GRACE",
+    "retired_ttl": "POLYBUS_RETIRED_TTL",
     "metrics_port": "POLYBUS_METRICS_PORT",
     "metrics_host": "POLYBUS_METRICS_HOST",
     "top": "POLYBUS_TOP",
@@ -99,6 +100,7 @@ class FeederConfig:
     stats_interval: float = 30.0
     interest_interval: float = 2.0
     interest_grace: float = 60.0
+    retired_ttl: float = 86_400.0
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
     top: int = 0
@@ -115,7 +117,7 @@ class FeederConfig:
             raise ConfigError("WS_TOKENS_PER_CONNECTION must be 1..500 (the exchange stalls above)")
         for name in ("ping_interval", "pong_timeout", "silence_timeout", "snapshot_timeout",
                      "reconnect_base_delay", "reconnect_max_delay", "health_interval",
-                     "health_ttl", "interest_interval"):
+                     "health_ttl", "interest_interval", "retired_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be > 0")
         if self.top < 0:

@@ -115,7 +115,7 @@ class Connection:
         return new
 
     def remove_tokens(self, tokens: list[str], reason: str) -> list[str]:
-        """Stop carrying tokens; their books are marked suspect (no longer updated)."""
+        """Stop carrying tokens; their books turn `retired` (no longer updated) and expire."""
         gone = [t for t in dict.fromkeys(tokens) if t in self.normalizer.tokens]
         if gone:
             dropped = set(gone)
@@ -125,7 +125,8 @@ class Connection:
             for token in gone:
                 self._awaiting.pop(token, None)
             self._ops.append(("unsubscribe", gone))
-            self.outbox.put_nowait([Status(t, "disconnected", reason) for t in gone],
+            ttl = str(int(self.config.retired_ttl * 1000))  # then its keys expire
+            self.outbox.put_nowait([Status(t, "retired", reason, ttl_ms=ttl) for t in gone],
                                    self.epoch, _now_us())
             self._wake.set()
         return gone
