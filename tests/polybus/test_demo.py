@@ -103,7 +103,7 @@ def test_without_redis_url_the_demo_starts_and_removes_a_private_redis(tmp_path)
     assert origin.startswith("private") and port != 6379
     assert seen == [], "the demo sent something to localhost:6379"
     assert "demo.summary synced=4/4" in out
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 1):
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
         pass  # the private server is stopped
 
 
