@@ -65,7 +65,9 @@ async def test_served_recording_gives_a_fresh_feed_the_live_books(redis_server, 
         r.sim.drop_all()
         await wait_for(lambda: r.feeder.connections[0].stats.reconnects >= 1, 10, "reconnect")
         r.sim.resume()
-        await asyncio.sleep(0.5)
+        resumed = r.feeder.connections[0].stats.frames
+        await wait_for(lambda: r.feeder.connections[0].stats.frames > resumed + 20, 10,
+                       "traffic after the reconnect")
         await assert_books_equal_truth(r)
         live = await _books(r.redis, r.tokens)
         tokens = r.tokens
