@@ -32,7 +32,7 @@ __all__ = ["FLUSH_INTERVAL", "GzipMembers", "Recorder"]
 
 log = structlog.get_logger("feeder.recorder")
 
-FLUSH_INTERVAL = 0.5
+FLUSH_INTERVAL = 0.25
 """Seconds a recorded line may wait in memory before it is written out."""
 
 _MAX_PENDING = 4 * 2**20
