@@ -135,6 +135,8 @@ class Recorder:
         May run in another thread than the feed (the feeder calls it via to_thread): a line
         the feed puts meanwhile can land after the stop mark, and the writer handles that.
         """
+        if self._closed:
+            return
         self._closed = True
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=5)

@@ -45,6 +45,8 @@ def test_lines_are_written_in_order_and_gzip_by_extension(tmp_path) -> None:
         ]
         assert got[2]["t"] == 123 and got[3]["reason"] == "closed:1006"
         assert rec.written == 4 and rec.dropped == 0
+        rec.close()  # again: nothing more happens
+        assert rec.written == 4 and rec.dropped == 0
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path) -> None:
