@@ -44,7 +44,8 @@ class Report:
 
 
 async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
-    return [str(k) async for k in redis.scan_iter(match=pattern, count=1000)]
+    # Feeder and consumer keys are few among 2 keys per token: large SCAN steps, few round trips.
+    return [str(k) async for k in redis.scan_iter(match=pattern, count=10_000)]
 
 
 async def check(
