@@ -24,7 +24,8 @@ async def test_golden_session_replays_to_its_exact_expected_output(redis_server,
     finally:
         await redis.aclose()
     assert got == expected(name).read_text(), (
-        f"{name}: replay output changed; if intended, run python -m tests.replay.make_golden")
+        f"{name}: replay output changed; if intended, run python -m tests.replay.make_golden"
+    )
 
 
 def test_fault_session_holds_a_drop_a_stall_and_malformed_frames() -> None:
@@ -98,9 +99,13 @@ async def test_from_to_keeps_exact_books_and_only_entries_inside(redis_server) -
             full = await redis.hgetall(keys.book(token, "full"))
             cut = await redis.hgetall(keys.book(token, "cut"))
             assert {k: v for k, v in cut.items() if k != "last_id"} == {
-                k: v for k, v in full.items() if k != "last_id"}
-            inside = [f for _, f in await redis.xrange(keys.stream(token, "full"))
-                      if int(f["rx"]) >= start]
+                k: v for k, v in full.items() if k != "last_id"
+            }
+            inside = [
+                f
+                for _, f in await redis.xrange(keys.stream(token, "full"))
+                if int(f["rx"]) >= start
+            ]
             got = [f for _, f in await redis.xrange(keys.stream(token, "cut"))]
             assert got == inside and got
             last = await redis.xrevrange(keys.stream(token, "cut"), count=1)
