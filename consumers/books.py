@@ -38,7 +38,7 @@ Callback = tuple[str, dict[str, Any]]
 
 Doubt = Literal["", "reload", "feeder"]
 
-_UNTRUSTED = ("disconnected", "suspect")
+_UNTRUSTED = ("disconnected", "suspect", "retired")  # retired: no longer carried
 _NEW_CONNECTION = ("connected", "resubscribed")
 
 

@@ -355,7 +355,7 @@ class Feeder:
             self._meta_dirty |= tokens
 
     def retire(self, tokens: list[str], reason: str) -> list[str]:
-        """Stop carrying tokens (their books turn suspect: nothing updates them any more)."""
+        """Stop carrying tokens (their books turn retired, then expire: nothing updates them)."""
         gone: list[str] = []
         for conn in self.connections:
             gone += conn.remove_tokens(tokens, reason)

@@ -46,6 +46,7 @@ ENV: dict[str, str] = {
     "interest_grace": "POLYBUS_INTEREST_GRACE",
     "max_leased_tokens": "POLYBUS_MAX_LEASED_TOKENS",
     "max_lease_s": "POLYBUS_MAX_LEASE_S",
+    "retired_ttl": "POLYBUS_RETIRED_TTL",
     "metrics_port": "POLYBUS_METRICS_PORT",
     "metrics_host": "POLYBUS_METRICS_HOST",
     "top": "POLYBUS_TOP",
@@ -103,6 +104,7 @@ class FeederConfig:
     interest_grace: float = 60.0
     max_leased_tokens: int = 2000
     max_lease_s: float = 3600.0
+    retired_ttl: float = 86_400.0
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     top: int = 0
@@ -119,7 +121,7 @@ class FeederConfig:
             raise ConfigError("WS_TOKENS_PER_CONNECTION must be 1..500 (the exchange stalls above)")
         for name in ("ping_interval", "pong_timeout", "silence_timeout", "snapshot_timeout",
                      "reconnect_base_delay", "reconnect_max_delay", "health_interval",
-                     "health_ttl", "interest_interval"):
+                     "health_ttl", "interest_interval", "retired_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV[name]} must be > 0")
         if self.top < 0:

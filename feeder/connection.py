@@ -151,14 +151,14 @@ class Connection:
         self._do(self.subs.add(tokens, time.monotonic()))
         return [t for t in dict.fromkeys(tokens) if t not in before and t in self.subs.owned]
 
-    def remove_tokens(self, tokens: list[str], reason: str,
-                      state: str = "disconnected") -> list[str]:
-        """Stop carrying tokens; owned books get a `status` entry (no longer updated)."""
+    def remove_tokens(self, tokens: list[str], reason: str) -> list[str]:
+        """Stop carrying tokens; their books turn `retired` (no longer updated) and expire."""
         gone = [t for t in dict.fromkeys(tokens) if t in self.subs.owned or t in self.subs.adopting]
         if gone:
-            self._record("remove", tokens=gone, reason=reason, state=state)
+            ttl = str(int(self.config.retired_ttl * 1000))  # then its keys expire
+            self._record("remove", tokens=gone, reason=reason, state="retired", ttl_ms=ttl)
             self.mirror.unsync([t for t in gone if t in self.subs.owned])
-            self._do(self.subs.remove(gone, reason, state))
+            self._do(self.subs.remove(gone, reason, "retired", ttl))
         return gone
 
     def request_resync(self, tokens: list[str], reason: str) -> None:

@@ -15,7 +15,8 @@ local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
 local broken = 0
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= seq then broken = 1 end
 local status = redis.call('HGET', book, 'status') or 'pending'
-local last_id, epoch
+local was_retired = status == 'retired'
+local last_id, epoch, retire_ms
 
 local function split(s)
   local out, start = {}, 1
@@ -100,9 +101,12 @@ local fold = {
     if f.state == 'disconnected' or f.state == 'suspect' then status = 'suspect' end
     -- a (re)subscribe means a new connection: a book synced under an older one (a feeder
     -- killed without a word, say) is not trusted until this connection's snapshot
-    if (f.state == 'connected' or f.state == 'resubscribed') and status == 'synced' then
+    if (f.state == 'connected' or f.state == 'resubscribed')
+        and (status == 'synced' or status == 'retired') then
       status = 'suspect'
     end
+    -- no longer carried: nothing updates the book; its keys expire after ttl_ms
+    if f.state == 'retired' then status = 'retired'; retire_ms = tonumber(f.ttl_ms) end
   end,
 }
 
@@ -125,5 +129,14 @@ end
 if last_id then
   redis.call('HSET', book, 'asset_id', token, 'last_id', last_id, 'seq', tostring(seq),
              'epoch', epoch, 'status', status)
+  if status == 'retired' then
+    if retire_ms and retire_ms > 0 then
+      redis.call('PEXPIRE', book, retire_ms)
+      redis.call('PEXPIRE', stream, retire_ms)
+    end
+  elseif was_retired then  -- carried again (its subscribe or snapshot): keep it for good
+    redis.call('PERSIST', book)
+    redis.call('PERSIST', stream)
+  end
 end
 return {last_id, seq, broken}

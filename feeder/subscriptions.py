@@ -166,10 +166,12 @@ class Subscriptions:
             return Actions()
         return self._subscribe(new, now, 0, [])
 
-    def remove(self, tokens: list[str], reason: str, state: str = "disconnected") -> Actions:
-        """Stop carrying tokens; owned ones get a `status` entry (`state`, `reason`)."""
+    def remove(self, tokens: list[str], reason: str, state: str = "retired",
+               ttl_ms: str = "") -> Actions:
+        """Stop carrying tokens; owned ones get a `status` entry (`state`, `reason`; a
+        `retired` book's keys expire `ttl_ms` later)."""
         gone = [t for t in dict.fromkeys(tokens) if t in self.owned or t in self.adopting]
-        statuses = [Status(t, state, reason) for t in gone if t in self.owned]
+        statuses = [Status(t, state, reason, ttl_ms=ttl_ms) for t in gone if t in self.owned]
         self._forget(gone)
         frames = [_frame("unsubscribe", gone)] if gone and self.open else []
         return Actions(frames=frames, statuses=statuses)

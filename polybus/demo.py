@@ -1,8 +1,12 @@
 """`polybus demo`: the whole pipeline on this machine, in one command.
 
-Redis (REDIS_URL, else localhost:6379 if it answers, else a private server), the simulator,
-the feeder on every simulator token, and a live view of the books in Redis. With
-`--duration S` it stops after S seconds, prints one summary line and exits 0.
+A Redis, the simulator, the feeder on every simulator token, and a live view of the books in
+Redis. With `--duration S` it stops after S seconds, prints one summary line and exits 0.
+
+The Redis is a private server started for the demo and thrown away after it (never whatever
+answers on localhost:6379, which may be someone's real bus), unless REDIS_URL is set (the
+environment or .env). Then the demo writes under its prefix only if nothing is there yet, and
+deletes every key under it when it ends: nothing is left behind in a server it did not start.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from wire import keys
 
@@ -27,9 +32,14 @@ __all__ = ["register", "run"]
 def register(subparsers: Any) -> None:
     """Add the `demo` subcommand."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "demo", help="run Redis + simulator + feeder + a live view on this machine")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="stop after this many seconds and print a summary (default: until Ctrl-C)")
+        "demo", help="run Redis + simulator + feeder + a live view on this machine"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds and print a summary (default: until Ctrl-C)",
+    )
     p.add_argument("--markets", type=int, default=10, help="simulated markets (default 10)")
     p.add_argument("--rate", type=float, default=100.0, help="simulated actions/s (default 100)")
     p.add_argument("--seed", type=int, default=1)
@@ -39,37 +49,80 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit 0 when every book synced, 1 otherwise."""
+    """Run the demo; exit 0 when every book synced, 1 otherwise, 2 when it cannot start."""
     from polybus.logs import configure_logging
-    from polybus.redisproc import find_redis
+    from polybus.redisproc import LocalRedis, private_redis
 
     configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
+    url = os.environ.get("REDIS_URL", "").strip()
     try:
-        redis = find_redis(os.environ.get("REDIS_URL"))
+        redis = LocalRedis(url, "REDIS_URL") if url else private_redis()
     except RuntimeError as exc:
         print(f"polybus demo: {exc}", file=sys.stderr)
         return 2
     print(f"demo.redis url={redis.url} origin={redis.origin!r}", flush=True)
+    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
     try:
-        return asyncio.run(_demo(args, redis.url))
+        if url:  # someone else's server: only an unused prefix, and clean it afterwards
+            return asyncio.run(_in_shared_redis(args, url, prefix))
+        return asyncio.run(_demo(args, redis.url, prefix))
+    except (RedisError, OSError) as exc:
+        print(f"polybus demo: Redis at {redis.url}: {exc}", file=sys.stderr)
+        return 2
     finally:
         redis.stop()
 
 
-async def _demo(args: argparse.Namespace, redis_url: str) -> int:
+async def _in_shared_redis(args: argparse.Namespace, url: str, prefix: str) -> int:
+    client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
+    try:
+        used = [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
+        if used:
+            print(
+                f"polybus demo: REDIS_URL {url} already holds {len(used)} keys under prefix "
+                f"{prefix!r} (e.g. {used[0]}); the demo cleans up after itself, so it only "
+                "runs on an unused prefix: pass --prefix, or unset REDIS_URL for a private "
+                "Redis",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            return await _demo(args, url, prefix)
+        finally:
+            await _delete_prefix(client, prefix)
+    finally:
+        await client.aclose()
+
+
+async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete every key under `prefix`: what the demo wrote into a server it did not start."""
+    found = [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
+    for at in range(0, len(found), 500):
+        await client.delete(*found[at : at + 500])
+
+
+async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
     from feeder.app import Feeder
     from feeder.config import FeederConfig
     from simulator import SimConfig, Simulator
 
-    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
     sim = Simulator(SimConfig(markets=args.markets, seed=args.seed, rate=args.rate))
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
-    print(f"demo.simulator ws_url={sim.ws_url} http_url={sim.http_url} tokens={len(tokens)}",
-          flush=True)
-    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_url,
-                          prefix=prefix, feeder_id=f"demo-{os.getpid()}", connect_stagger=0.05,
-                          reconnect_base_delay=0.2, stats_interval=3600.0)
+    print(
+        f"demo.simulator ws_url={sim.ws_url} http_url={sim.http_url} tokens={len(tokens)}",
+        flush=True,
+    )
+    config = FeederConfig(
+        tokens=tuple(tokens),
+        ws_url=sim.ws_url,
+        redis_url=redis_url,
+        prefix=prefix,
+        feeder_id=f"demo-{os.getpid()}",
+        connect_stagger=0.05,
+        reconnect_base_delay=0.2,
+        stats_interval=3600.0,
+    )
     feeder = Feeder(config)
     for market in sim.engine.markets():
         feeder.describe(market.yes, question=market.question, outcome="Yes")
@@ -98,9 +151,12 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
         statuses = [await client.hget(keys.book(t, prefix), "status") for t in tokens]
         synced = sum(s == "synced" for s in statuses)
         reconnects = sum(c.stats.reconnects for c in feeder.connections)
-        print(f"demo.summary synced={synced}/{len(tokens)} events={feeder.published} "
-              f"events_per_s={feeder.published / max(elapsed, 1e-9):.0f} "
-              f"reconnects={reconnects} seconds={elapsed:.1f}", flush=True)
+        print(
+            f"demo.summary synced={synced}/{len(tokens)} events={feeder.published} "
+            f"events_per_s={feeder.published / max(elapsed, 1e-9):.0f} "
+            f"reconnects={reconnects} seconds={elapsed:.1f}",
+            flush=True,
+        )
         return 0 if synced == len(tokens) else 1
     finally:
         feeder.stop()
@@ -131,8 +187,11 @@ class _View:
             return
         rows, now = await snapshot(self.client, self.prefix), time.monotonic()
         rows = {t: r for t, r in rows.items() if t in self.tokens}  # a shared Redis has others
-        rates = {t: (int(r["seq"] or 0) - int(self.previous.get(t, {}).get("seq") or 0))
-                 / max(now - self.then, 1e-9) for t, r in rows.items()}
+        rates = {
+            t: (int(r["seq"] or 0) - int(self.previous.get(t, {}).get("seq") or 0))
+            / max(now - self.then, 1e-9)
+            for t, r in rows.items()
+        }
         self.previous, self.then = rows, now
         self.live.update(table(rows, rates, 40))
         if not self.live.is_started:

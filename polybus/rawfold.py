@@ -224,7 +224,8 @@ class RawFolder:
         elif kind == "remove":
             self.mirror.unsync([tok for tok in tokens if tok in subs.owned])
             self._emit(conn, subs.remove(tokens, str(line.get("reason", "")),
-                                         str(line.get("state", "disconnected"))), t)
+                                         str(line.get("state", "retired")),
+                                         str(line.get("ttl_ms", ""))), t)
         elif kind == "adopt":
             self._emit(conn, subs.adopt(tokens, now, moved=bool(line.get("moved"))), t)
         elif kind == "release":

@@ -4,18 +4,23 @@ A *raw* file is what `polybus feed --record FILE` writes (feeder/recorder.py): o
 per line, `{"t": µs, "conn": id, "kind": "rx"|"tx"|"open"|"close", …}`. A *stream* file is
 what `polybus record` writes (polybus/streamrec.py): a header line
 `{"kind": "header", "format": "polybus-stream", …}`, then per token a `hash` line, then
-`entry` lines. Either may be gzip-compressed (`.gz` by extension). Pure apart from the file.
+`entry` lines. Either may be gzip-compressed (`.gz` by extension): one gzip member, or several
+concatenated (what a crash-safe recorder writes). Pure apart from the file.
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
+import structlog
+
+from feeder.recorder import GzipMembers
 
 
 __all__ = [
@@ -38,6 +43,8 @@ Format = Literal["raw", "stream"]
 
 _RAW_KINDS = frozenset(("rx", "tx", "open", "close"))
 
+log = structlog.get_logger("polybus.sessions")
+
 
 class SessionError(Exception):
     """A session file or a time/speed flag that cannot be used (the CLI exits 2)."""
@@ -53,16 +60,22 @@ def open_read(path: str | Path) -> IO[bytes]:
     return open(p, "rb")  # the caller closes it
 
 
-def open_write(path: str | Path) -> IO[bytes]:
-    """Open a session file for writing; gzip when the name ends in `.gz`."""
+def open_write(path: str | Path) -> IO[bytes] | GzipMembers:
+    """Open a session file for writing; gzip members (one per flush) when it ends in `.gz`."""
     p = Path(path)
     if p.suffix == ".gz":
-        return gzip.open(p, "wb")  # type: ignore[return-value]
+        return GzipMembers(p, "wb")
     return open(p, "wb")  # the caller closes it
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every line of a session file as a dict; SessionError names the first bad line."""
+    """Every line of a session file as a dict, up to where the file was cut short.
+
+    A recording killed mid-write (a truncated gzip member, a last line without its newline)
+    yields its whole lines and logs `session.truncated` once; SessionError names a bad line
+    anywhere else, and a file cut before its first whole line.
+    """
+    count = 0
     with open_read(path) as f:
         try:
             for number, line in enumerate(f, 1):
@@ -71,12 +84,36 @@ def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
                 try:
                     value = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    raise SessionError(f"{path}:{number}: not a JSON line") from None
+                    if line.endswith(b"\n") or not count:
+                        raise SessionError(f"{path}:{number}: not a JSON line") from None
+                    _truncated(path, count, "the last line is incomplete")
+                    return
                 if not isinstance(value, dict):
                     raise SessionError(f"{path}:{number}: not a JSON object")
+                count += 1
                 yield value
-        except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
-            raise SessionError(f"{path}: {exc}") from exc
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt .gz
+            if not count:
+                raise SessionError(f"{path}: {exc}") from exc
+            _truncated(path, count, str(exc))
+
+
+_warned: set[tuple[str, int]] = set()
+
+
+def _truncated(path: str | Path, lines: int, why: str) -> None:
+    """Say once per file (several passes read it) that it ends early."""
+    p = Path(path).resolve()
+    mark = (str(p), p.stat().st_size)
+    if mark not in _warned:
+        _warned.add(mark)
+        log.warning(
+            "session.truncated",
+            path=str(path),
+            lines=lines,
+            reason=why,
+            note="read up to the truncation (a killed recording?)",
+        )
 
 
 def detect_format(path: str | Path) -> Format:
@@ -140,7 +177,8 @@ def parse_time(text: str) -> int:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise SessionError(
-            f"not a time: {text!r} (use Unix seconds, milliseconds, or ISO-8601)") from None
+            f"not a time: {text!r} (use Unix seconds, milliseconds, or ISO-8601)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1_000_000)

@@ -3,7 +3,9 @@
 The file (JSONL, gzip for `.gz`): a header line, then per token a `hash` line (its book hash
 as HGETALL returned it), then `entry` lines as XREAD delivers them, starting at each hash's
 `last_id` — the contract's late-join rule, so the file is gap-free: the hash plus every entry
-after it is the whole history from that moment on.
+after it is the whole history from that moment on. What was read is flushed every
+`FLUSH_INTERVAL` seconds (a `.gz` as complete gzip members), so a killed recording replays up to
+its last flush.
 
     {"kind": "header", "format": "polybus-stream", "version": 1, "prefix": "pm",
      "tokens": […], "t": µs}
@@ -22,6 +24,7 @@ from typing import IO, Any
 import orjson
 import redis.asyncio as aioredis
 
+from feeder.recorder import FLUSH_INTERVAL, GzipMembers
 from polybus.sessions import STREAM_FORMAT, open_write
 from wire import keys
 
@@ -41,18 +44,27 @@ class RecordResult:
 
 async def all_tokens(redis: aioredis.Redis, prefix: str) -> list[str]:
     """Every token that has a book hash under `prefix`, sorted."""
-    found = [keys.token_of(k) async for k in redis.scan_iter(match=keys.book_pattern(prefix),
-                                                              count=1000)]
+    found = [
+        keys.token_of(k) async for k in redis.scan_iter(match=keys.book_pattern(prefix), count=1000)
+    ]
     return sorted(set(found))
 
 
-def _write(f: IO[bytes], item: dict[str, Any]) -> None:
+Out = IO[bytes] | GzipMembers
+
+
+def _write(f: Out, item: dict[str, Any]) -> None:
     f.write(orjson.dumps(item) + b"\n")
 
 
 async def record_streams(
-    redis: aioredis.Redis, path: str | Path, tokens: list[str], *,
-    prefix: str = keys.DEFAULT_PREFIX, duration: float = 0.0, stop: asyncio.Event | None = None,
+    redis: aioredis.Redis,
+    path: str | Path,
+    tokens: list[str],
+    *,
+    prefix: str = keys.DEFAULT_PREFIX,
+    duration: float = 0.0,
+    stop: asyncio.Event | None = None,
     block_ms: int = 200,
 ) -> RecordResult:
     """Record until `stop` is set or `duration` seconds (0 = no limit) have passed."""
@@ -62,22 +74,37 @@ async def record_streams(
     result = RecordResult(tokens=len(tokens))
     cursors: dict[str, str] = {}
     with open_write(path) as f:
-        _write(f, {"kind": "header", "format": STREAM_FORMAT, "version": 1, "prefix": prefix,
-                   "tokens": tokens, "t": time.time_ns() // 1000})
+        _write(
+            f,
+            {
+                "kind": "header",
+                "format": STREAM_FORMAT,
+                "version": 1,
+                "prefix": prefix,
+                "tokens": tokens,
+                "t": time.time_ns() // 1000,
+            },
+        )
         for token in tokens:
             fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
             _write(f, {"kind": "hash", "token": token, "fields": fields})
             cursors[keys.stream(token, prefix)] = fields.get("last_id") or "0-0"
+        f.flush()
+        flush_at = loop.time() + FLUSH_INTERVAL
         while not stop.is_set() and loop.time() < deadline:
             wait_ms = int(min(block_ms, max(1.0, (deadline - loop.time()) * 1000)))
             result.entries += await _read(redis, cursors, f, wait_ms)
+            if loop.time() >= flush_at:  # a kill loses at most this interval (and a .gz stays
+                f.flush()  # valid: each flush writes a complete gzip member)
+                flush_at = loop.time() + FLUSH_INTERVAL
         while got := await _read(redis, cursors, f, None):  # what arrived before the stop
             result.entries += got
     return result
 
 
-async def _read(redis: aioredis.Redis, cursors: dict[str, str], f: IO[bytes],
-                block_ms: int | None) -> int:
+async def _read(
+    redis: aioredis.Redis, cursors: dict[str, str], f: Out, block_ms: int | None
+) -> int:
     """One XREAD over every stream; entries written, cursors moved; returns how many."""
     replies: Any = await redis.xread(cursors, count=READ_COUNT, block=block_ms)  # type: ignore[arg-type]
     count = 0
@@ -87,5 +114,4 @@ async def _read(redis: aioredis.Redis, cursors: dict[str, str], f: IO[bytes],
             _write(f, {"kind": "entry", "token": token, "id": entry_id, "fields": fields})
         count += len(entries)
         cursors[key] = entries[-1][0]
-    f.flush()
     return count

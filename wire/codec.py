@@ -101,6 +101,8 @@ def _bba_items(e: BestBidAsk) -> Items:
 
 
 def _status_items(e: Status) -> Items:
+    if e.ttl_ms:  # `retired`: the Lua step expires the token's keys after it
+        return ("state", e.state, "reason", e.reason, "ttl_ms", e.ttl_ms)
     return ("state", e.state, "reason", e.reason)
 
 
@@ -223,7 +225,7 @@ def _decode_bba(t: str, f: Fields) -> Event:
 
 def _decode_status(t: str, f: Fields) -> Event:
     return Status(asset_id=t, state=_need(f, "state"), reason=f.get("reason", ""),
-                  ts=f.get("ts", ""))
+                  ts=f.get("ts", ""), ttl_ms=f.get("ttl_ms", ""))
 
 
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {

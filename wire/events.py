@@ -46,8 +46,8 @@ class ConnectionState(enum.Enum):
     FAILED = "failed"
 
 
-STATUS_STATES = ("connected", "disconnected", "resubscribed", "resynced", "suspect")
-BOOK_STATUSES = ("pending", "synced", "suspect")
+STATUS_STATES = ("connected", "disconnected", "resubscribed", "resynced", "suspect", "retired")
+BOOK_STATUSES = ("pending", "synced", "suspect", "retired")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,8 @@ class Status:
     state: str
     reason: str = ""
     ts: str = ""
+    ttl_ms: str = ""
+    """`retired` only: the token's book and stream expire this many ms later (uncarried)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ __all__ = [
     "feeder_pattern",
     "interest",
     "markets",
+    "prefix_pattern",
     "quarantine",
     "stream",
     "stream_pattern",
@@ -60,6 +61,11 @@ def book_pattern(prefix: str = DEFAULT_PREFIX) -> str:
 def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
     """SCAN pattern matching every token stream."""
     return f"{prefix}:stream:*"
+
+
+def prefix_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """SCAN pattern of every key under a prefix."""
+    return f"{prefix}:*"
 
 
 def consumer_pattern(prefix: str = DEFAULT_PREFIX) -> str:

@@ -69,7 +69,7 @@ async def test_top_markets_new_market_and_resolution(redis_server) -> None:
         sim.engine.resolve(gone)
         await wait_for(lambda: first[0] not in feeder.carried(), 10, "resolved market retired")
         assert first[1] not in feeder.carried()
-        await wait_for(lambda: _status(redis, first[0], "suspect"), 5, "retired book suspect")
+        await wait_for(lambda: _status(redis, first[0], "retired"), 5, "resolved book retired")
 
         lifecycle = [(f["type"], f["market"]) for _, f in await redis.xrange(keys.markets())]
         assert lifecycle == [

@@ -107,9 +107,9 @@ def test_dynamic_add_and_remove() -> None:
     act = subs.add(["a", "b"], 1.0)
     assert frames(act) == [("subscribe", ["b"])]
     assert act.statuses == [Status("b", "connected", "subscribe")]
-    gone = subs.remove(["b"], "lease_expired", state="retired")
+    gone = subs.remove(["b"], "lease_expired", ttl_ms="5000")
     assert frames(gone) == [("unsubscribe", ["b"])]
-    assert gone.statuses == [Status("b", "retired", "lease_expired")]
+    assert gone.statuses == [Status("b", "retired", "lease_expired", ttl_ms="5000")]
     assert subs.tokens == ["a"]
     assert subs.due(100.0).frames == [
         orjson.dumps({"operation": "unsubscribe", "assets_ids": ["a"]}).decode(),

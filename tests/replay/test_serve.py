@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _start(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "POLYBUS_LOG_LEVEL": "warning", "PYTHONASYNCIODEBUG": "0"}
     return await asyncio.create_subprocess_exec(
-        *POLYBUS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=env, cwd=ROOT)
+        *POLYBUS,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -65,7 +70,12 @@ async def test_served_recording_gives_a_fresh_feed_the_live_books(redis_server, 
         r.sim.drop_all()
         await wait_for(lambda: r.feeder.connections[0].stats.reconnects >= 1, 10, "reconnect")
         r.sim.resume()
-        await asyncio.sleep(0.5)
+        resumed = r.feeder.connections[0].stats.frames
+        await wait_for(
+            lambda: r.feeder.connections[0].stats.frames > resumed + 20,
+            10,
+            "traffic after the reconnect",
+        )
         await assert_books_equal_truth(r)
         live = await _books(r.redis, r.tokens)
         tokens = r.tokens
@@ -73,16 +83,29 @@ async def test_served_recording_gives_a_fresh_feed_the_live_books(redis_server, 
     fresh = RedisServer()
     fresh.start()
     server, url = await _serve(path)
-    feed = await _start("feed", "--tokens", ",".join(tokens), "--ws-url", url,
-                        "--redis-url", fresh.url, "--feeder-id", "replayed")
+    feed = await _start(
+        "feed",
+        "--tokens",
+        ",".join(tokens),
+        "--ws-url",
+        url,
+        "--redis-url",
+        fresh.url,
+        "--feeder-id",
+        "replayed",
+    )
     redis = fresh.client()
     try:
+
         async def same() -> bool:
             return await _books(redis, tokens) == live
 
         await wait_for(same, 20, "the replayed feed's books to equal the live run's")
-        states = [f["state"] for _, f in await redis.xrange(keys.stream(tokens[0]))
-                  if f["type"] == "status"]
+        states = [
+            f["state"]
+            for _, f in await redis.xrange(keys.stream(tokens[0]))
+            if f["type"] == "status"
+        ]
         assert states[:3] == ["connected", "disconnected", "resubscribed"]  # the drop, again
     finally:
         await _stop(feed)

@@ -13,8 +13,15 @@ from tests.support import wait_for
 from wire import keys
 
 
-async def test_recorded_streams_replay_to_the_same_hashes_and_entries(redis_server, tmp_path
-                                                                      ) -> None:
+def stream_id(text: str) -> tuple[int, int]:
+    """A stream id as numbers: `…-10` comes after `…-9` (as strings it would not)."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+async def test_recorded_streams_replay_to_the_same_hashes_and_entries(
+    redis_server, tmp_path
+) -> None:
     """A stream file taken from a live feed mid-flow (through a drop) replays into another
     prefix with the live hashes and every entry after the recorded hash, seq and rx kept."""
     out = tmp_path / "streams.jsonl.gz"
@@ -32,22 +39,29 @@ async def test_recorded_streams_replay_to_the_same_hashes_and_entries(redis_serv
         result = await asyncio.wait_for(task, 10)
         assert result.entries > 0
         await replay_into_redis(out, r.redis, prefix="copy")
-        starts = {x["token"]: x["fields"]["last_id"] for x in read_lines(out)
-                  if x["kind"] == "hash"}
+        starts = {
+            x["token"]: x["fields"]["last_id"] for x in read_lines(out) if x["kind"] == "hash"
+        }
         for token in r.tokens:
             live = await r.redis.hgetall(keys.book(token))
             copy = await r.redis.hgetall(keys.book(token, "copy"))
             assert {k: v for k, v in copy.items() if k != "last_id"} == {
-                k: v for k, v in live.items() if k != "last_id"}
-            after = [f for i, f in await r.redis.xrange(keys.stream(token)) if i > starts[token]]
+                k: v for k, v in live.items() if k != "last_id"
+            }
+            after = [
+                f
+                for i, f in await r.redis.xrange(keys.stream(token))
+                if stream_id(i) > stream_id(starts[token])
+            ]
             assert [f for _, f in await r.redis.xrange(keys.stream(token, "copy"))] == after
             newest = await r.redis.xrevrange(keys.stream(token, "copy"), count=1)
             assert copy["last_id"] == newest[0][0]
         assert "disconnected" in {f.get("state") for f in after}
 
 
-async def test_record_without_tokens_takes_every_book_and_stops_on_duration(redis_server,
-                                                                            tmp_path) -> None:
+async def test_record_without_tokens_takes_every_book_and_stops_on_duration(
+    redis_server, tmp_path
+) -> None:
     """No --tokens: every book of the prefix; --duration ends it; the file is self-contained."""
     redis = redis_server.client()
     try:
