@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -21,22 +23,29 @@ from wire.events import (
 
 T = "123456789"
 
-nums = st.decimals(min_value=0, max_value=10000, places=3, allow_nan=False).map(
-    lambda d: format(d.normalize(), "f") if d else "0"
-)
+def canonical(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d else "0"
+
+
+# Every field drawn from its valid domain (wire/validate.py): decode refuses the rest.
+nums = st.decimals(min_value=0, max_value=10000, places=3, allow_nan=False).map(canonical)
+prices = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("0.9999"), places=4,
+                     allow_nan=False).map(canonical)
+tops = st.one_of(st.sampled_from(["", "0", "1"]), prices)
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
-levels = st.lists(st.tuples(nums, nums), max_size=5).map(tuple)
+stamps = st.one_of(st.just(""), st.integers(0, 10**15).map(str))
+levels = st.lists(st.tuples(prices, nums), max_size=5).map(tuple)
 events = st.one_of(
-    st.builds(Book, asset_id=st.just(T), market=text, ts=text, bids=levels, asks=levels,
-              hash=text, source=st.sampled_from(["ws", "rest"]), tick_size=nums,
-              last_trade_price=st.one_of(st.just(""), nums)),
-    st.builds(PriceChange, asset_id=st.just(T), ts=text, side=st.sampled_from(["bid", "ask"]),
-              price=nums, size=nums, best_bid=nums, best_ask=nums, hash=text),
-    st.builds(Trade, asset_id=st.just(T), ts=text, price=nums, size=nums,
+    st.builds(Book, asset_id=st.just(T), market=text, ts=stamps, bids=levels, asks=levels,
+              hash=text, source=st.sampled_from(["ws", "rest"]), tick_size=prices,
+              last_trade_price=tops),
+    st.builds(PriceChange, asset_id=st.just(T), ts=stamps, side=st.sampled_from(["bid", "ask"]),
+              price=prices, size=nums, best_bid=tops, best_ask=tops, hash=text),
+    st.builds(Trade, asset_id=st.just(T), ts=stamps, price=prices, size=nums,
               side=st.sampled_from(["BUY", "SELL"]), fee_rate_bps=nums, tx=text),
-    st.builds(TickSizeChange, asset_id=st.just(T), ts=text, old=nums, new=nums),
-    st.builds(BestBidAsk, asset_id=st.just(T), ts=text, best_bid=nums, best_ask=nums,
-              spread=nums),
+    st.builds(TickSizeChange, asset_id=st.just(T), ts=stamps, old=prices, new=prices),
+    st.builds(BestBidAsk, asset_id=st.just(T), ts=stamps, best_bid=tops, best_ask=tops,
+              spread=tops),
     st.builds(Status, asset_id=st.just(T), state=st.sampled_from(["connected", "disconnected"]),
               reason=text, ts=st.just("")),
 )
@@ -77,13 +86,15 @@ def test_book_levels_travel_as_json_best_first() -> None:
     ("fields", "message"),
     [({"seq": "1", "epoch": "1", "rx": "1"}, "lacks field 'type'"),
      ({"type": "nope", "seq": "1", "epoch": "1", "rx": "1"}, "unknown entry type"),
-     ({"type": "status", "seq": "x", "epoch": "1", "rx": "1", "state": "s"}, "not an integer"),
+     ({"type": "status", "seq": "x", "epoch": "1", "rx": "1", "state": "connected"},
+      "not an integer"),
      ({"type": "status", "seq": "1", "epoch": "1", "rx": "1", "v": "9", "state": "s"}, "version"),
      ({"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[1]", "asks": "[]"},
       "bad level"),
      ({"type": "price_change", "seq": "1", "epoch": "1", "rx": "1", "side": "BUY", "price": "1",
        "size": "1"}, "side must be"),
-     ({"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "1"}, "lacks field 'size'")],
+     ({"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5"},
+      "lacks field 'size'")],
 )
 def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: str) -> None:
     """Bad input raises DecodeError naming what is wrong."""
