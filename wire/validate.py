@@ -20,10 +20,10 @@ float leftovers and 40-digit prices a broken upstream sends. As 0 < p < 1, 8 pla
 price to 8 significant digits and 10 characters. Sizes: an outcome token has 6 decimals
 on-chain (8 leave slack) and 10^12 shares is beyond all the USDC there is.
 
-Only a spread may carry a sign: a `+` or `-` on any other field is refused even when the value
-(`-0`) would pass. Everything ASCII: canon refuses `1_000`, `١٢`, ` 5 `, `NaN`, and bounds
-exponents before expanding them. Each rule keeps a bounded cache of the short texts it
-accepted, so a repeated price costs one dict lookup.
+Only a spread may carry a sign, and only `-`: a sign anywhere else is refused even when the
+value (`-0`, `+0.5`) would pass. Everything ASCII: canon refuses `1_000`, `١٢`, ` 5 `, `NaN`,
+and bounds exponents before expanding them. Each rule keeps a bounded cache of the short texts
+it accepted, so a repeated price costs one dict lookup.
 
 `check_event` states the whole of a valid event (canonical numbers by these rules, a valid
 token, bounded text, a known side or state, book levels best first with non-zero sizes); the
@@ -86,6 +86,7 @@ _CACHE_MAX = 65536
 
 # --- predicates on canonical text (cheap string tests: canonical means no trailing zeros) -----
 
+
 def _is_price(c: str) -> bool:
     return c.startswith("0.") and len(c) <= _PRICE_MAX_LEN
 
@@ -111,10 +112,10 @@ Check = Callable[[str], bool]
 
 
 def _admit(text: str, cache: dict[str, str], ok: Check, signed: bool, what: str) -> str:
-    """Canonical `text` if it passes `ok` (and carries no sign unless `signed`), now cached.
+    """Canonical `text` if it passes `ok` (no `+`; a `-` only if `signed`), now cached.
     (Each rule looks its cache up itself first: a hit costs one call and one dict lookup.)"""
     out = canonical(text)  # DecodeError for what is not a number at all
-    if not ok(out) or (not signed and text[0] in "+-"):
+    if not ok(out) or text[0] == "+" or (not signed and text[0] == "-"):
         raise DecodeError(f"not a valid {what}: {text[:40]!r}")
     if len(cache) >= _CACHE_MAX:
         cache.clear()
@@ -192,6 +193,7 @@ def text(value: str, limit: int = ID_MAX) -> str:
 
 
 # --- whole events ---------------------------------------------------------------------------
+
 
 def _same(rule: Callable[[str], str], value: str, name: str) -> None:
     """`value` passes `rule` and is already canonical (what may be published)."""

@@ -107,3 +107,65 @@ def test_market_events_round_trip() -> None:
     event = MarketEvent("market_resolved", "0xc", "22", ("1", "2"), "5", winning_asset_id="1",
                         winning_outcome="Yes")
     assert decode_market(encode_market(event, rx=3)) == event
+
+
+def entry_fields(**fields: str) -> dict[str, str]:
+    """A valid price_change entry's fields, with `fields` overriding."""
+    base = {"type": "price_change", "seq": "1", "epoch": "1", "ts": "5", "rx": "1", "v": "1",
+            "side": "bid", "price": "0.48", "size": "150", "best_bid": "0.48",
+            "best_ask": "0.49", "hash": "h"}
+    base.update(fields)
+    return base
+
+
+@pytest.mark.parametrize("fields", [
+    entry_fields(price="7"), entry_fields(size="-5"), entry_fields(price="0"),
+    entry_fields(price="1_000"), entry_fields(size="1_000"), entry_fields(size="١٢"),
+    entry_fields(price=" 0.5"), entry_fields(size="1e999999"), entry_fields(size="1e100"),
+    entry_fields(price="0." + "1" * 40), entry_fields(best_bid="2"), entry_fields(best_ask="-1"),
+    entry_fields(size="+5"), entry_fields(ts="17:00"), entry_fields(seq="1_0"),
+    entry_fields(seq="٣"), entry_fields(rx=" 1"), entry_fields(epoch="-1"),
+    entry_fields(hash="h" * 300),
+    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": '[["7","1"]]', "asks": "[]"},
+    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": '[["0.5","-1"]]', "asks": "[]"},
+    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[]", "asks": "[]",
+     "source": "x"},
+    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[]", "asks": "[]",
+     "tick_size": "1"},
+    {"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5", "size": "1",
+     "fee_rate_bps": "99999"},
+    {"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5", "size": "1",
+     "side": "HOLD"},
+    {"type": "tick_size_change", "seq": "1", "epoch": "1", "rx": "1", "new": "0"},
+    {"type": "best_bid_ask", "seq": "1", "epoch": "1", "rx": "1", "spread": "5"},
+    {"type": "status", "seq": "1", "epoch": "1", "rx": "1", "state": "weird"},
+])
+def test_decode_refuses_what_the_normalizer_would_quarantine(fields: dict[str, str]) -> None:
+    """Entries breaking wire/validate.py's rules raise DecodeError instead of being served."""
+    with pytest.raises(DecodeError):
+        decode(fields, T)
+
+
+def test_decode_refuses_non_utf8_bytes_with_decode_error() -> None:
+    """A field redis returns as bytes that are not UTF-8 is a DecodeError, not a UnicodeError."""
+    fields = {k.encode(): v.encode() for k, v in entry_fields().items()}
+    fields[b"hash"] = b"\xff\xfe"
+    with pytest.raises(DecodeError, match="not UTF-8"):
+        decode(fields, T)
+
+
+def test_decode_accepts_the_exchange_empty_side_tops_and_canonicalises() -> None:
+    """best_bid 0 / best_ask 1 (no bids, no asks) decode; an odd valid spelling comes out
+    canonical."""
+    entry = decode(entry_fields(price=".480", size="150.0", best_bid="0", best_ask="1"), T)
+    assert entry.event == PriceChange(T, "5", "bid", "0.48", "150", "0", "1", "h")
+
+
+def test_decode_market_refuses_bad_tokens_and_ticks() -> None:
+    """A lifecycle entry with a non-decimal token id or a tick of 1 is a DecodeError."""
+    good = encode_market(MarketEvent("new_market", "0xc", "1", ("1",), "5", tick_size="0.01"),
+                         rx=1)
+    assert decode_market(good).tick_size == "0.01"
+    for bad in ({**good, "asset_ids": '["0x1"]'}, {**good, "tick_size": "1"}):
+        with pytest.raises(DecodeError):
+            decode_market(bad)
