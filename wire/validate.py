@@ -100,8 +100,10 @@ def _is_spread(c: str) -> bool:
 
 
 def _is_size(c: str) -> bool:
-    head, _, tail = c.partition(".")
-    return not c.startswith("-") and len(head) <= SIZE_INT_DIGITS and len(tail) <= SIZE_PLACES
+    dot = c.find(".")
+    if dot < 0:
+        return len(c) <= SIZE_INT_DIGITS and c[0] != "-"
+    return dot <= SIZE_INT_DIGITS and len(c) - dot - 1 <= SIZE_PLACES and c[0] != "-"
 
 
 def _is_fee(c: str) -> bool:
