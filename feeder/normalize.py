@@ -93,7 +93,8 @@ class Normalized:
     markets: list[MarketEvent] = field(default_factory=list)
     """Lifecycle events (global broadcasts, never filtered by token)."""
     quarantine: list[tuple[str, str]] = field(default_factory=list)
-    """(raw text of the frame or of the offending element, reason)."""
+    """(raw text of the frame or of the offending element, reason); at most QUARANTINE_KEPT
+    items, each text storable and at most QUARANTINE_TEXT_MAX characters (then marked cut)."""
     data: bool = False
     """Anything but PONG / INVALID OPERATION: feeds the data-silence watchdog."""
     pong: bool = False
