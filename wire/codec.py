@@ -70,7 +70,7 @@ def decode_levels(text: str) -> tuple[Level, ...]:
     for item in raw:
         pair = isinstance(item, list) and len(item) == 2
         if not (pair and isinstance(item[0], str) and isinstance(item[1], str)):
-            raise DecodeError(f"bad level {orjson.dumps(item)[:80]!r}")
+            raise DecodeError(f"bad level: a {type(item).__name__}, not [price, size]")
         out.append((price(item[0]), size(item[1])))
     return tuple(out)
 

@@ -146,6 +146,15 @@ def test_decode_refuses_what_the_normalizer_would_quarantine(fields: dict[str, s
         decode(fields, T)
 
 
+def test_decode_refuses_deeply_nested_levels_with_decode_error() -> None:
+    """Levels nested deeper than orjson writes (and reads) raise DecodeError, nothing else."""
+    for depth in (300, 1100):
+        fields = {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "asks": "[]",
+                  "bids": "[" + "[" * depth + "]" * depth + "]"}
+        with pytest.raises(DecodeError):
+            decode(fields, T)
+
+
 def test_decode_refuses_non_utf8_bytes_with_decode_error() -> None:
     """A field redis returns as bytes that are not UTF-8 is a DecodeError, not a UnicodeError."""
     fields = {k.encode(): v.encode() for k, v in entry_fields().items()}
