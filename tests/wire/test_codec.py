@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, strategies as st
 
+from wire import validate
 from wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
 from wire.errors import DecodeError
 from wire.events import (
@@ -178,3 +180,36 @@ def test_decode_market_refuses_bad_tokens_and_ticks() -> None:
     for bad in ({**good, "asset_ids": '["0x1"]'}, {**good, "tick_size": "1"}):
         with pytest.raises(DecodeError):
             decode_market(bad)
+
+
+HOSTILE = ["7", "-5", "0.5", "0", "1", "", "1_000", "١٢", " 1", "1e999999999", "1e100", "NaN",
+           "connected", "weird", "bid", "BUY", "ws", "[]", '[["0.5","1"]]', '[["7","-1"]]',
+           "[" * 300 + "]" * 300, '[["0.5"]]', "{}", "x" * 300, "18446744073709551616"]
+values = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=6))
+damageable = st.sampled_from([
+    "type", "seq", "epoch", "rx", "ts", "v", "bids", "asks", "tick_size", "last_trade_price",
+    "source", "hash", "market", "side", "price", "size", "best_bid", "best_ask", "fee_rate_bps",
+    "tx", "old", "new", "spread", "state", "reason"])
+
+
+@given(events, st.dictionaries(damageable, values, max_size=3), st.booleans(),
+       st.sampled_from([b"", b"\xff", b"\xc3("]))
+def test_decode_is_total_raising_only_decode_error(event: Any, damage: dict[str, str],
+                                                   as_bytes: bool, junk: bytes) -> None:
+    """A valid entry with up to three fields overwritten by garbage decodes to valid numbers
+    (the damage was harmless) or raises DecodeError — never anything else."""
+    fields: dict[Any, Any] = {**encode(Entry(event, 1, 1, 1)), **damage}
+    if as_bytes:
+        fields = {k.encode(): v.encode() + (junk if k == "hash" else b"")
+                  for k, v in fields.items()}
+    try:
+        entry = decode(fields, T)
+    except DecodeError:
+        return
+    decoded = entry.event
+    if isinstance(decoded, Book):  # decode checks each level, not their order (books sort)
+        for price, size in decoded.bids + decoded.asks:
+            assert validate.price(price) == price and validate.size(size) == size
+        decoded = Book(T, decoded.market, decoded.ts, (), (), decoded.hash, decoded.source,
+                       decoded.tick_size, decoded.last_trade_price)
+    validate.check_event(decoded)
