@@ -67,24 +67,20 @@ def _slow(text: str) -> str:
     return _expand(sign == "-", stripped, exp)
 
 
-def _fast(text: str) -> str | None:
-    """Canonicalize plain ASCII `digits[.digits]` spellings without a regex; None if unusual."""
-    head, _, tail = text.partition(".")
-    if not text.isascii() or (head and not head.isdigit()) or (tail and not tail.isdigit()):
-        return None  # (isdigit alone would take `²` and `١`; a second dot fails tail's test)
-    if not (head or tail):
-        return None
-    head = head.lstrip("0") or "0"
-    tail = tail.rstrip("0")
-    return f"{head}.{tail}" if tail else head
-
-
 def canonical(text: str) -> str:
-    """canon without its cache, for callers that keep their own (wire/validate.py)."""
+    """canon without its cache, for callers that keep their own (wire/validate.py). Plain
+    ASCII `digits[.digits]` (nearly every number) is done inline; the rest by `_slow`."""
     if not isinstance(text, str) or not text or len(text) > MAX_LEN:
         raise DecodeError(f"not a decimal string: {_show(text)}")
-    out = _fast(text)
-    return _slow(text) if out is None else out
+    head, _, tail = text.partition(".")
+    # isascii first: isdigit alone would take `²` and `١`; a second dot fails tail's test
+    if text.isascii() and (head or tail) and (not head or head.isdigit()) and (
+        not tail or tail.isdigit()
+    ):
+        head = head.lstrip("0") or "0"
+        tail = tail.rstrip("0")
+        return f"{head}.{tail}" if tail else head
+    return _slow(text)
 
 
 def canon(text: str) -> str:
