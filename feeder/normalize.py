@@ -19,6 +19,14 @@ Theory of operation, in the order `feed` applies it:
 Every frame, event, filter and quarantine bumps a key of `counts` (`frames`, `event.<type>`,
 `filtered.<why>`, `quarantine.<reason>`; reasons without their `:<field>` detail so the metric
 labels stay few).
+
+Total: `feed` never raises, whatever the bytes. Every number and text field passes its rule in
+`wire/validate.py` or the element is quarantined: `bad_number` (not a number at all: `1_000`,
+` 5`, `1e999999`), `out_of_range:<field>` (a number its field may not hold: price 7, size -5,
+40 digits), `bad_field:<field>` (wrong type, or text too long). A quarantined text is always
+storable: at most `QUARANTINE_TEXT_MAX` characters, valid UTF-8, and an element nested deeper
+than orjson writes is kept clipped; at most `QUARANTINE_KEPT` items are kept per frame (the rest
+are still counted). A bug that raises anyway quarantines its element as `internal_error`.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from operator import itemgetter
 from typing import Any, TypeGuard
 
 import orjson
 
+from wire import validate
 from wire.canon import canon
 from wire.errors import DecodeError, InvalidToken
 from wire.events import (
@@ -47,10 +56,18 @@ from wire.events import (
 from wire.keys import validate_token
 
 
-__all__ = ["DEDUP_WINDOW", "Normalized", "Normalizer"]
+__all__ = ["DEDUP_WINDOW", "QUARANTINE_KEPT", "QUARANTINE_TEXT_MAX", "Normalized", "Normalizer"]
 
 DEDUP_WINDOW = 256
 """An exact repeat of one of this many most recent distinct data frames is dropped."""
+QUARANTINE_TEXT_MAX = 65536
+"""A longer quarantined text keeps its head and says how much was cut (the stream keeps
+10,000 entries: unclipped, a hostile upstream's megabyte frames would hold gigabytes)."""
+QUARANTINE_KEPT = 100
+"""Quarantine items kept per frame; a frame of a million bad elements costs one page of them."""
+_CLIP_DEPTH = 64
+"""Nesting kept when an element is too deep for orjson to write back (it reads 1024, writes
+255); anything deeper is replaced by a marker."""
 
 _SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
 _TAKER_SIDES = frozenset(("BUY", "SELL"))
@@ -78,7 +95,8 @@ class Normalized:
     markets: list[MarketEvent] = field(default_factory=list)
     """Lifecycle events (global broadcasts, never filtered by token)."""
     quarantine: list[tuple[str, str]] = field(default_factory=list)
-    """(raw text of the frame or of the offending element, reason)."""
+    """(raw text of the frame or of the offending element, reason); at most QUARANTINE_KEPT
+    items, each text storable and at most QUARANTINE_TEXT_MAX characters (then marked cut)."""
     data: bool = False
     """Anything but PONG / INVALID OPERATION: feeds the data-silence watchdog."""
     pong: bool = False
@@ -90,35 +108,46 @@ _Parser = Callable[[dict[str, Any], Normalized], None]
 
 # --- field readers: each raises _Skip with the reason the element is quarantined for -------
 
-def _num(value: Any, name: str) -> str:
-    """A required number, canonical. The exchange sends strings; bare JSON numbers are read
-    too (a float's repr is the shortest text that round-trips, i.e. what was sent)."""
-    if value.__class__ is str:
-        try:
-            return canon(value)
-        except DecodeError:
-            raise _Skip("bad_number") from None
-    if value is None:
-        raise _Skip(f"missing_field:{name}")
-    if value.__class__ is int or value.__class__ is float:
-        try:
-            return canon(repr(value))
-        except DecodeError:
-            raise _Skip("bad_number") from None
-    raise _Skip("bad_number")
+_Rule = Callable[[str], str]
 
 
-def _opt_num(value: Any, name: str) -> str:
+def _num(value: Any, name: str, rule: _Rule) -> str:
+    """A required number, canonical and valid by `rule` (wire/validate.py). The exchange sends
+    strings; bare JSON numbers are read too (a float's repr is the shortest text that
+    round-trips, i.e. what was sent)."""
+    if value.__class__ is not str:
+        if value.__class__ is not int and value.__class__ is not float:
+            raise _Skip(f"missing_field:{name}" if value is None else "bad_number")
+        value = repr(value)
+    try:
+        return rule(value)
+    except DecodeError:
+        raise _Skip(_why(value, name)) from None
+
+
+def _why(value: str, name: str) -> str:
+    """Why a number failed its rule: not a number at all, or one its field may not hold."""
+    try:
+        canon(value)
+    except DecodeError:
+        return "bad_number"
+    return f"out_of_range:{name}"
+
+
+def _opt_num(value: Any, name: str, rule: _Rule) -> str:
     """An optional number: "" when absent, null or empty (e.g. no last trade yet)."""
     if value is None or value == "":
         return ""
-    return _num(value, name)
+    return _num(value, name, rule)
 
 
-def _text(m: dict[str, Any], name: str) -> str:
-    """An optional string (ids may arrive as JSON integers): "" when absent or null."""
+def _text(m: dict[str, Any], name: str, limit: int = validate.ID_MAX) -> str:
+    """An optional string of at most `limit` characters (ids may arrive as JSON integers):
+    "" when absent or null."""
     value = m.get(name)
-    if isinstance(value, str):
+    if value.__class__ is str:
+        if len(value) > limit:
+            raise _Skip(f"bad_field:{name}")
         return value
     if value is None:
         return ""
@@ -138,23 +167,30 @@ def _need_text(m: dict[str, Any], name: str) -> str:
 def _ts(m: dict[str, Any]) -> str:
     """The exchange's Unix-ms timestamp, kept as its string; "" when absent."""
     value = _text(m, "timestamp")
-    if value and not (value.isascii() and value.isdigit()):
-        raise _Skip("bad_number")
-    return value
+    try:
+        return validate.timestamp(value)
+    except DecodeError:
+        raise _Skip("bad_number") from None
 
 
 def _token(value: Any) -> str:
     """A token id (a decimal string of 1..100 digits)."""
     if value is None:
         raise _Skip("missing_field:asset_id")
+    if value.__class__ is not str:  # never format a deep or huge foreign value
+        raise _Skip("bad_token")
     try:
         return validate_token(value)
     except InvalidToken:
         raise _Skip("bad_token") from None
 
 
-def _price_key(level: Level) -> Decimal:
-    return Decimal(level[0])
+_price, _size, _top, _tick = validate.price, validate.size, validate.top, validate.tick
+_LABEL = validate.LABEL_MAX
+
+
+_price_key = itemgetter(0)
+"""Canonical prices in (0, 1) sort as text exactly as they sort as numbers: "0.4" < "0.45"."""
 
 
 def _levels(raw: Any, name: str, descending: bool) -> tuple[Level, ...]:
@@ -166,7 +202,7 @@ def _levels(raw: Any, name: str, descending: bool) -> tuple[Level, ...]:
     for level in raw:
         if level.__class__ is not dict:
             raise _Skip(f"bad_field:{name}")
-        sizes[_num(level.get("price"), "price")] = _num(level.get("size"), "size")
+        sizes[_num(level.get("price"), "price", _price)] = _num(level.get("size"), "size", _size)
     kept = [level for level in sizes.items() if level[1] != "0"]
     kept.sort(key=_price_key, reverse=descending)
     return tuple(kept)
@@ -215,8 +251,8 @@ class Normalizer:
         self.tokens: set[str] = set()
         """The tokens this connection subscribed; others' events are filtered."""
         self.counts: Counter[str] = Counter()
-        self._recent: deque[str] = deque()
-        self._recent_set: set[str] = set()
+        self._recent: deque[int] = deque()
+        self._recent_set: set[int] = set()
         self._parsers: dict[str, _Parser] = {
             "book": self._book,
             "price_change": self._price_change,
@@ -246,57 +282,64 @@ class Normalizer:
 
     # --- frames -------------------------------------------------------------------------
     def feed(self, raw: bytes | str, rx: int) -> Normalized:
-        """Normalize one WebSocket text frame received at `rx` (µs; kept for future use)."""
+        """Normalize one WebSocket text frame received at `rx` (µs; kept for future use).
+        Never raises: whatever cannot be used is counted and returned for quarantine."""
         out = Normalized()
-        counts = self.counts
-        counts["frames"] += 1
-        if isinstance(raw, bytes):
+        self.counts["frames"] += 1
+        try:
+            self._feed(raw, out)
+        except Exception as exc:  # a bug must cost this frame, never the connection
+            out.data = True
+            self._keep(_as_text(raw), f"internal_error:{type(exc).__name__}", out)
+        return out
+
+    def _feed(self, raw: bytes | str, out: Normalized) -> None:
+        if isinstance(raw, str):
+            text = raw
+        else:
             try:
-                text = raw.decode()
+                text = bytes(raw).decode()
             except UnicodeDecodeError:  # JSON is UTF-8: this cannot be a frame we can read
                 out.data = True
-                self._bad_frame(raw.decode("utf-8", "replace"), out)
-                return out
-        else:
-            text = raw
+                self._keep(_as_text(raw), "malformed_json", out)
+                return
         if len(text) < _CONTROL_MAX:
             control = _CONTROL.get(text.strip())
             if control is not None:
-                counts[control] += 1
+                self.counts[control] += 1
                 out.pong = control == "filtered.pong"
-                return out
+                return
         out.data = True
         if self._repeat(text):
-            counts["filtered.duplicate"] += 1
-            return out
+            self.counts["filtered.duplicate"] += 1
+            return
         try:
             value = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self._bad_frame(text, out)
-            return out
+        except orjson.JSONDecodeError:  # also a str with lone surrogates, or nesting > 1024
+            self._keep(text, "malformed_json", out)
+            return
         if value.__class__ is list:
             for element in value:
                 self._element(element, None, out)
         else:
             self._element(value, text, out)
-        return out
 
     def _repeat(self, text: str) -> bool:
         """True for an exact repeat of a recent frame (a resend or an injected duplicate).
-        `[]` carries nothing (every unknown token is answered with one), so it is exempt."""
+        `[]` carries nothing (every unknown token is answered with one), so it is exempt.
+        The window keeps the frames' hashes, not their text: 256 one-megabyte frames must not
+        cost 256 MB. (str hashes are 64-bit and salted per process: a false repeat is as
+        likely as a cosmic ray, and nobody can craft one.)"""
         if text == "[]":
             return False
-        if text in self._recent_set:
+        key = hash(text)
+        if key in self._recent_set:
             return True
-        self._recent.append(text)
-        self._recent_set.add(text)
+        self._recent.append(key)
+        self._recent_set.add(key)
         if len(self._recent) > DEDUP_WINDOW:
             self._recent_set.discard(self._recent.popleft())
         return False
-
-    def _bad_frame(self, text: str, out: Normalized) -> None:
-        self.counts["quarantine.malformed_json"] += 1
-        out.quarantine.append((text, "malformed_json"))
 
     def _element(self, element: Any, text: str | None, out: Normalized) -> None:
         """Route one object by its `event_type`; `text` is its raw text when it is the frame."""
@@ -314,12 +357,32 @@ class Normalizer:
             parser(element, out)
         except _Skip as skip:
             self._quarantine(element, text, skip.reason, out)
+        except Exception as exc:  # a bug must cost this element, never its neighbours
+            self._quarantine(element, text, f"internal_error:{type(exc).__name__}", out)
 
     def _quarantine(self, element: Any, text: str | None, reason: str, out: Normalized) -> None:
         """Keep the raw text when the element is the whole frame, else re-serialise it."""
+        if text is None and len(out.quarantine) < QUARANTINE_KEPT:
+            try:
+                text = orjson.dumps(element).decode()
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes
+                text = orjson.dumps(_clip(element, _CLIP_DEPTH)).decode()
+        self._keep(text or "", reason, out)
+
+    def _keep(self, text: str, reason: str, out: Normalized) -> None:
+        """Count a quarantine and keep its item: storable text, at most QUARANTINE_KEPT."""
         self.counts["quarantine." + reason.partition(":")[0]] += 1
-        if text is None:
-            text = orjson.dumps(element).decode()
+        if len(out.quarantine) >= QUARANTINE_KEPT:
+            self.counts["quarantine_not_kept"] += 1
+            return
+        if len(text) > QUARANTINE_TEXT_MAX:
+            cut = len(text) - QUARANTINE_TEXT_MAX
+            text = f"{text[:QUARANTINE_TEXT_MAX]}…[{cut} more characters]"
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:  # lone surrogates: Redis could not store it
+                text = text.encode("utf-8", "replace").decode()
         out.quarantine.append((text, reason))
 
     def _ours(self, token: Any) -> TypeGuard[str]:
@@ -344,8 +407,8 @@ class Normalizer:
             bids=_levels(_book_levels(m, "bids"), "bids", descending=True),
             asks=_levels(_book_levels(m, "asks"), "asks", descending=False),
             hash=_text(m, "hash"), source="ws",
-            tick_size=_opt_num(m.get("tick_size"), "tick_size"),
-            last_trade_price=_opt_num(m.get("last_trade_price"), "last_trade_price"),
+            tick_size=_opt_num(m.get("tick_size"), "tick_size", _tick),
+            last_trade_price=_opt_num(m.get("last_trade_price"), "last_trade_price", _top),
         ))
         self.counts["event.book"] += 1
 
@@ -382,9 +445,9 @@ class Normalizer:
         if not self._ours(token):
             return None
         return PriceChange(
-            token, ts, _side(c), _num(c.get("price"), "price"), _num(c.get("size"), "size"),
-            _opt_num(c.get("best_bid"), "best_bid"), _opt_num(c.get("best_ask"), "best_ask"),
-            _text(c, "hash"),
+            token, ts, _side(c), _num(c.get("price"), "price", _price),
+            _num(c.get("size"), "size", _size), _opt_num(c.get("best_bid"), "best_bid", _top),
+            _opt_num(c.get("best_ask"), "best_ask", _top), _text(c, "hash"),
         )
 
     def _legacy_price_change(self, m: dict[str, Any], out: Normalized) -> None:
@@ -411,7 +474,8 @@ class Normalizer:
     def _legacy_change(c: Any, token: str, ts: str, digest: str) -> PriceChange:
         if c.__class__ is not dict:
             raise _Skip("not_an_object")
-        price, size = _num(c.get("price"), "price"), _num(c.get("size"), "size")
+        price = _num(c.get("price"), "price", _price)
+        size = _num(c.get("size"), "size", _size)
         return PriceChange(token, ts, _side(c), price, size, "", "", digest)
 
     def _trade(self, m: dict[str, Any], out: Normalized) -> None:
@@ -425,8 +489,10 @@ class Normalizer:
         if side and side not in _TAKER_SIDES:
             raise _Skip("bad_side")
         out.events.append(Trade(
-            token, _ts(m), _num(m.get("price"), "price"), _num(m.get("size"), "size"), side,
-            _opt_num(m.get("fee_rate_bps"), "fee_rate_bps"), _text(m, "transaction_hash"),
+            token, _ts(m), _num(m.get("price"), "price", _price),
+            _num(m.get("size"), "size", _size), side,
+            _opt_num(m.get("fee_rate_bps"), "fee_rate_bps", validate.fee_bps),
+            _text(m, "transaction_hash"),
         ))
         self.counts["event.trade"] += 1
 
@@ -437,8 +503,8 @@ class Normalizer:
         if not self._ours(token):
             return
         out.events.append(TickSizeChange(
-            token, _ts(m), _opt_num(m.get("old_tick_size"), "old_tick_size"),
-            _num(m.get("new_tick_size"), "new_tick_size"),
+            token, _ts(m), _opt_num(m.get("old_tick_size"), "old_tick_size", _tick),
+            _num(m.get("new_tick_size"), "new_tick_size", _tick),
         ))
         self.counts["event.tick_size_change"] += 1
 
@@ -449,8 +515,9 @@ class Normalizer:
         if not self._ours(token):
             return
         out.events.append(BestBidAsk(
-            token, _ts(m), _opt_num(m.get("best_bid"), "best_bid"),
-            _opt_num(m.get("best_ask"), "best_ask"), _opt_num(m.get("spread"), "spread"),
+            token, _ts(m), _opt_num(m.get("best_bid"), "best_bid", _top),
+            _opt_num(m.get("best_ask"), "best_ask", _top),
+            _opt_num(m.get("spread"), "spread", validate.spread),
         ))
         self.counts["event.best_bid_ask"] += 1
 
@@ -461,14 +528,15 @@ class Normalizer:
         "3527…"],"outcomes":["Yes","No"],"event_message":{…},"timestamp":"1791201620400",
         "event_type":"new_market","clob_token_ids":[…],"order_price_min_tick_size":"0.01",…}`"""
         outcomes = _list(m, "outcomes")
-        if not all(o.__class__ is str for o in outcomes):
+        if not all(o.__class__ is str and len(o) <= _LABEL for o in outcomes):
             raise _Skip("bad_field:outcomes")
         out.markets.append(MarketEvent(
             kind="new_market", market=_need_text(m, "market"), id=_text(m, "id"),
             asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
-            ts=_ts(m), question=_text(m, "question"), slug=_text(m, "slug"),
+            ts=_ts(m), question=_text(m, "question", _LABEL), slug=_text(m, "slug", _LABEL),
             outcomes=tuple(outcomes),
-            tick_size=_opt_num(m.get("order_price_min_tick_size"), "order_price_min_tick_size"),
+            tick_size=_opt_num(m.get("order_price_min_tick_size"), "order_price_min_tick_size",
+                               _tick),
         ))
         self.counts["event.new_market"] += 1
 
@@ -481,11 +549,29 @@ class Normalizer:
         out.markets.append(MarketEvent(
             kind="market_resolved", market=_need_text(m, "market"), id=_text(m, "id"),
             asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
-            ts=_ts(m), question=_text(m, "question"), slug=_text(m, "slug"),
+            ts=_ts(m), question=_text(m, "question", _LABEL), slug=_text(m, "slug", _LABEL),
             winning_asset_id=_token(winner) if winner else "",
-            winning_outcome=_text(m, "winning_outcome"),
+            winning_outcome=_text(m, "winning_outcome", _LABEL),
         ))
         self.counts["event.market_resolved"] += 1
+
+
+def _as_text(raw: object) -> str:
+    """A frame as text for quarantine, whatever it is (undecodable bytes get U+FFFD)."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw).decode("utf-8", "replace")
+    return f"<{type(raw).__name__}>"
+
+
+def _clip(value: Any, depth: int) -> Any:
+    """`value` with whatever is nested deeper than `depth` replaced by a marker string."""
+    if value.__class__ is list:
+        return [_clip(v, depth - 1) for v in value] if depth else "…[nested deeper]"
+    if value.__class__ is dict:
+        return {k: _clip(v, depth - 1) for k, v in value.items()} if depth else "…[nested deeper]"
+    return value
 
 
 def _looks_like_book(m: dict[str, Any]) -> bool:

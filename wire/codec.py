@@ -2,7 +2,10 @@
 
 Every token stream entry has `type`, `seq`, `epoch`, `ts`, `rx`, `v` (schema version) and the
 fields of its type. The publisher's Lua step assigns `seq`, so `encode_body` leaves it out and
-`encode` (for tests, replays and tools) puts it in. Bad input raises DecodeError.
+`encode` (for tests, replays and tools) puts it in. Bad input raises DecodeError: `decode`
+holds every number, timestamp and text field to the rules of `wire/validate.py` (the ones the
+normalizer holds the exchange to), so a price of 7 or a size of -5 written into a stream by
+anyone is refused, not served; numbers come out canonical.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any
 
 import orjson
 
+from wire import validate
 from wire.errors import DecodeError
 from wire.events import (
+    STATUS_STATES,
     BestBidAsk,
     Book,
     Entry,
@@ -52,19 +57,21 @@ def encode_levels(levels: tuple[Level, ...]) -> str:
 
 
 def decode_levels(text: str) -> tuple[Level, ...]:
-    """Levels from their JSON form; DecodeError unless a list of [price, size] strings."""
+    """Levels from their JSON form; DecodeError unless a list of [price, size] strings that
+    are a valid price and size (wire/validate.py), which come out canonical."""
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"levels are not JSON: {text!r:.80}") from exc
+        raise DecodeError(f"levels are not JSON: {text[:80]!r}") from exc
     if not isinstance(raw, list):
         raise DecodeError("levels must be a JSON list")
     out: list[Level] = []
+    price, size = validate.price, validate.size
     for item in raw:
         pair = isinstance(item, list) and len(item) == 2
         if not (pair and isinstance(item[0], str) and isinstance(item[1], str)):
-            raise DecodeError(f"bad level {item!r:.80}")
-        out.append((item[0], item[1]))
+            raise DecodeError(f"bad level: a {type(item).__name__}, not [price, size]")
+        out.append((price(item[0]), size(item[1])))
     return tuple(out)
 
 
@@ -137,12 +144,15 @@ def encode(entry: Entry) -> Fields:
 def text_fields(fields: Mapping[Any, Any]) -> Fields:
     """Fields as str -> str, whether redis returned bytes or str."""
     out: Fields = {}
-    for k, v in fields.items():
-        key = k.decode() if isinstance(k, bytes) else k
-        val = v.decode() if isinstance(v, bytes) else v
-        if not isinstance(key, str) or not isinstance(val, str):
-            raise DecodeError(f"field {k!r:.40} is not a string")
-        out[key] = val
+    try:
+        for k, v in fields.items():
+            key = k.decode() if isinstance(k, bytes) else k
+            val = v.decode() if isinstance(v, bytes) else v
+            if not isinstance(key, str) or not isinstance(val, str):
+                raise DecodeError(f"field {type(k).__name__} -> {type(v).__name__} is not text")
+            out[key] = val
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"a field is not UTF-8: {exc.object[:40]!r}") from None
     return out
 
 
@@ -154,25 +164,56 @@ def _need(f: Fields, name: str) -> str:
 
 
 def _int(f: Fields, name: str) -> int:
+    """A non-negative integer of ASCII digits (int() would take `1_000`, ` 5`, `٣`)."""
     text = _need(f, name)
+    if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
+        raise DecodeError(f"field {name!r} is not an integer: {text[:40]!r}")
+    return int(text)
+
+
+_Rule = Callable[[str], str]
+
+
+def _num(f: Fields, name: str, rule: _Rule, default: str | None = None) -> str:
+    """Field `name` held to `rule` (wire/validate.py); required unless `default` is given."""
+    text = _need(f, name) if default is None else f.get(name, default)
     try:
-        return int(text)
-    except ValueError:
-        raise DecodeError(f"field {name!r} is not an integer: {text!r:.40}") from None
+        return rule(text)
+    except DecodeError as exc:
+        raise DecodeError(f"{f.get('type', '?')} field {name!r}: {exc}") from None
+
+
+def _text(f: Fields, name: str, default: str = "") -> str:
+    """An optional text field of bounded length."""
+    try:
+        return validate.text(f.get(name, default))
+    except DecodeError as exc:
+        raise DecodeError(f"{f.get('type', '?')} field {name!r}: {exc}") from None
+
+
+def _ts(f: Fields) -> str:
+    return _num(f, "ts", validate.timestamp, "")
 
 
 def _decode_book(t: str, f: Fields) -> Event:
+    source = f.get("source", "ws")
+    if source not in ("ws", "rest"):
+        raise DecodeError(f"book source must be ws or rest, got {source[:20]!r}")
     return Book(
         asset_id=t,
-        market=f.get("market", ""),
-        ts=f.get("ts", ""),
+        market=_text(f, "market"),
+        ts=_ts(f),
         bids=decode_levels(_need(f, "bids")),
         asks=decode_levels(_need(f, "asks")),
-        hash=f.get("hash", ""),
-        source=f.get("source", "ws"),
-        tick_size=f.get("tick_size", ""),
-        last_trade_price=f.get("last_trade_price", ""),
+        hash=_text(f, "hash"),
+        source=source,
+        tick_size=_num(f, "tick_size", _opt_tick, ""),
+        last_trade_price=_num(f, "last_trade_price", validate.top, ""),
     )
+
+
+def _opt_tick(text: str) -> str:
+    return text and validate.tick(text)
 
 
 def _decode_price_change(t: str, f: Fields) -> Event:
@@ -183,49 +224,58 @@ def _decode_price_change(t: str, f: Fields) -> Event:
         case "ask":
             side = "ask"
         case other:
-            raise DecodeError(f"price_change side must be bid or ask, got {other!r:.20}")
+            raise DecodeError(f"price_change side must be bid or ask, got {other[:20]!r}")
     return PriceChange(
         asset_id=t,
-        ts=f.get("ts", ""),
+        ts=_ts(f),
         side=side,
-        price=_need(f, "price"),
-        size=_need(f, "size"),
-        best_bid=f.get("best_bid", ""),
-        best_ask=f.get("best_ask", ""),
-        hash=f.get("hash", ""),
+        price=_num(f, "price", validate.price),
+        size=_num(f, "size", validate.size),
+        best_bid=_num(f, "best_bid", validate.top, ""),
+        best_ask=_num(f, "best_ask", validate.top, ""),
+        hash=_text(f, "hash"),
     )
 
 
 def _decode_trade(t: str, f: Fields) -> Event:
+    side = f.get("side", "")
+    if side not in ("", "BUY", "SELL"):
+        raise DecodeError(f"trade side must be BUY or SELL, got {side[:20]!r}")
     return Trade(
         asset_id=t,
-        ts=f.get("ts", ""),
-        price=_need(f, "price"),
-        size=_need(f, "size"),
-        side=f.get("side", ""),
-        fee_rate_bps=f.get("fee_rate_bps", ""),
-        tx=f.get("tx", ""),
+        ts=_ts(f),
+        price=_num(f, "price", validate.price),
+        size=_num(f, "size", validate.size),
+        side=side,
+        fee_rate_bps=_num(f, "fee_rate_bps", validate.fee_bps, ""),
+        tx=_text(f, "tx"),
     )
 
 
 def _decode_tick(t: str, f: Fields) -> Event:
     return TickSizeChange(
-        asset_id=t, ts=f.get("ts", ""),
-        old=f.get("old", ""), new=_need(f, "new"),
+        asset_id=t, ts=_ts(f),
+        old=_num(f, "old", _opt_tick, ""), new=_num(f, "new", validate.tick),
     )
 
 
 def _decode_bba(t: str, f: Fields) -> Event:
     return BestBidAsk(
-        asset_id=t, ts=f.get("ts", ""),
-        best_bid=f.get("best_bid", ""), best_ask=f.get("best_ask", ""),
-        spread=f.get("spread", ""),
+        asset_id=t, ts=_ts(f),
+        best_bid=_num(f, "best_bid", validate.top, ""),
+        best_ask=_num(f, "best_ask", validate.top, ""),
+        spread=_num(f, "spread", validate.spread, ""),
     )
 
 
 def _decode_status(t: str, f: Fields) -> Event:
-    return Status(asset_id=t, state=_need(f, "state"), reason=f.get("reason", ""),
-                  ts=f.get("ts", ""), ttl_ms=f.get("ttl_ms", ""))
+    state = _need(f, "state")
+    if state not in STATUS_STATES:
+        raise DecodeError(f"unknown status state {state[:20]!r}")
+    ttl = f.get("ttl_ms", "")
+    if ttl and not (ttl.isascii() and ttl.isdigit() and len(ttl) <= 20):
+        raise DecodeError(f"bad ttl_ms {ttl[:20]!r}")
+    return Status(asset_id=t, state=state, reason=_text(f, "reason"), ts=_ts(f), ttl_ms=ttl)
 
 
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {
@@ -243,12 +293,12 @@ def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") ->
     f = text_fields(fields)
     version = f.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise DecodeError(f"unsupported schema version {version!r:.10}")
+        raise DecodeError(f"unsupported schema version {version[:10]!r}")
     kind = _need(f, "type")
     try:
         build = _DECODE[kind]
     except KeyError:
-        raise DecodeError(f"unknown entry type {kind!r:.40}") from None
+        raise DecodeError(f"unknown entry type {kind[:40]!r}") from None
     event = build(token, f)
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return Entry(event=event, seq=_int(f, "seq"), epoch=_int(f, "epoch"), rx=_int(f, "rx"), id=eid)
@@ -288,8 +338,8 @@ def decode_market(fields: Mapping[Any, Any]) -> MarketEvent:
     f = text_fields(fields)
     kind = _need(f, "type")
     if kind not in ("new_market", "market_resolved"):
-        raise DecodeError(f"unknown lifecycle type {kind!r:.40}")
-    return MarketEvent(
+        raise DecodeError(f"unknown lifecycle type {kind[:40]!r}")
+    event = MarketEvent(
         kind=kind,  # type: ignore[arg-type]
         market=_need(f, "market"),
         id=f.get("id", ""),
@@ -302,3 +352,5 @@ def decode_market(fields: Mapping[Any, Any]) -> MarketEvent:
         winning_outcome=f.get("winning_outcome", ""),
         tick_size=f.get("tick_size", ""),
     )
+    validate.check_market(event)  # InvalidToken is a DecodeError too
+    return event
