@@ -6,8 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from tests.support import RedisServer
+
+
+# Properties run the same examples every time (CI must be deterministic) and never fail on a
+# slow example: this machine has two cores that other tests keep busy.
+settings.register_profile("polybus", derandomize=True, deadline=None, database=None)
+settings.load_profile("polybus")
 
 
 @pytest.fixture
