@@ -127,18 +127,20 @@ def test_payloads_have_the_seed_keys_with_bus_strings() -> None:
     assert data.status == "synced" and not data.is_stale
 
 
-@pytest.mark.parametrize(("local", "hash_seq", "first", "reload"), [
-    (7, "7", "1", False),        # quiet and complete
-    (7, "9", "8", False),        # entries in flight: XREAD will bring them
-    (7, "9", "9", True),         # trimmed past our cursor
-    (7, "9", None, True),        # trimmed to nothing
-    (7, "3", "1", True),         # Redis restarted: numbering began again
+@pytest.mark.parametrize(("local", "hash_seq", "next_seq", "reload"), [
+    (7, 7, None, False),         # quiet and complete
+    (7, 9, 8, False),            # entries in flight: XREAD will bring them
+    (7, 9, 9, True),             # trimmed past our cursor
+    (7, 9, None, True),          # trimmed to nothing
+    (7, 3, 1, True),             # Redis restarted: numbering began again
     (7, None, None, True),       # hash gone
     (None, None, None, False),   # nothing published yet
-    (None, "5", "1", False),     # XREAD from 0-0 will read it all
-    (None, "5", "3", True),      # followed from nothing, but the start is gone
+    (None, 5, 1, False),         # XREAD from 0-0 will read it all
+    (None, 5, 3, True),          # followed from nothing, but the start is gone
+    (None, 5, None, True),       # followed from nothing, the stream trimmed to nothing
 ])
-def test_audit_rules(local: int | None, hash_seq: str | None, first: str | None,
+def test_audit_rules(local: int | None, hash_seq: int | None, next_seq: int | None,
                      reload: bool) -> None:
-    """The audit of a quiet stream reloads exactly when XREAD alone could miss entries."""
-    assert bool(audit_reason(local, hash_seq, first)) is reload
+    """The audit reloads exactly when XREAD alone could miss entries: the hash is ahead of
+    us and the entry after our cursor is not the next one (or the hash is behind or gone)."""
+    assert bool(audit_reason(local, hash_seq, next_seq)) is reload
