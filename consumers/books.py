@@ -41,6 +41,7 @@ from wire.codec import decode, text_fields
 from wire.errors import DecodeError, SequenceGap
 from wire.events import (
     BOOK_STATUSES,
+    STATUS_STATES,
     BestBidAsk,
     Book,
     Entry,
@@ -185,11 +186,14 @@ class TokenBook:
 
     # --- applying -------------------------------------------------------------------------
     def apply(self, entry: Entry) -> list[Callback]:
-        """Fold one stream entry in; return the callbacks it triggers. Raises SequenceGap."""
+        """Fold one stream entry in; return the callbacks it triggers. Raises SequenceGap, or
+        DecodeError (before changing anything) for a status state the bus does not have."""
         expected = 1 if self.seq is None else self.seq + 1
         if entry.seq != expected:
             # seq None means no hash when loaded: the stream must then start at seq 1.
             raise SequenceGap(self.token, expected, entry.seq)
+        if isinstance(entry.event, Status) and entry.event.state not in STATUS_STATES:
+            raise DecodeError(f"status state {entry.event.state!r:.20} is not one of the bus's")
         before = self.status
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
         self.updated = time.time()

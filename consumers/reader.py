@@ -105,10 +105,10 @@ class Reader:
                 continue
             try:
                 if isinstance(reply, Exception):
-                    raise BackendError(f"book hash of {token}: {reply}") from reply
+                    raise reply
                 calls += book.load(reply)
-            except (DecodeError, BackendError) as exc:
-                calls += self.set_bad(token, book, exc)
+            except Exception as exc:  # DecodeError, WRONGTYPE, or anything garbage provokes
+                calls += self.set_bad(token, book, "book hash", exc)
                 continue
             self.reload.discard(token)
             self.bad.discard(token)
@@ -132,15 +132,19 @@ class Reader:
             log.info("consumers.reader.reload", token=token, reason=reason)
         return book.suspect("reload", reason)
 
-    def set_bad(self, token: str, book: TokenBook, exc: Exception) -> list[Callback]:
-        """A token's hash or key cannot be used: suspect, retried with backoff; reported
-        (an `error` callback) only the first time."""
+    def set_bad(self, token: str, book: TokenBook, what: str,
+                exc: BaseException) -> list[Callback]:
+        """A token's hash or key (`what`) cannot be used: suspect, retried with backoff;
+        reported (an `error` callback, naming the token) only the first time."""
         self.reload.add(token)
         self.bad.add(token)
-        calls = book.corrupt("unusable")
+        calls = book.corrupt(f"unusable {what}")
         if self.poison.bad(token, time.monotonic()):
-            log.warning("consumers.reader.unusable", token=token, error=str(exc))
-            calls.insert(0, ("error", {"error": exc}))
+            log.warning("consumers.reader.unusable", token=token, what=what, error=str(exc))
+            kind = DecodeError if isinstance(exc, DecodeError | ValueError) else BackendError
+            error = kind(f"token {token}: {what} cannot be used: {exc}")
+            error.__cause__ = exc
+            calls.insert(0, ("error", {"error": error}))
         return calls
 
     def forget(self, token: str) -> None:
@@ -183,7 +187,7 @@ class Reader:
         calls: list[Callback] = []
         for (key, (token, book)), kind in zip(targets.items(), replies, strict=True):
             if isinstance(kind, Exception) or kind not in (b"stream", b"none", "stream", "none"):
-                calls += self.set_bad(token, book, BackendError(f"{key} is not a stream: {kind}"))
+                calls += self.set_bad(token, book, "stream", BackendError(f"{key} is {kind!r}"))
         return calls
 
     def entries(self, targets: Targets, reply: Reply) -> Iterator[list[Callback]]:
@@ -242,9 +246,9 @@ class Reader:
         for token, reply in zip(tokens, replies, strict=True):
             book = self.books[token]
             try:
-                hash_seq = _seq(reply, f"book hash of {token}")
+                hash_seq = _seq(reply)
             except (DecodeError, BackendError) as exc:
-                calls += self.set_bad(token, book, exc)
+                calls += self.set_bad(token, book, "book hash", exc)
                 continue
             if hash_seq is not None and (book.seq is None or hash_seq > book.seq):
                 ahead.append((token, book, hash_seq))
@@ -265,10 +269,10 @@ class Reader:
         calls: list[Callback] = []
         for (token, book, hash_seq), reply in zip(ahead, replies, strict=True):
             if isinstance(reply, Exception):
-                calls += self.set_bad(token, book, BackendError(f"stream of {token}: {reply}"))
+                calls += self.set_bad(token, book, "stream", reply)
                 continue
             try:
-                next_seq = _seq(reply[0][1].get(b"seq"), "entry") if reply else None
+                next_seq = _seq(reply[0][1].get(b"seq")) if reply else None
             except (DecodeError, BackendError, AttributeError, IndexError, TypeError):
                 continue  # a poisoned next entry: XREAD will meet it and deal with it
             if reason := audit_reason(book.seq, hash_seq, next_seq):
@@ -276,15 +280,15 @@ class Reader:
         return calls
 
 
-def _seq(reply: Any, what: str) -> int | None:
+def _seq(reply: Any) -> int | None:
     """A `seq` value from an undecoded reply (None when absent)."""
     if reply is None:
         return None
     if isinstance(reply, Exception):
-        raise BackendError(f"{what}: {reply}") from reply
+        raise BackendError(str(reply)) from reply
     value = text(reply)
     if not (value.isascii() and value.isdigit()):
-        raise DecodeError(f"{what}: seq {value!r:.24} is not a number")
+        raise DecodeError(f"seq {value!r:.24} is not a number")
     return int(value)
 
 
