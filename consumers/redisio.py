@@ -83,7 +83,7 @@ def explain(exc: BaseException, url: str) -> Exception:
     the setting (the URL without its password), chained to the original."""
     if isinstance(exc, ConfigError):
         return exc
-    what = "an ACL denies it" if isinstance(exc, NoPermissionError) else "it cannot work"
+    what = "an ACL denies it" if isinstance(exc, NoPermissionError) else "no retry can fix it"
     err = ConfigError(f"REDIS_URL {safe_url(url)!r}: {what}: {exc}")
     err.__cause__ = exc
     return err
