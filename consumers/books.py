@@ -85,14 +85,31 @@ def parse_hash(token: str, raw: Mapping[Any, Any]) -> dict[str, str]:
     bids = [[k[4:], v] for k, v in fields.items() if k.startswith("bid:")]
     asks = [[k[4:], v] for k, v in fields.items() if k.startswith("ask:")]
     envelope = {"seq": "0", "epoch": "0", "rx": "0", "ts": fields.get("ts", "")}
-    decode({**envelope, "type": "book", "bids": orjson.dumps(bids).decode(),
-            "asks": orjson.dumps(asks).decode(), "hash": fields.get("hash", ""),
-            "tick_size": fields.get("tick_size", "")}, token)
+    decode(
+        {
+            **envelope,
+            "type": "book",
+            "bids": orjson.dumps(bids).decode(),
+            "asks": orjson.dumps(asks).decode(),
+            "hash": fields.get("hash", ""),
+            "tick_size": fields.get("tick_size", ""),
+        },
+        token,
+    )
     if fields.get("last_trade_price"):
-        decode({**envelope, "type": "trade", "price": fields["last_trade_price"],
+        decode(
+            {
+                **envelope,
+                "type": "trade",
+                "price": fields["last_trade_price"],
                 "size": fields.get("last_trade_size") or "0",
-                "side": fields.get("last_trade_side", "")}, token)
+                "side": fields.get("last_trade_side", ""),
+            },
+            token,
+        )
     return fields
+
+
 _NEW_CONNECTION = ("connected", "resubscribed")
 
 
@@ -153,8 +170,15 @@ class TokenBook:
         book = WireBook(asset_id=self.token, market=market)
         book.replace(bids, asks)
         price = fields.get("last_trade_price", "")
-        trade = (canon(price), canon_or_empty(fields.get("last_trade_size")),
-                 fields.get("last_trade_side", "")) if price else None
+        trade = (
+            (
+                canon(price),
+                canon_or_empty(fields.get("last_trade_size")),
+                fields.get("last_trade_side", ""),
+            )
+            if price
+            else None
+        )
         self.market, self.book, self.last_trade = market, book, trade
         self.book.hash, self.book.ts = fields.get("hash", ""), fields.get("ts", "")
         self.book.tick_size = fields.get("tick_size", "")
@@ -206,8 +230,9 @@ class TokenBook:
         return self._status_change(before, "", event.type) + calls
 
     def _apply_status(self, event: Status, before: str) -> list[Callback]:
-        if event.state in _UNTRUSTED or (event.state in _NEW_CONNECTION
-                                         and self.wire_status == "synced"):
+        if event.state in _UNTRUSTED or (
+            event.state in _NEW_CONNECTION and self.wire_status == "synced"
+        ):
             self.wire_status = "suspect"
         return [("status", self._status_payload(before, event.state, event.reason, event.ts))]
 
@@ -224,24 +249,52 @@ class TokenBook:
             return [("price_change", self._price_change_payload(event))]
         if isinstance(event, Trade):
             self.last_trade = (canon(event.price), canon(event.size), event.side)
-            return [("trade", {
-                "event_type": "last_trade_price", "asset_id": self.token, "market": self.market,
-                "price": event.price, "size": event.size, "side": event.side,
-                "fee_rate_bps": event.fee_rate_bps, "timestamp": event.ts})]
+            return [
+                (
+                    "trade",
+                    {
+                        "event_type": "last_trade_price",
+                        "asset_id": self.token,
+                        "market": self.market,
+                        "price": event.price,
+                        "size": event.size,
+                        "side": event.side,
+                        "fee_rate_bps": event.fee_rate_bps,
+                        "timestamp": event.ts,
+                    },
+                )
+            ]
         if isinstance(event, TickSizeChange):
             self.book.tick_size = event.new
-            return [("tick_size_change", {
-                "event_type": "tick_size_change", "asset_id": self.token, "market": self.market,
-                "old_tick_size": event.old, "new_tick_size": event.new, "timestamp": event.ts})]
+            return [
+                (
+                    "tick_size_change",
+                    {
+                        "event_type": "tick_size_change",
+                        "asset_id": self.token,
+                        "market": self.market,
+                        "old_tick_size": event.old,
+                        "new_tick_size": event.new,
+                        "timestamp": event.ts,
+                    },
+                )
+            ]
         assert isinstance(event, BestBidAsk)  # a cross-check only: nothing to fold
         return []
 
     def _price_change_payload(self, event: PriceChange) -> dict[str, Any]:
-        return {"event_type": "price_change", "asset_id": self.token, "market": self.market,
-                "price": event.price, "size": event.size,
-                "side": "BUY" if event.side == "bid" else "SELL",
-                "best_bid": event.best_bid, "best_ask": event.best_ask,
-                "timestamp": event.ts, "hash": event.hash}
+        return {
+            "event_type": "price_change",
+            "asset_id": self.token,
+            "market": self.market,
+            "price": event.price,
+            "size": event.size,
+            "side": "BUY" if event.side == "bid" else "SELL",
+            "best_bid": event.best_bid,
+            "best_ask": event.best_ask,
+            "timestamp": event.ts,
+            "hash": event.hash,
+        }
 
     def _status_change(self, before: str, state: str, reason: str) -> list[Callback]:
         if self.status == before:
@@ -249,30 +302,50 @@ class TokenBook:
         return [("status", self._status_payload(before, state, reason, ""))]
 
     def _status_payload(self, before: str, state: str, reason: str, ts: str) -> dict[str, Any]:
-        return {"event_type": "status", "asset_id": self.token, "status": self.status,
-                "previous": before, "state": state, "reason": reason, "timestamp": ts}
+        return {
+            "event_type": "status",
+            "asset_id": self.token,
+            "status": self.status,
+            "previous": before,
+            "state": state,
+            "reason": reason,
+            "timestamp": ts,
+        }
 
     # --- views ----------------------------------------------------------------------------
     def book_payload(self) -> dict[str, Any]:
         """The on_book_update payload: levels best first as {price, size} strings."""
-        return {"event_type": "book", "asset_id": self.token, "market": self.market,
-                "bids": [{"price": p, "size": s} for p, s in self.book.bids],
-                "asks": [{"price": p, "size": s} for p, s in self.book.asks],
-                "timestamp": self.book.ts, "hash": self.book.hash}
+        return {
+            "event_type": "book",
+            "asset_id": self.token,
+            "market": self.market,
+            "bids": [{"price": p, "size": s} for p, s in self.book.bids],
+            "asks": [{"price": p, "size": s} for p, s in self.book.asks],
+            "timestamp": self.book.ts,
+            "hash": self.book.hash,
+        }
 
     def order_book(self) -> OrderBook:
         """The seed-shaped OrderBook (best first), carrying the status."""
-        return OrderBook(token_id=self.token,
-                         bids=[PriceLevel.of(p, s) for p, s in self.book.bids],
-                         asks=[PriceLevel.of(p, s) for p, s in self.book.asks],
-                         timestamp=self.book.ts or None, hash=self.book.hash,
-                         status=self.status)
+        return OrderBook(
+            token_id=self.token,
+            bids=[PriceLevel.of(p, s) for p, s in self.book.bids],
+            asks=[PriceLevel.of(p, s) for p, s in self.book.asks],
+            timestamp=self.book.ts or None,
+            hash=self.book.hash,
+            status=self.status,
+        )
 
     def market_data(self) -> MarketData:
         """The seed-shaped MarketData of this token."""
-        data = MarketData(token_id=self.token, order_book=self.order_book(),
-                          last_update_time=self.updated, status=self.status,
-                          tick_size=self.book.tick_size or "0.01", market=self.market)
+        data = MarketData(
+            token_id=self.token,
+            order_book=self.order_book(),
+            last_update_time=self.updated,
+            status=self.status,
+            tick_size=self.book.tick_size or "0.01",
+            market=self.market,
+        )
         if self.last_trade is not None:
             price, size, side = self.last_trade
             data.last_trade_price = data.last_price = float(price)

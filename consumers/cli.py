@@ -115,17 +115,21 @@ def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
     """The text `polybus book` prints for one hash."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
-    bids = sorted(((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("bid:")),
-                  reverse=True)
+    bids = sorted(
+        ((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("bid:")),
+        reverse=True,
+    )
     asks = sorted((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("ask:"))
     title = " — ".join(x for x in (fields.get("question", ""), fields.get("outcome", "")) if x)
-    lines = [f"{token}" + (f"  {title}" if title else ""),
-             f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
-             f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
-             f"tick {fields.get('tick_size', '-')}",
-             f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
-             f"@ {fields.get('last_trade_price', '-')}",
-             f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
+    lines = [
+        f"{token}" + (f"  {title}" if title else ""),
+        f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
+        f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
+        f"tick {fields.get('tick_size', '-')}",
+        f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
+        f"@ {fields.get('last_trade_price', '-')}",
+        f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}",
+    ]
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
         ask = f"{asks[i][1]:<8} {asks[i][2]:<12}" if i < len(asks) else ""

@@ -30,8 +30,7 @@ __all__ = ["CursorReport"]
 class CursorReport:
     """Collects delivery delays and writes the consumer's cursor hash."""
 
-    def __init__(self, name: str, prefix: str = keys.DEFAULT_PREFIX,
-                 interval: float = 2.0) -> None:
+    def __init__(self, name: str, prefix: str = keys.DEFAULT_PREFIX, interval: float = 2.0) -> None:
         self.key = keys.consumer(name, prefix)
         self.interval = interval
         self.ttl_ms = int(max(10.0, 5 * interval) * 1000)
@@ -55,16 +54,21 @@ class CursorReport:
 
     def fields(self, books: Mapping[str, TokenBook], events: int, reloads: int) -> dict[str, str]:
         """The hash's fields now (pure but for the clock)."""
-        out = {"tokens": str(len(books)), "events": str(events), "reloads": str(reloads),
-               "lag_ms": str(int(max(self.lag_ms, 0.0))),
-               "updated_ms": str(int(time.time() * 1000))}
+        out = {
+            "tokens": str(len(books)),
+            "events": str(events),
+            "reloads": str(reloads),
+            "lag_ms": str(int(max(self.lag_ms, 0.0))),
+            "updated_ms": str(int(time.time() * 1000)),
+        }
         for token, book in books.items():
             out[f"id:{token}"] = book.cursor
             out[f"seq:{token}"] = "" if book.seq is None else str(book.seq)
         return out
 
-    async def publish(self, redis: aioredis.Redis, books: Mapping[str, TokenBook], events: int,
-                      reloads: int) -> None:
+    async def publish(
+        self, redis: aioredis.Redis, books: Mapping[str, TokenBook], events: int, reloads: int
+    ) -> None:
         """Rewrite the hash (tokens unsubscribed since drop out) and reset the lag window."""
         fields = self.fields(books, events, reloads)
         stale = self._written - set(fields)

@@ -21,17 +21,13 @@ subscribed token that ever had a book is `synced` again. Redis is reconnected wi
 jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
 cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
 
-`connect()` returns False and calls `on_error`, as the seed does, when Redis cannot be used:
-unreachable (the exception as raised), or a failure no retry can fix — a URL that is not a
-Redis URL, a wrong password, an unknown DB, an ACL that denies the reads a feed needs (a
-`wire.errors.ConfigError` naming REDIS_URL). Later, a refusal (NOPERM from an ACL, say) is
-reported to `on_error` once, not taken for a lost server; the books stop being vouched for
-and the feed retries with backoff. A Redis that stops answering is noticed within
-`socket_timeout` (default: the health interval, at least block + 0.75 s).
-
-Writes are optional: a refused lease (`P:interest`) or cursor report (`P:consumer:<name>`)
-is reported once and the feed goes on reading. Bad data in Redis costs only its token
-(reader.py, poison.py): it is reported once, the token is suspect and retried with backoff.
+`connect()` is False with `on_error`, as the seed's, when Redis is unreachable (the error as
+raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an
+ACL denying a feed's reads). Later refusals (NOPERM) are reported once, not taken for a lost
+server: vouching stops, the feed retries with backoff. A Redis that stops answering is
+noticed within `socket_timeout` (default: the health interval, at least block + 0.75 s). A
+refused lease or cursor write is reported once and reading goes on; bad data in Redis costs
+only its token (reader.py, poison.py).
 
 A callback that raises goes to `on_error` and the loop goes on. `on_status(payload)` fires per
 token for every `status` entry and whenever the book's status changes: payload `asset_id`,
@@ -61,7 +57,7 @@ from consumers.interest import DEFAULT_LEASE_S, Leases
 from consumers.liveness import FeederChange, FeederWatch
 from consumers.models import ConnectionState, MarketData, OrderBook
 from consumers.reader import Reader
-from consumers.redisio import RAW, classify, explain, open_client, safe_url
+from consumers.redisio import classify, explain, open_client, probe, safe_url
 from wire import keys
 from wire.errors import BusError
 
@@ -72,8 +68,12 @@ log = structlog.get_logger("consumers.feed")
 
 Handler = Callable[..., Any] | None
 
-_EVENT_CALLBACKS = {"price_change": "on_price_change", "book_update": "on_book_update",
-                    "trade": "on_trade", "tick_size_change": "on_tick_size_change"}
+_EVENT_CALLBACKS = {
+    "price_change": "on_price_change",
+    "book_update": "on_book_update",
+    "trade": "on_trade",
+    "tick_size_change": "on_tick_size_change",
+}
 
 
 class MarketFeed:
@@ -97,8 +97,7 @@ class MarketFeed:
         redis: aioredis.Redis | None = None,
     ) -> None:
         # `url` is the seed's keyword (it named the WebSocket); here it is a Redis URL too.
-        self.url = (redis_url or url or os.environ.get("REDIS_URL")
-                    or "redis://localhost:6379/0")
+        self.url = redis_url or url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
         prefix = prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
         self.prefix = prefix
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
@@ -183,12 +182,13 @@ class MarketFeed:
         try:
             if self._redis is None:
                 self._redis = open_client(self.url, socket_timeout=self.socket_timeout)
-            await self._probe(self._redis)
+            await probe(self._redis, self.prefix)
         except Exception as exc:  # the seed's rule: any failure is False and on_error
             self._state = ConnectionState.FAILED
             kind = classify(exc)
-            log.warning("consumers.feed.connect_failed", url=safe_url(self.url), kind=kind,
-                        error=str(exc))
+            log.warning(
+                "consumers.feed.connect_failed", url=safe_url(self.url), kind=kind, error=str(exc)
+            )
             await self._fire(self.on_error, exc if kind == "lost" else explain(exc, self.url))
             return False
         self._state, self._redis_ok, self._vouching = ConnectionState.CONNECTED, True, True
@@ -196,19 +196,6 @@ class MarketFeed:
         self._task = asyncio.create_task(self._run(), name=f"MarketFeed {self.name}")
         await self._fire(self.on_connect)
         return True
-
-    async def _probe(self, redis: aioredis.Redis) -> None:
-        """PING, then one of each read the loop makes (of a token that does not exist): an
-        ACL that denies them fails connect(), not the loop later."""
-        await redis.ping()
-        token, pipe = "0", redis.pipeline(transaction=False)
-        pipe.execute_command("HGETALL", keys.book(token, self.prefix), **RAW)
-        pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, self.prefix),
-                             "0-0", **RAW)
-        pipe.execute_command("HGET", keys.feeder(token, self.prefix), "started", **RAW)
-        pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(self.prefix),
-                             "COUNT", 1, **RAW)
-        await pipe.execute()
 
     async def subscribe(self, token_ids: list[str]) -> bool:
         """Follow these tokens: lease them and load their books now (pending until the
@@ -317,8 +304,9 @@ class MarketFeed:
             self._next_audit = now + self.audit_interval
             await self._fire_calls(await self._reader.audit(redis))
         if self._report.due():
-            await self._optional("cursor", self._report.publish(
-                redis, self._books, self.events, self.reloads))
+            await self._optional(
+                "cursor", self._report.publish(redis, self._books, self.events, self.reloads)
+            )
 
     async def _optional(self, what: str, write: Awaitable[None]) -> None:
         """A write the feed can do without (lease, cursor): a refusal is reported once (NOPERM
@@ -331,8 +319,9 @@ class MarketFeed:
             if what not in self._warned:
                 self._warned.add(what)
                 log.warning("consumers.feed.write_refused", what=what, error=str(exc))
-                error = BusError(f"MarketFeed {what} write refused by Redis "
-                                 f"(reading goes on): {exc}")
+                error = BusError(
+                    f"MarketFeed {what} write refused by Redis (reading goes on): {exc}"
+                )
                 error.__cause__ = exc
                 await self._fire(self.on_error, error)
 
@@ -400,6 +389,7 @@ class MarketFeed:
         self._redis_ok = True
         self._state = ConnectionState.SUBSCRIBED if self._books else ConnectionState.CONNECTED
         self._reader.reload.update(self._books)
+        self._leases.renew_soon()
         if not self._refusal:
             log.info("consumers.redis.back", tokens=len(self._books))
 

@@ -46,9 +46,17 @@ class Work:
 class GroupReader:
     """One member of a consumer group over the streams of some tokens."""
 
-    def __init__(self, redis: aioredis.Redis, group: str, member: str, tokens: list[str], *,
-                 prefix: str = keys.DEFAULT_PREFIX, claim_idle_ms: int = 30_000,
-                 on_error: Callable[[Exception], Any] | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        group: str,
+        member: str,
+        tokens: list[str],
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        claim_idle_ms: int = 30_000,
+        on_error: Callable[[Exception], Any] | None = None,
+    ) -> None:
         self.redis, self.group, self.member = redis, group, member
         self.streams = {keys.stream(keys.validate_token(t), prefix): t for t in tokens}
         self.claim_idle_ms = claim_idle_ms
@@ -70,8 +78,19 @@ class GroupReader:
     async def read(self, count: int = 100, block_ms: int = 1000) -> list[Work]:
         """New entries for this member (XREADGROUP `>`)."""
         reply: Any = await raw(
-            self.redis, "XREADGROUP", "GROUP", self.group, self.member, "COUNT", count,
-            "BLOCK", block_ms, "STREAMS", *self.streams, *([">"] * len(self.streams)))
+            self.redis,
+            "XREADGROUP",
+            "GROUP",
+            self.group,
+            self.member,
+            "COUNT",
+            count,
+            "BLOCK",
+            block_ms,
+            "STREAMS",
+            *self.streams,
+            *([">"] * len(self.streams)),
+        )
         out: list[Work] = []
         for key, items in reply or []:
             out += await self._decode(text(key), items)
@@ -84,8 +103,16 @@ class GroupReader:
             start = "0-0"
             while True:
                 reply: Any = await raw(
-                    self.redis, "XAUTOCLAIM", key, self.group, self.member,
-                    self.claim_idle_ms, start, "COUNT", count)
+                    self.redis,
+                    "XAUTOCLAIM",
+                    key,
+                    self.group,
+                    self.member,
+                    self.claim_idle_ms,
+                    start,
+                    "COUNT",
+                    count,
+                )
                 start, claimed = text(reply[0]), reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
                 if deleted:

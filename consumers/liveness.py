@@ -70,8 +70,9 @@ class FeederWatch:
         for i, key in enumerate(ordered):
             exists, started = replies[2 * i], replies[2 * i + 1]
             for reply in (exists, started):
-                if isinstance(reply, Exception) and (isinstance(reply, NoPermissionError)
-                                                     or classify(reply) != "refused"):
+                if isinstance(reply, Exception) and (
+                    isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+                ):
                     raise reply
             if exists is True or (isinstance(exists, int) and exists > 0):
                 if not isinstance(started, Exception):  # else not a hash: not a feeder's
@@ -82,8 +83,7 @@ class FeederWatch:
         found: set[str] = set()
         cursor: Any = 0
         while True:
-            cursor, names = await raw(
-                redis, "SCAN", cursor, "MATCH", self.pattern, "COUNT", 1000)
+            cursor, names = await raw(redis, "SCAN", cursor, "MATCH", self.pattern, "COUNT", 1000)
             for name in names:
                 try:
                     found.add(text(name))

@@ -34,8 +34,9 @@ class _Token:
 class Poison:
     """Per-token record of poisoned data; times are the caller's monotonic clock."""
 
-    def __init__(self, base: float = 0.2, cap: float = 10.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None
+    ) -> None:
         self.base, self.cap = base, cap
         self._rng = rng or random.Random()
         self._tokens: dict[str, _Token] = {}

@@ -70,8 +70,16 @@ def audit_reason(local: int | None, hash_seq: int | None, next_seq: int | None) 
 class Reader:
     """Keeps a set of TokenBooks in step with their hashes and streams."""
 
-    def __init__(self, books: dict[str, TokenBook], prefix: str, report: CursorReport, *,
-                 count: int = 2000, block_ms: int = 500, poison: Poison | None = None) -> None:
+    def __init__(
+        self,
+        books: dict[str, TokenBook],
+        prefix: str,
+        report: CursorReport,
+        *,
+        count: int = 2000,
+        block_ms: int = 500,
+        poison: Poison | None = None,
+    ) -> None:
         self.books = books
         self.prefix = prefix
         self.report = report
@@ -85,8 +93,9 @@ class Reader:
         self.reloads = 0
 
     # --- loading --------------------------------------------------------------------------
-    async def load(self, redis: aioredis.Redis, tokens: list[str],
-                   into: dict[str, TokenBook] | None = None) -> list[Callback]:
+    async def load(
+        self, redis: aioredis.Redis, tokens: list[str], into: dict[str, TokenBook] | None = None
+    ) -> list[Callback]:
         """Read these tokens' hashes (one pipeline) into their books — the followed ones, or
         those of `into` (books not yet followed, so the loop cannot race their loading)."""
         if not tokens:
@@ -132,8 +141,7 @@ class Reader:
             log.info("consumers.reader.reload", token=token, reason=reason)
         return book.suspect("reload", reason)
 
-    def set_bad(self, token: str, book: TokenBook, what: str,
-                exc: BaseException) -> list[Callback]:
+    def set_bad(self, token: str, book: TokenBook, what: str, exc: BaseException) -> list[Callback]:
         """A token's hash or key (`what`) cannot be used: suspect, retried with backoff;
         reported (an `error` callback, naming the token) only the first time."""
         self.reload.add(token)
@@ -157,8 +165,11 @@ class Reader:
     async def fetch(self, redis: aioredis.Redis) -> tuple[Targets, Reply, list[Callback]]:
         """One blocking XREAD over every followed stream, from the cursors held. A refusal
         caused by some keys (WRONGTYPE, say) puts those tokens aside: their callbacks return."""
-        targets: Targets = {keys.stream(t, self.prefix): (t, b) for t, b in self.books.items()
-                            if t not in self.reload}
+        targets: Targets = {
+            keys.stream(t, self.prefix): (t, b)
+            for t, b in self.books.items()
+            if t not in self.reload
+        }
         if not targets:
             await asyncio.sleep(self.block_ms / 1000)  # nothing to follow: don't spin
             return targets, [], []
@@ -166,8 +177,16 @@ class Reader:
         ids = [book.cursor for _, book in targets.values()]
         try:
             reply: Any = await raw(
-                redis, "XREAD", "COUNT", per_stream, "BLOCK", self.block_ms, "STREAMS", *targets,
-                *ids)
+                redis,
+                "XREAD",
+                "COUNT",
+                per_stream,
+                "BLOCK",
+                self.block_ms,
+                "STREAMS",
+                *targets,
+                *ids,
+            )
         except ResponseError as exc:
             if isinstance(exc, NoPermissionError) or classify(exc) != "refused":
                 raise
@@ -206,8 +225,9 @@ class Reader:
                     break
                 yield self._apply(token, book, text(entry_id), fields or {})
 
-    def _apply(self, token: str, book: TokenBook, entry_id: str,
-               fields: dict[Any, Any]) -> list[Callback]:
+    def _apply(
+        self, token: str, book: TokenBook, entry_id: str, fields: dict[Any, Any]
+    ) -> list[Callback]:
         if self.poison.known(token, entry_id):
             book.cursor = entry_id  # seen and reported before: step over it, quietly
             return []
@@ -256,14 +276,16 @@ class Reader:
                 calls += self.gap(token, reason)
         return calls + await self._audit_next(redis, ahead)
 
-    async def _audit_next(self, redis: aioredis.Redis,
-                          ahead: list[tuple[str, TokenBook, int | None]]) -> list[Callback]:
+    async def _audit_next(
+        self, redis: aioredis.Redis, ahead: list[tuple[str, TokenBook, int | None]]
+    ) -> list[Callback]:
         if not ahead:
             return []
         pipe = redis.pipeline(transaction=False)
         for token, book, _ in ahead:
-            pipe.execute_command("XRANGE", keys.stream(token, self.prefix), f"({book.cursor}",
-                                 "+", "COUNT", 1, **RAW)
+            pipe.execute_command(
+                "XRANGE", keys.stream(token, self.prefix), f"({book.cursor}", "+", "COUNT", 1, **RAW
+            )
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         _raise_global(replies)
         calls: list[Callback] = []
@@ -295,6 +317,7 @@ def _seq(reply: Any) -> int | None:
 def _raise_global(replies: list[Any]) -> None:
     """A pipeline's error that is not about one key (lost connection, NOPERM) is everyone's."""
     for reply in replies:
-        if isinstance(reply, Exception) and (isinstance(reply, NoPermissionError)
-                                             or classify(reply) != "refused"):
+        if isinstance(reply, Exception) and (
+            isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+        ):
             raise reply

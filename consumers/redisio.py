@@ -33,11 +33,22 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from wire import keys
 from wire.errors import ConfigError, DecodeError
 
 
-__all__ = ["RAW", "Kind", "classify", "explain", "open_client", "raw", "safe_url",
-           "stream_id", "text"]
+__all__ = [
+    "RAW",
+    "Kind",
+    "classify",
+    "explain",
+    "open_client",
+    "probe",
+    "raw",
+    "safe_url",
+    "stream_id",
+    "text",
+]
 
 RAW: dict[str, Any] = {NEVER_DECODE: True}
 """Options for `execute_command`: return the reply's bytes undecoded."""
@@ -54,8 +65,12 @@ def open_client(url: str, *, socket_timeout: float) -> aioredis.Redis:
     stops answering is noticed within `socket_timeout`. Raises ConfigError for a bad URL."""
     try:
         return aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=3,
-            socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 0))
+            url,
+            decode_responses=True,
+            socket_connect_timeout=3,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"REDIS_URL {safe_url(url)!r} is not a Redis URL: {exc}") from exc
 
@@ -63,6 +78,18 @@ def open_client(url: str, *, socket_timeout: float) -> aioredis.Redis:
 async def raw(redis: aioredis.Redis, *args: Any) -> Any:
     """One command whose reply comes back undecoded (bytes)."""
     return await redis.execute_command(*args, **RAW)  # type: ignore[no-untyped-call]
+
+
+async def probe(redis: aioredis.Redis, prefix: str) -> None:
+    """PING, then one of each read a MarketFeed makes (of a token that does not exist), so an
+    ACL that denies them fails `connect()` rather than the loop later."""
+    await redis.ping()
+    token, pipe = "0", redis.pipeline(transaction=False)
+    pipe.execute_command("HGETALL", keys.book(token, prefix), **RAW)
+    pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, prefix), "0-0", **RAW)
+    pipe.execute_command("HGET", keys.feeder(token, prefix), "started", **RAW)
+    pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
+    await pipe.execute()
 
 
 def classify(exc: BaseException) -> Kind:

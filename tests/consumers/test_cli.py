@@ -15,8 +15,13 @@ from wire import keys
 async def polybus(*args: str) -> tuple[int, str, str]:
     """Run `polybus ARGS` in a subprocess; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "polybus",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -25,8 +30,16 @@ async def test_tail_prints_decoded_lines(redis_server) -> None:
     """tail prints one readable line per event: time, token, seq, type and details."""
     async with rig(redis_server) as r:
         await wait_for(lambda: r.feeder.published > 20, 10, "events published")
-        code, out, _ = await polybus("tail", "--redis-url", redis_server.url, "--count", "8",
-                                     "--from-start", "--tokens", r.tokens[0])
+        code, out, _ = await polybus(
+            "tail",
+            "--redis-url",
+            redis_server.url,
+            "--count",
+            "8",
+            "--from-start",
+            "--tokens",
+            r.tokens[0],
+        )
         assert code == 0
         lines = out.splitlines()
         assert len(lines) == 8
@@ -40,8 +53,9 @@ async def test_book_prints_levels_best_first_with_status(redis_server) -> None:
         token = r.tokens[0]
         await wait_for(lambda: _synced(r, token), 10, "a synced book")
         await r.sim.pause()
-        code, out, _ = await polybus("book", token, "--redis-url", redis_server.url,
-                                     "--depth", "50")
+        code, out, _ = await polybus(
+            "book", token, "--redis-url", redis_server.url, "--depth", "50"
+        )
         assert code == 0
         assert "status synced" in out
         rows = [line.split("|") for line in out.splitlines()[4:]]
@@ -87,8 +101,9 @@ async def test_tail_without_tokens_follows_every_stream(redis_server) -> None:
         await wait_for(lambda: all_synced(r), 10, "synced books")
         await r.sim.pause()
         total = sum([await r.redis.xlen(keys.stream(t)) for t in r.tokens])
-        code, out, _ = await polybus("tail", "--redis-url", redis_server.url, "--from-start",
-                                     "--count", str(total))
+        code, out, _ = await polybus(
+            "tail", "--redis-url", redis_server.url, "--from-start", "--count", str(total)
+        )
         assert code == 0
         shown = {line.split()[1] for line in out.splitlines()}
         assert len(out.splitlines()) == total

@@ -25,9 +25,14 @@ async def failed_connect(url: str) -> Exception:
     return errors[0]
 
 
-@pytest.mark.parametrize("url", [
-    "localhost:6379", "wss://ws-subscriptions-clob.polymarket.com/ws/market",
-    "redis://127.0.0.1:notaport/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:6379",
+        "wss://ws-subscriptions-clob.polymarket.com/ws/market",
+        "redis://127.0.0.1:notaport/0",
+    ],
+)
 async def test_a_bad_url_is_false_and_a_config_error(url: str) -> None:
     """A URL that is not a Redis URL (the seed's WebSocket URL, say): False, ConfigError."""
     error = await failed_connect(url)
@@ -41,7 +46,8 @@ async def test_an_unknown_db_is_false_and_a_config_error(redis_server: RedisServ
 
 
 async def test_a_wrong_password_is_false_and_a_config_error_without_the_password(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     """A wrong password: ConfigError whose message does not repeat the password."""
     redis = redis_server.client()
     await redis.execute_command("ACL", "SETUSER", "strat", "on", ">right", "~*", "+@all")
@@ -51,11 +57,13 @@ async def test_a_wrong_password_is_false_and_a_config_error_without_the_password
 
 
 async def test_an_acl_denying_the_reads_is_false_and_a_config_error(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     """A user allowed PING but not the prefix's keys: connect() fails at once, naming it."""
     redis = redis_server.client()
-    await redis.execute_command("ACL", "SETUSER", "other", "on", ">pw", "resetkeys",
-                                "~other:*", "+@all")
+    await redis.execute_command(
+        "ACL", "SETUSER", "other", "on", ">pw", "resetkeys", "~other:*", "+@all"
+    )
     await redis.aclose()
     error = await failed_connect(f"redis://other:pw@127.0.0.1:{redis_server.port}/0")
     assert isinstance(error, ConfigError) and "ACL" in str(error)
@@ -80,12 +88,15 @@ async def test_the_seeds_url_keyword_is_a_redis_url(redis_server: RedisServer) -
     await bus.redis.aclose()
 
 
-async def test_polybus_prefix_from_the_environment(redis_server: RedisServer,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_polybus_prefix_from_the_environment(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With no prefix given, MarketFeed reads the keys under POLYBUS_PREFIX."""
     redis = redis_server.client()
-    await redis.hset(keys.book(T1, "alt"), mapping={
-        "status": "synced", "seq": "1", "last_id": "1-1", "bid:0.3": "10"})
+    await redis.hset(
+        keys.book(T1, "alt"),
+        mapping={"status": "synced", "seq": "1", "last_id": "1-1", "bid:0.3": "10"},
+    )
     monkeypatch.setenv("POLYBUS_PREFIX", "alt")
     feed = MarketFeed(redis_server.url)
     assert feed.prefix == "alt"

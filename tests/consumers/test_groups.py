@@ -62,13 +62,14 @@ async def poison_t1(redis_server) -> None:
     import redis.asyncio as aioredis
 
     raw = aioredis.Redis.from_url(redis_server.url)
-    await raw.xadd(keys.stream(T1), {b"type": b"status", b"state": b"\xff", b"seq": b"99",
-                                     b"epoch": b"1", b"rx": b"1"})
+    await raw.xadd(
+        keys.stream(T1),
+        {b"type": b"status", b"state": b"\xff", b"seq": b"99", b"epoch": b"1", b"rx": b"1"},
+    )
     await raw.aclose()
 
 
-async def test_a_poisoned_entry_is_acknowledged_and_reported_not_left_pending(
-        redis_server) -> None:
+async def test_a_poisoned_entry_is_acknowledged_and_reported_not_left_pending(redis_server) -> None:
     """read() returns every good entry and does not raise; the poisoned one is acked (nothing
     stays pending once the good ones are) and reported to on_error once."""
     redis = redis_server.client()
@@ -96,12 +97,22 @@ async def test_reclaim_acknowledges_a_poisoned_entry_of_a_dead_member(redis_serv
     dead = GroupReader(redis, "archive", "dead", [T1, T2])
     await dead.create()
     # the dead member read everything (poison included) with a plain client, then died
-    await redis.execute_command("XREADGROUP", "GROUP", "archive", "dead", "COUNT", 100,
-                                "STREAMS", keys.stream(T1), keys.stream(T2), ">", ">",
-                                NEVER_DECODE=True)
+    await redis.execute_command(
+        "XREADGROUP",
+        "GROUP",
+        "archive",
+        "dead",
+        "COUNT",
+        100,
+        "STREAMS",
+        keys.stream(T1),
+        keys.stream(T2),
+        ">",
+        ">",
+        NEVER_DECODE=True,
+    )
     errors: list[Exception] = []
-    live = GroupReader(redis, "archive", "live", [T1, T2], claim_idle_ms=0,
-                       on_error=errors.append)
+    live = GroupReader(redis, "archive", "live", [T1, T2], claim_idle_ms=0, on_error=errors.append)
     claimed = await live.reclaim()
     assert len(claimed) == 6 and live.poisoned == 1 and len(errors) == 1
     await live.ack(claimed)

@@ -17,8 +17,9 @@ from wire import keys
 from wire.errors import BusError, DecodeError
 
 
-FAST: dict[str, Any] = dict(block_ms=100, health_interval=0.2, audit_interval=0.2,
-                            cursor_interval=0.2)
+FAST: dict[str, Any] = dict(
+    block_ms=100, health_interval=0.2, audit_interval=0.2, cursor_interval=0.2
+)
 
 VALIDATOR = importlib.util.find_spec("wire.validate") is not None
 """wire/validate.py (another branch) makes wire.codec.decode refuse prices outside (0, 1)."""
@@ -85,32 +86,47 @@ async def hgetalls(redis: aioredis.Redis) -> int:
 
 
 POISON_ENTRIES: list[Any] = [
-    pytest.param({b"type": b"price_change", b"side": b"bid", b"price": b"abc", b"size": b"1"},
-                 id="non-number-price"),
-    pytest.param({b"type": b"price_change", b"side": b"bid", b"price": b"0.46",
-                  b"size": b"1", b"hash": b"h\xff\xfe"}, id="non-utf8-byte"),
+    pytest.param(
+        {b"type": b"price_change", b"side": b"bid", b"price": b"abc", b"size": b"1"},
+        id="non-number-price",
+    ),
+    pytest.param(
+        {
+            b"type": b"price_change",
+            b"side": b"bid",
+            b"price": b"0.46",
+            b"size": b"1",
+            b"hash": b"h\xff\xfe",
+        },
+        id="non-utf8-byte",
+    ),
     pytest.param({b"type": b"book", b"bids": b"[[", b"asks": b"[]"}, id="levels-not-json"),
-    pytest.param({b"type": b"trade", b"price": b"1e99999999", b"size": b"1"},
-                 id="huge-exponent-trade"),
+    pytest.param(
+        {b"type": b"trade", b"price": b"1e99999999", b"size": b"1"}, id="huge-exponent-trade"
+    ),
     pytest.param({b"type": b"status", b"state": b"weird"}, id="status-weird"),
     pytest.param({b"type": b"no_such_type"}, id="unknown-type"),
-    pytest.param({b"type": b"price_change", b"side": b"bid", b"price": b"7", b"size": b"-5"},
-                 id="price-7-size-minus-5",
-                 marks=pytest.mark.skipif(not VALIDATOR, reason="needs wire/validate.py")),
+    pytest.param(
+        {b"type": b"price_change", b"side": b"bid", b"price": b"7", b"size": b"-5"},
+        id="price-7-size-minus-5",
+        marks=pytest.mark.skipif(not VALIDATOR, reason="needs wire/validate.py"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("poison", POISON_ENTRIES)
-async def test_a_poisoned_entry_costs_only_its_token_once(redis_server, bus, raw,
-                                                          poison: dict[bytes, bytes]) -> None:
+async def test_a_poisoned_entry_costs_only_its_token_once(
+    redis_server, bus, raw, poison: dict[bytes, bytes]
+) -> None:
     """An entry that cannot be used (XADDed by hand after the hash's last_id): on_error once,
     T1 reloaded and then stepping over it, T2 never touched, no reload loop."""
     await bus.book(T1)
     await bus.book(T2)
     feed, watch = await started(redis_server.url)
     seq = await hash_seq(bus, T1)
-    await raw.xadd(keys.stream(T1), {**poison, b"seq": str(seq + 1).encode(), b"epoch": b"1",
-                                     b"rx": b"1"})
+    await raw.xadd(
+        keys.stream(T1), {**poison, b"seq": str(seq + 1).encode(), b"epoch": b"1", b"rx": b"1"}
+    )
     await wait_for(lambda: len(watch.errors) == 1, 5, "on_error for the poisoned entry")
     await t2_keeps_flowing(bus, watch)
     await wait_for(lambda: watch.status[T1][-1:] == ["synced"], 5, "T1 reloaded")
@@ -134,15 +150,19 @@ CORRUPT_HASHES: list[Any] = [
     pytest.param({"last_id": "not-an-id"}, id="bad-last-id"),
     pytest.param({"last_trade_price": "1e99999999"}, id="last-trade-garbage"),
     pytest.param({b"bid:0.3\xff": "1"}, id="non-utf8-field-name"),
-    pytest.param({"bid:7": "-5"}, id="price-7-size-minus-5",
-                 marks=pytest.mark.skipif(not VALIDATOR, reason="needs wire/validate.py")),
+    pytest.param(
+        {"bid:7": "-5"},
+        id="price-7-size-minus-5",
+        marks=pytest.mark.skipif(not VALIDATOR, reason="needs wire/validate.py"),
+    ),
     pytest.param(None, id="wrong-key-type"),
 ]
 
 
 @pytest.mark.parametrize("corruption", CORRUPT_HASHES)
 async def test_a_corrupt_hash_keeps_its_token_suspect_quietly(
-        redis_server, bus, raw, corruption: dict[Any, str] | None) -> None:
+    redis_server, bus, raw, corruption: dict[Any, str] | None
+) -> None:
     """subscribe() does not raise on a corrupt hash; T1 is suspect, reported once and retried
     with backoff (a handful of HGETALLs, not a loop) while T2 flows; a fresh book heals it."""
     await bus.book(T1)
@@ -170,8 +190,7 @@ async def test_a_corrupt_hash_keeps_its_token_suspect_quietly(
     await feed.disconnect()
 
 
-async def test_a_stream_key_of_the_wrong_type_costs_only_its_token(redis_server, bus,
-                                                                   raw) -> None:
+async def test_a_stream_key_of_the_wrong_type_costs_only_its_token(redis_server, bus, raw) -> None:
     """A string where T1's stream should be makes XREAD refuse every key: the feed finds the
     culprit, puts T1 aside (reported once) and keeps T2 flowing."""
     await bus.book(T2)

@@ -16,7 +16,8 @@ from wire.events import PriceChange
 
 
 async def test_a_stalled_redis_stops_vouching_within_the_health_interval(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     """SIGSTOP on redis-server: on_disconnect (books suspect) within the health interval —
     socket timeouts, not a hang — and on_connect again once it answers (SIGCONT)."""
     bus = Bus(redis_server.client())
@@ -24,7 +25,8 @@ async def test_a_stalled_redis_stops_vouching_within_the_health_interval(
     feed = MarketFeed(redis_server.url, health_interval=1.0, block_ms=200)
     seen: list[tuple[str, float, str]] = []
     feed.on_disconnect = lambda: seen.append(
-        ("disconnect", time.monotonic(), feed.get_order_book(T1).status))
+        ("disconnect", time.monotonic(), feed.get_order_book(T1).status)
+    )
     feed.on_connect = lambda: seen.append(("connect", time.monotonic(), ""))
     assert await feed.connect() and await feed.subscribe([T1])
     assert redis_server.proc is not None
@@ -49,8 +51,11 @@ async def burst_then_trim(bus: Bus, token: str, n: int) -> None:
     blocked XREAD never sees them, only the hash's seq tells."""
     batch = Batch()
     for i in range(n):
-        batch.add(PriceChange(token, bus.stamp(), "bid", "0.3", str(i + 1), "", "", "h"), 1,
-                  time.time_ns() // 1000)
+        batch.add(
+            PriceChange(token, bus.stamp(), "bid", "0.3", str(i + 1), "", "", "h"),
+            1,
+            time.time_ns() // 1000,
+        )
     publisher = bus.publisher
     await publisher.load()
     pipe = bus.redis.pipeline(transaction=True)
@@ -61,7 +66,8 @@ async def burst_then_trim(bus: Bus, token: str, n: int) -> None:
 
 
 async def test_a_trim_past_a_just_active_token_is_caught_within_one_audit_interval(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     """A token that delivered an entry just after an audit, then had entries added and
     trimmed away unseen, is suspect within one audit interval of the trim (not two)."""
     bus = Bus(redis_server.client())

@@ -50,20 +50,59 @@ def make_ca(folder: Path) -> dict[str, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl CLI is needed to make the test CA (apt-get install openssl)")
-    paths = {n: folder / n for n in ("ca.key", "ca.crt", "server.key", "server.csr",
-                                     "server.crt", "san.ext")}
+    paths = {
+        n: folder / n
+        for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "san.ext")
+    }
     paths["san.ext"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-        "/CN=polybus test CA", "-keyout", str(paths["ca.key"]), "-out", str(paths["ca.crt"]))
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(paths["server.key"]), "-out", str(paths["server.csr"]))
-    run("x509", "-req", "-days", "1", "-in", str(paths["server.csr"]), "-CA",
-        str(paths["ca.crt"]), "-CAkey", str(paths["ca.key"]), "-CAcreateserial",
-        "-extfile", str(paths["san.ext"]), "-out", str(paths["server.crt"]))
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=polybus test CA",
+        "-keyout",
+        str(paths["ca.key"]),
+        "-out",
+        str(paths["ca.crt"]),
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(paths["server.key"]),
+        "-out",
+        str(paths["server.csr"]),
+    )
+    run(
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        str(paths["server.csr"]),
+        "-CA",
+        str(paths["ca.crt"]),
+        "-CAkey",
+        str(paths["ca.key"]),
+        "-CAcreateserial",
+        "-extfile",
+        str(paths["san.ext"]),
+        "-out",
+        str(paths["server.crt"]),
+    )
     return paths
 
 
@@ -71,7 +110,7 @@ def make_ca(folder: Path) -> dict[str, Path]:
 class AclRedis:
     """A private redis-server with the documented users (TLS-only when `ca` is set)."""
 
-    proc: subprocess.Popen[bytes]
+    proc: asyncio.subprocess.Process
     port: int
     dir: Path
     ca: Path | None
@@ -94,26 +133,49 @@ class AclRedis:
 async def acl_redis(tls: bool) -> AsyncIterator[AclRedis]:
     folder = Path(tempfile.mkdtemp(prefix="polybus-acl-"))
     port = free_port()
-    args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder),
-            "--logfile", str(folder / "redis.log")]
+    args = [
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--logfile",
+        str(folder / "redis.log"),
+    ]
     ca = None
     if tls:
         certs = make_ca(folder)
         ca = certs["ca.crt"]
-        args += ["--port", "0", "--tls-port", str(port), "--tls-cert-file",
-                 str(certs["server.crt"]), "--tls-key-file", str(certs["server.key"]),
-                 "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        args += [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs["server.crt"]),
+            "--tls-key-file",
+            str(certs["server.key"]),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+        ]
     else:
         args += ["--port", str(port)]
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not on PATH"
-    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        binary, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
     server = AclRedis(proc, port, folder, ca)
     admin = server.admin()
     try:
+
         async def answers() -> bool:
-            assert proc.poll() is None, (folder / "redis.log").read_text()
+            assert proc.returncode is None, (folder / "redis.log").read_text()
             with contextlib.suppress(Exception):
                 return bool(await admin.ping())
             return False
@@ -125,19 +187,26 @@ async def acl_redis(tls: bool) -> AsyncIterator[AclRedis]:
     finally:
         await admin.aclose()
         proc.kill()
-        proc.wait(5)
+        await proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
 async def feeder_process(url: str, sim: Simulator, folder: Path) -> AsyncIterator[Any]:
     """`polybus feed` as its own process, on every token of the simulator."""
-    env = {**os.environ, "POLYBUS_TOKENS": ",".join(sim.engine.tokens()),
-           "WS_MARKET_URL": sim.ws_url, "REDIS_URL": url, "POLYBUS_FEEDER_ID": "acl",
-           "POLYBUS_HEALTH_INTERVAL": "0.5", "POLYBUS_INTEREST_INTERVAL": "0.5"}
+    env = {
+        **os.environ,
+        "POLYBUS_TOKENS": ",".join(sim.engine.tokens()),
+        "WS_MARKET_URL": sim.ws_url,
+        "REDIS_URL": url,
+        "POLYBUS_FEEDER_ID": "acl",
+        "POLYBUS_HEALTH_INTERVAL": "0.5",
+        "POLYBUS_INTEREST_INTERVAL": "0.5",
+    }
     log = (folder / "feeder.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env)
+        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env
+    )
     try:
         yield proc
     finally:
@@ -153,8 +222,11 @@ async def feeder_process(url: str, sim: Simulator, folder: Path) -> AsyncIterato
 
 async def denials(admin: aioredis.Redis) -> list[str]:
     """What ACL LOG recorded, one `user: reason object` per denial (it groups repeats)."""
-    return [f"{e['username']}: {e['reason']} {e['object']}"
-            for e in await admin.execute_command("ACL", "LOG") for _ in range(int(e["count"]))]
+    return [
+        f"{e['username']}: {e['reason']} {e['object']}"
+        for e in await admin.execute_command("ACL", "LOG")
+        for _ in range(int(e["count"]))
+    ]
 
 
 async def assert_strategy_cannot_write(url: str, token: str) -> None:
@@ -187,20 +259,29 @@ def tmp_dir() -> Iterator[Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_feeder_and_market_feed_under_the_documented_acl_users(
-        tls: bool, tmp_dir: Path) -> None:
+    tls: bool, tmp_dir: Path
+) -> None:
     """`polybus feed` as polybus-feeder and MarketFeed as polybus-strategy (over TLS too):
     books sync and equal the simulator's truth, leases and cursors are written, no command
     is denied to either (ACL LOG stays empty), and the strategy user cannot write data."""
-    sim = Simulator(SimConfig(markets=3, seed=5, rate=150.0, new_market_every=0.0,
-                              resolve_every=0.0))
+    sim = Simulator(
+        SimConfig(markets=3, seed=5, rate=150.0, new_market_every=0.0, resolve_every=0.0)
+    )
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
     try:
-        async with acl_redis(tls) as server, feeder_process(
-                server.user_url("polybus-feeder"), sim, tmp_dir) as feeder:
+        async with (
+            acl_redis(tls) as server,
+            feeder_process(server.user_url("polybus-feeder"), sim, tmp_dir) as feeder,
+        ):
             admin = server.admin()
-            feed = MarketFeed(url=server.user_url("polybus-strategy"), name="acl-strategy",
-                              cursor_interval=0.3, health_interval=0.5, audit_interval=0.5)
+            feed = MarketFeed(
+                url=server.user_url("polybus-strategy"),
+                name="acl-strategy",
+                cursor_interval=0.3,
+                health_interval=0.5,
+                audit_interval=0.5,
+            )
             errors: list[Exception] = []
             feed.on_error = errors.append
             assert await feed.connect(), errors
@@ -212,8 +293,12 @@ async def test_feeder_and_market_feed_under_the_documented_acl_users(
 
             await wait_for(synced, 30, "every book synced under the ACL users", interval=0.1)
             await sim.pause()
-            await wait_for(lambda: not feed_books_equal_truth(feed, sim, tokens), 15,
-                           "the strategy's books to equal the truth", interval=0.1)
+            await wait_for(
+                lambda: not feed_books_equal_truth(feed, sim, tokens),
+                15,
+                "the strategy's books to equal the truth",
+                interval=0.1,
+            )
 
             async def cursor_written() -> bool:
                 return bool(await admin.hget(keys.consumer("acl-strategy"), "tokens"))
