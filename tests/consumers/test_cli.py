@@ -108,3 +108,30 @@ async def test_tail_without_tokens_follows_every_stream(redis_server) -> None:
         shown = {line.split()[1] for line in out.splitlines()}
         assert len(out.splitlines()) == total
         assert shown == {f"{t[:6]}…{t[-4:]}" for t in r.tokens}
+
+
+async def test_tail_and_book_survive_garbage_in_redis(redis_server) -> None:
+    """A non-UTF-8 entry and a hash with a non-number level: tail prints the entry as
+    undecodable and goes on, book shows the valid levels; neither crashes."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(redis_server.url)
+    token = "4242"
+    await raw.xadd(keys.stream(token), {b"type": b"status", b"state": b"\xff", b"seq": b"1"})
+    await raw.xadd(
+        keys.stream(token),
+        {b"type": b"status", b"state": b"connected", b"seq": b"2", b"epoch": b"1", b"rx": b"1"},
+    )
+    await raw.hset(
+        keys.book(token), mapping={b"bid:zz": b"1", b"bid:0.4": b"5", b"status": b"synced"}
+    )
+    await raw.aclose()
+    code, out, err = await polybus(
+        "tail", "--redis-url", redis_server.url, "--count", "2", "--from-start", "--tokens", token
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "undecodable" in lines[0] and "status connected" in lines[1]
+    code, out, err = await polybus("book", token, "--redis-url", redis_server.url)
+    assert code == 0, err
+    assert "0.4" in out and "zz" not in out
