@@ -220,6 +220,20 @@ async def feeder_process(url: str, sim: Simulator, folder: Path) -> AsyncIterato
         log.close()
 
 
+async def polybus_tool(*args: str) -> tuple[int, str]:
+    """Exit code and output of `polybus ARGS` in a subprocess."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "polybus",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()[-2000:]
+
+
 async def denials(admin: aioredis.Redis) -> list[str]:
     """What ACL LOG recorded, one `user: reason object` per denial (it groups repeats)."""
     return [
@@ -306,6 +320,11 @@ async def test_feeder_and_market_feed_under_the_documented_acl_users(
             await wait_for(cursor_written, 10, "the strategy's cursor hash")
             assert await admin.zscore(keys.interest(), tokens[0]) is not None
             assert errors == [] and feed.vouching
+            for tool in (["top", "--once"], ["health"]):
+                code, out = await polybus_tool(
+                    *tool, "--redis-url", server.user_url("polybus-strategy")
+                )
+                assert code == 0, f"polybus {tool[0]}: {out}"
             await assert_strategy_cannot_write(server.user_url("polybus-strategy"), tokens[0])
             denied = await denials(admin)
             assert all(d.startswith("polybus-strategy") for d in denied), denied
