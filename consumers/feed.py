@@ -25,7 +25,7 @@ cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
 raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an
 ACL denying a feed's reads). Later refusals (NOPERM) are reported once, not taken for a lost
 server: vouching stops, the feed retries with backoff. A Redis that stops answering is
-noticed within `socket_timeout` (default: the health interval, at least block + 0.75 s). A
+noticed within `socket_timeout` (default: the health interval, at least block + 0.5 s). A
 refused lease or cursor write is reported once and reading goes on; bad data in Redis costs
 only its token (reader.py, poison.py).
 
@@ -103,7 +103,7 @@ class MarketFeed:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.health_interval, self.audit_interval = health_interval, audit_interval
         self.reconnect_max_delay = reconnect_max_delay
-        self.socket_timeout = socket_timeout or max(health_interval, block_ms / 1000 + 0.75)
+        self.socket_timeout = socket_timeout or max(health_interval, block_ms / 1000 + 0.5)
         self._redis, self._own_redis = redis, redis is None
         self._state = ConnectionState.DISCONNECTED
         self._books: dict[str, TokenBook] = {}

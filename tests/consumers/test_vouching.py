@@ -22,7 +22,7 @@ async def test_a_stalled_redis_stops_vouching_within_the_health_interval(
     socket timeouts, not a hang — and on_connect again once it answers (SIGCONT)."""
     bus = Bus(redis_server.client())
     await bus.book(T1)
-    feed = MarketFeed(redis_server.url, health_interval=1.0, block_ms=200)
+    feed = MarketFeed(redis_server.url)  # the defaults: health interval 1 s, XREAD block 0.5 s
     seen: list[tuple[str, float, str]] = []
     feed.on_disconnect = lambda: seen.append(
         ("disconnect", time.monotonic(), feed.get_order_book(T1).status)

@@ -305,7 +305,10 @@ async def test_feeder_and_market_feed_under_the_documented_acl_users(
                 assert feeder.returncode is None, (tmp_dir / "feeder.log").read_text()[-3000:]
                 return all(feed.get_order_book(t).status == "synced" for t in tokens)
 
-            await wait_for(synced, 30, "every book synced under the ACL users", interval=0.1)
+            try:
+                await wait_for(synced, 30, "every book synced under the ACL users", interval=0.1)
+            except AssertionError as exc:  # say which command an ACL line lacks
+                raise AssertionError(f"{exc}; ACL LOG: {await denials(admin)}") from None
             await sim.pause()
             await wait_for(
                 lambda: not feed_books_equal_truth(feed, sim, tokens),
