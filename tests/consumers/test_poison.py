@@ -214,3 +214,28 @@ async def test_hostile_feeder_keys_are_ignored(redis_server, bus, raw) -> None:
     assert watch.errors == [] and watch.disconnects == 0
     assert keys.feeder("odd") in feed._watch.live
     await feed.disconnect()
+
+
+def test_poison_reports_once_backs_off_to_a_cap_and_rearms_after_a_clean_load() -> None:
+    """Pure Poison: a bad token is reported the first time only, its retries wait longer
+    each time up to the cap, and a clean load restarts both."""
+    import random
+
+    from consumers.poison import Poison
+
+    poison = Poison(base=0.2, cap=1.0, rng=random.Random(1))
+    now, waits, reports = 0.0, [], []
+    for _ in range(6):
+        reports.append(poison.bad(T1, now))
+        assert not poison.due(T1, now)
+        start = now
+        while not poison.due(T1, now):
+            now += 0.01
+        waits.append(now - start)
+    assert reports == [True] + [False] * 5
+    assert waits[0] <= 0.21 and waits[-1] >= 0.5 and max(waits) <= 1.01
+    assert poison.due(T2, now), "other tokens are never held back"
+    poison.good(T1)
+    assert poison.bad(T1, now) is True and poison.due(T1, now + 0.21)
+    poison.entry(T1, "5-0", now)
+    assert poison.known(T1, "5-0") and not poison.known(T2, "5-0")
