@@ -25,7 +25,7 @@ cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
 raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an
 ACL denying a feed's reads). Later refusals (NOPERM) are reported once, not taken for a lost
 server: vouching stops, the feed retries with backoff. A Redis that stops answering is
-noticed within `socket_timeout` (default: the health interval, at least block + 0.5 s). A
+noticed within `socket_timeout` (default: the health interval, at least 1 s and block + 0.5 s). A
 refused lease or cursor write is reported once and reading goes on; bad data in Redis costs
 only its token (reader.py, poison.py).
 
@@ -103,7 +103,9 @@ class MarketFeed:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.health_interval, self.audit_interval = health_interval, audit_interval
         self.reconnect_max_delay = reconnect_max_delay
-        self.socket_timeout = socket_timeout or max(health_interval, block_ms / 1000 + 0.5)
+        # A read that takes longer means Redis stopped answering: at least 1 s (and half a
+        # second more than XREAD blocks) so that a loaded machine is not taken for a dead Redis.
+        self.socket_timeout = socket_timeout or max(health_interval, block_ms / 1000 + 0.5, 1.0)
         self._redis, self._own_redis = redis, redis is None
         self._state = ConnectionState.DISCONNECTED
         self._books: dict[str, TokenBook] = {}
@@ -248,12 +250,14 @@ class MarketFeed:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            if _cancel_requested():  # asked to stop, and a library ate the CancelledError
+                raise asyncio.CancelledError
             try:
                 await self._round()
                 attempt = 0
             except (RedisError, OSError) as exc:
-                if self._closing:  # redis-py may turn our cancellation into an error
-                    return
+                if self._closing or _cancel_requested():
+                    raise asyncio.CancelledError from exc
                 attempt += 1
                 if classify(exc) == "lost":
                     await self._redis_lost(exc)
@@ -422,6 +426,13 @@ class MarketFeed:
                 log.error("consumers.feed.on_error_failed", error=repr(exc))
             else:
                 await self._fire(self.on_error, exc)
+
+
+def _cancel_requested() -> bool:
+    """Whether this task was asked to stop (a library may have turned the CancelledError
+    into a connection or timeout error, without taking the request back)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
