@@ -68,6 +68,9 @@ log = structlog.get_logger("consumers.feed")
 
 Handler = Callable[..., Any] | None
 
+_REDIS_TICK = 0.1
+"""Redis times blocked clients out on its `hz` timer (10 Hz by default), not to the ms."""
+
 _EVENT_CALLBACKS = {
     "price_change": "on_price_change",
     "book_update": "on_book_update",
@@ -278,7 +281,10 @@ class MarketFeed:
             await self._redis_back()
         await self._chores()
         await self._fire_calls(await self._reader.load_pending(self._redis_client()))
-        targets, reply, calls = await self._reader.fetch(self._redis_client())
+        # Block no longer than until the next health check or audit is due, so each keeps its
+        # clock: Redis ends a BLOCK only at its next tick, so ask for one tick less.
+        due = min(self._next_health, self._next_audit) - time.monotonic() - _REDIS_TICK
+        targets, reply, calls = await self._reader.fetch(self._redis_client(), int(due * 1000))
         await self._fire_calls(calls)
         await self._fire_pending()  # what subscribe() loaded goes before its entries
         for calls in self._reader.entries(targets, reply):
@@ -299,12 +305,13 @@ class MarketFeed:
     async def _chores(self) -> None:
         """Feeder liveness, leases, the gap audit and the cursor report, each on its clock."""
         redis, now = self._redis_client(), time.monotonic()
-        if now >= self._next_health:
+        soon = now + _REDIS_TICK  # due within a tick: now, or the next BLOCK would overshoot
+        if soon >= self._next_health:
             self._next_health = now + self.health_interval
             await self._feeders(await self._watch.check(redis))
         if self._leases.due(now):
             await self._optional("lease", self._leases.renew(redis, list(self._books)))
-        if now >= self._next_audit:
+        if soon >= self._next_audit:
             self._next_audit = now + self.audit_interval
             await self._fire_calls(await self._reader.audit(redis))
         if self._report.due():

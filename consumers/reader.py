@@ -162,30 +162,26 @@ class Reader:
         self.poison.forget(token)
 
     # --- following ------------------------------------------------------------------------
-    async def fetch(self, redis: aioredis.Redis) -> tuple[Targets, Reply, list[Callback]]:
-        """One blocking XREAD over every followed stream, from the cursors held. A refusal
-        caused by some keys (WRONGTYPE, say) puts those tokens aside: their callbacks return."""
+    async def fetch(
+        self, redis: aioredis.Redis, block_ms: int | None = None
+    ) -> tuple[Targets, Reply, list[Callback]]:
+        """One XREAD over every followed stream, from the cursors held, blocking `block_ms`
+        at most (default: the reader's). A refusal caused by some keys (WRONGTYPE, say) puts
+        those tokens aside: their callbacks return."""
+        block = max(1, min(self.block_ms, self.block_ms if block_ms is None else block_ms))
         targets: Targets = {
             keys.stream(t, self.prefix): (t, b)
             for t, b in self.books.items()
             if t not in self.reload
         }
         if not targets:
-            await asyncio.sleep(self.block_ms / 1000)  # nothing to follow: don't spin
+            await asyncio.sleep(block / 1000)  # nothing to follow: don't spin
             return targets, [], []
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
             reply: Any = await raw(
-                redis,
-                "XREAD",
-                "COUNT",
-                per_stream,
-                "BLOCK",
-                self.block_ms,
-                "STREAMS",
-                *targets,
-                *ids,
+                redis, "XREAD", "COUNT", per_stream, "BLOCK", block, "STREAMS", *targets, *ids
             )
         except ResponseError as exc:
             if isinstance(exc, NoPermissionError) or classify(exc) != "refused":
