@@ -6,5 +6,11 @@ from consumers.feed import MarketFeed, MarketWebSocket
 from consumers.models import ConnectionState, MarketData, OrderBook, PriceLevel
 
 
-__all__ = ["ConnectionState", "MarketData", "MarketFeed", "MarketWebSocket", "OrderBook",
-           "PriceLevel"]
+__all__ = [
+    "ConnectionState",
+    "MarketData",
+    "MarketFeed",
+    "MarketWebSocket",
+    "OrderBook",
+    "PriceLevel",
+]

@@ -18,20 +18,41 @@ Two statuses are kept apart:
   run coming back, since either proves the stream kept flowing).
 
 `status` — what the API serves — is `suspect` while in doubt, else `wire_status`.
+
+A hash that cannot be used (`parse_hash` raises DecodeError: a field that is not UTF-8, a
+`seq` or `last_id` that is not one, a status outside BOOK_STATUSES, a level or last trade
+that wire's codec refuses) is never half-loaded: the book turns `suspect` (`corrupt`) and
+keeps what it had until a clean load.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
+
+import orjson
 
 from consumers.models import MarketData, OrderBook, PriceLevel
 from wire.book import OrderBook as WireBook
-from wire.errors import SequenceGap
-from wire.events import BestBidAsk, Book, Entry, PriceChange, Status, TickSizeChange, Trade
+from wire.canon import canon, canon_or_empty
+from wire.codec import decode, text_fields
+from wire.errors import DecodeError, SequenceGap
+from wire.events import (
+    BOOK_STATUSES,
+    STATUS_STATES,
+    BestBidAsk,
+    Book,
+    Entry,
+    PriceChange,
+    Status,
+    TickSizeChange,
+    Trade,
+)
 
 
-__all__ = ["Callback", "Doubt", "TokenBook"]
+__all__ = ["Callback", "Doubt", "TokenBook", "parse_hash"]
 
 Callback = tuple[str, dict[str, Any]]
 """(callback name without `on_`, payload) for the feed to fire."""
@@ -39,6 +60,56 @@ Callback = tuple[str, dict[str, Any]]
 Doubt = Literal["", "reload", "feeder"]
 
 _UNTRUSTED = ("disconnected", "suspect", "retired")  # retired: no longer carried
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_SEQ = re.compile(r"\d{1,20}")
+
+
+def parse_hash(token: str, raw: Mapping[Any, Any]) -> dict[str, str]:
+    """The fields of a book hash as text, checked; DecodeError if any cannot be used.
+
+    Levels and the last trade are checked by wire's codec itself (as the `book` and `trade`
+    entries they were folded from), so the consumer applies exactly the bus's rules.
+    """
+    try:
+        fields = text_fields(raw)
+    except UnicodeError as exc:
+        raise DecodeError(f"book hash of {token}: a field is not UTF-8") from exc
+    status = fields.get("status", "pending")
+    if status not in BOOK_STATUSES:
+        raise DecodeError(f"book hash of {token}: status {status!r:.20} is not one")
+    seq, last_id = fields.get("seq"), fields.get("last_id")
+    if (seq is None) != (last_id is None) or (seq is not None and not _SEQ.fullmatch(seq)):
+        raise DecodeError(f"book hash of {token}: seq {seq!r:.24} / last_id {last_id!r:.24}")
+    if last_id is not None and not _STREAM_ID.fullmatch(last_id):
+        raise DecodeError(f"book hash of {token}: last_id {last_id!r:.40} is not a stream id")
+    bids = [[k[4:], v] for k, v in fields.items() if k.startswith("bid:")]
+    asks = [[k[4:], v] for k, v in fields.items() if k.startswith("ask:")]
+    envelope = {"seq": "0", "epoch": "0", "rx": "0", "ts": fields.get("ts", "")}
+    decode(
+        {
+            **envelope,
+            "type": "book",
+            "bids": orjson.dumps(bids).decode(),
+            "asks": orjson.dumps(asks).decode(),
+            "hash": fields.get("hash", ""),
+            "tick_size": fields.get("tick_size", ""),
+        },
+        token,
+    )
+    if fields.get("last_trade_price"):
+        decode(
+            {
+                **envelope,
+                "type": "trade",
+                "price": fields["last_trade_price"],
+                "size": fields.get("last_trade_size") or "0",
+                "side": fields.get("last_trade_side", ""),
+            },
+            token,
+        )
+    return fields
+
+
 _NEW_CONNECTION = ("connected", "resubscribed")
 
 
@@ -68,8 +139,10 @@ class TokenBook:
         return self.wire_status
 
     # --- loading --------------------------------------------------------------------------
-    def load(self, fields: dict[str, str]) -> list[Callback]:
-        """Replace everything with what the book hash holds; the callbacks that triggers."""
+    def load(self, raw: Mapping[Any, Any]) -> list[Callback]:
+        """Replace everything with what the book hash holds; the callbacks that triggers.
+        Raises DecodeError (and changes nothing) if the hash cannot be used."""
+        fields = parse_hash(self.token, raw)
         before = self.status
         if not fields:
             self._forget()
@@ -90,21 +163,36 @@ class TokenBook:
         self.wire_status = "suspect" if self.had_book else "pending"
 
     def _load_fields(self, fields: dict[str, str]) -> None:
+        # Everything that can still raise (canon of levels and trade) before anything changes.
         bids = [(k[4:], v) for k, v in fields.items() if k.startswith("bid:")]
         asks = [(k[4:], v) for k, v in fields.items() if k.startswith("ask:")]
-        self.market = fields.get("market", "") or self.market
-        self.book = WireBook(asset_id=self.token, market=self.market)
-        self.book.replace(bids, asks)
+        market = fields.get("market", "") or self.market
+        book = WireBook(asset_id=self.token, market=market)
+        book.replace(bids, asks)
+        price = fields.get("last_trade_price", "")
+        trade = (
+            (
+                canon(price),
+                canon_or_empty(fields.get("last_trade_size")),
+                fields.get("last_trade_side", ""),
+            )
+            if price
+            else None
+        )
+        self.market, self.book, self.last_trade = market, book, trade
         self.book.hash, self.book.ts = fields.get("hash", ""), fields.get("ts", "")
         self.book.tick_size = fields.get("tick_size", "")
         self.wire_status = fields.get("status", "pending")
         self.had_book |= self.wire_status != "pending"
         self.cursor = fields.get("last_id", "0-0")
         self.seq = int(fields["seq"]) if fields.get("seq") else None
-        price = fields.get("last_trade_price", "")
-        self.last_trade = (price, fields.get("last_trade_size", ""),
-                           fields.get("last_trade_side", "")) if price else None
         self.updated = time.time()
+
+    def corrupt(self, reason: str) -> list[Callback]:
+        """The hash cannot be used: suspect until a clean load (the levels held stay)."""
+        before = self.status
+        self.wire_status, self.doubt = "suspect", "reload"
+        return self._status_change(before, "", reason)
 
     def suspect(self, doubt: Doubt, reason: str) -> list[Callback]:
         """Stop trusting the book locally until `doubt` is cleared."""
@@ -122,11 +210,14 @@ class TokenBook:
 
     # --- applying -------------------------------------------------------------------------
     def apply(self, entry: Entry) -> list[Callback]:
-        """Fold one stream entry in; return the callbacks it triggers. Raises SequenceGap."""
+        """Fold one stream entry in; return the callbacks it triggers. Raises SequenceGap, or
+        DecodeError (before changing anything) for a status state the bus does not have."""
         expected = 1 if self.seq is None else self.seq + 1
         if entry.seq != expected:
             # seq None means no hash when loaded: the stream must then start at seq 1.
             raise SequenceGap(self.token, expected, entry.seq)
+        if isinstance(entry.event, Status) and entry.event.state not in STATUS_STATES:
+            raise DecodeError(f"status state {entry.event.state!r:.20} is not one of the bus's")
         before = self.status
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
         self.updated = time.time()
@@ -139,8 +230,9 @@ class TokenBook:
         return self._status_change(before, "", event.type) + calls
 
     def _apply_status(self, event: Status, before: str) -> list[Callback]:
-        if event.state in _UNTRUSTED or (event.state in _NEW_CONNECTION
-                                         and self.wire_status == "synced"):
+        if event.state in _UNTRUSTED or (
+            event.state in _NEW_CONNECTION and self.wire_status == "synced"
+        ):
             self.wire_status = "suspect"
         return [("status", self._status_payload(before, event.state, event.reason, event.ts))]
 
@@ -156,25 +248,53 @@ class TokenBook:
             self.book.apply(event)
             return [("price_change", self._price_change_payload(event))]
         if isinstance(event, Trade):
-            self.last_trade = (event.price, event.size, event.side)
-            return [("trade", {
-                "event_type": "last_trade_price", "asset_id": self.token, "market": self.market,
-                "price": event.price, "size": event.size, "side": event.side,
-                "fee_rate_bps": event.fee_rate_bps, "timestamp": event.ts})]
+            self.last_trade = (canon(event.price), canon(event.size), event.side)
+            return [
+                (
+                    "trade",
+                    {
+                        "event_type": "last_trade_price",
+                        "asset_id": self.token,
+                        "market": self.market,
+                        "price": event.price,
+                        "size": event.size,
+                        "side": event.side,
+                        "fee_rate_bps": event.fee_rate_bps,
+                        "timestamp": event.ts,
+                    },
+                )
+            ]
         if isinstance(event, TickSizeChange):
             self.book.tick_size = event.new
-            return [("tick_size_change", {
-                "event_type": "tick_size_change", "asset_id": self.token, "market": self.market,
-                "old_tick_size": event.old, "new_tick_size": event.new, "timestamp": event.ts})]
+            return [
+                (
+                    "tick_size_change",
+                    {
+                        "event_type": "tick_size_change",
+                        "asset_id": self.token,
+                        "market": self.market,
+                        "old_tick_size": event.old,
+                        "new_tick_size": event.new,
+                        "timestamp": event.ts,
+                    },
+                )
+            ]
         assert isinstance(event, BestBidAsk)  # a cross-check only: nothing to fold
         return []
 
     def _price_change_payload(self, event: PriceChange) -> dict[str, Any]:
-        return {"event_type": "price_change", "asset_id": self.token, "market": self.market,
-                "price": event.price, "size": event.size,
-                "side": "BUY" if event.side == "bid" else "SELL",
-                "best_bid": event.best_bid, "best_ask": event.best_ask,
-                "timestamp": event.ts, "hash": event.hash}
+        return {
+            "event_type": "price_change",
+            "asset_id": self.token,
+            "market": self.market,
+            "price": event.price,
+            "size": event.size,
+            "side": "BUY" if event.side == "bid" else "SELL",
+            "best_bid": event.best_bid,
+            "best_ask": event.best_ask,
+            "timestamp": event.ts,
+            "hash": event.hash,
+        }
 
     def _status_change(self, before: str, state: str, reason: str) -> list[Callback]:
         if self.status == before:
@@ -182,30 +302,50 @@ class TokenBook:
         return [("status", self._status_payload(before, state, reason, ""))]
 
     def _status_payload(self, before: str, state: str, reason: str, ts: str) -> dict[str, Any]:
-        return {"event_type": "status", "asset_id": self.token, "status": self.status,
-                "previous": before, "state": state, "reason": reason, "timestamp": ts}
+        return {
+            "event_type": "status",
+            "asset_id": self.token,
+            "status": self.status,
+            "previous": before,
+            "state": state,
+            "reason": reason,
+            "timestamp": ts,
+        }
 
     # --- views ----------------------------------------------------------------------------
     def book_payload(self) -> dict[str, Any]:
         """The on_book_update payload: levels best first as {price, size} strings."""
-        return {"event_type": "book", "asset_id": self.token, "market": self.market,
-                "bids": [{"price": p, "size": s} for p, s in self.book.bids],
-                "asks": [{"price": p, "size": s} for p, s in self.book.asks],
-                "timestamp": self.book.ts, "hash": self.book.hash}
+        return {
+            "event_type": "book",
+            "asset_id": self.token,
+            "market": self.market,
+            "bids": [{"price": p, "size": s} for p, s in self.book.bids],
+            "asks": [{"price": p, "size": s} for p, s in self.book.asks],
+            "timestamp": self.book.ts,
+            "hash": self.book.hash,
+        }
 
     def order_book(self) -> OrderBook:
         """The seed-shaped OrderBook (best first), carrying the status."""
-        return OrderBook(token_id=self.token,
-                         bids=[PriceLevel.of(p, s) for p, s in self.book.bids],
-                         asks=[PriceLevel.of(p, s) for p, s in self.book.asks],
-                         timestamp=self.book.ts or None, hash=self.book.hash,
-                         status=self.status)
+        return OrderBook(
+            token_id=self.token,
+            bids=[PriceLevel.of(p, s) for p, s in self.book.bids],
+            asks=[PriceLevel.of(p, s) for p, s in self.book.asks],
+            timestamp=self.book.ts or None,
+            hash=self.book.hash,
+            status=self.status,
+        )
 
     def market_data(self) -> MarketData:
         """The seed-shaped MarketData of this token."""
-        data = MarketData(token_id=self.token, order_book=self.order_book(),
-                          last_update_time=self.updated, status=self.status,
-                          tick_size=self.book.tick_size or "0.01", market=self.market)
+        data = MarketData(
+            token_id=self.token,
+            order_book=self.order_book(),
+            last_update_time=self.updated,
+            status=self.status,
+            tick_size=self.book.tick_size or "0.01",
+            market=self.market,
+        )
         if self.last_trade is not None:
             price, size, side = self.last_trade
             data.last_trade_price = data.last_price = float(price)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from consumers.format import age, entry_line, short
 from wire import keys
 from wire.codec import decode
-from wire.errors import DecodeError, InvalidToken
+from wire.errors import InvalidToken
 
 
 __all__ = ["register"]
@@ -51,7 +51,11 @@ def register(subparsers: Any) -> None:
 def _client(args: argparse.Namespace) -> tuple[aioredis.Redis, str]:
     url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
     prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3), prefix
+    # backslashreplace: a non-UTF-8 byte in Redis is shown escaped, never a crash
+    client = aioredis.Redis.from_url(
+        url, decode_responses=True, encoding_errors="backslashreplace", socket_connect_timeout=3
+    )
+    return client, prefix
 
 
 def _guard(coro: Any, what: str) -> int:
@@ -96,8 +100,8 @@ async def _tail(args: argparse.Namespace) -> int:
                     streams[key] = entry_id
                     try:
                         line = entry_line(token, decode(fields, token, entry_id))
-                    except DecodeError as exc:
-                        line = f"{short(token)} {entry_id} undecodable: {exc}"
+                    except Exception as exc:  # DecodeError, or whatever garbage provokes
+                        line = f"{short(token)} {entry_id} undecodable: {exc!r}"
                     print(line, flush=True)
                     printed += 1
                     if args.count and printed >= args.count:
@@ -115,22 +119,36 @@ def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
     """The text `polybus book` prints for one hash."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
-    bids = sorted(((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("bid:")),
-                  reverse=True)
-    asks = sorted((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("ask:"))
+    bids = sorted(_levels(fields, "bid:"), reverse=True)
+    asks = sorted(_levels(fields, "ask:"))
     title = " — ".join(x for x in (fields.get("question", ""), fields.get("outcome", "")) if x)
-    lines = [f"{token}" + (f"  {title}" if title else ""),
-             f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
-             f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
-             f"tick {fields.get('tick_size', '-')}",
-             f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
-             f"@ {fields.get('last_trade_price', '-')}",
-             f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
+    lines = [
+        f"{token}" + (f"  {title}" if title else ""),
+        f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
+        f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
+        f"tick {fields.get('tick_size', '-')}",
+        f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
+        f"@ {fields.get('last_trade_price', '-')}",
+        f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}",
+    ]
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
         ask = f"{asks[i][1]:<8} {asks[i][2]:<12}" if i < len(asks) else ""
         lines.append(f"{bid} | {ask}")
     return lines
+
+
+def _levels(fields: dict[str, str], side: str) -> list[tuple[Decimal, str, str]]:
+    """(price, price text, size) of one side; a level whose price is not a number is left
+    out (garbage in a hash must not crash the tool)."""
+    out = []
+    for key, size in fields.items():
+        if key.startswith(side):
+            with contextlib.suppress(ArithmeticError, ValueError):
+                price = Decimal(key[4:])
+                if price.is_finite():
+                    out.append((price, key[4:], size))
+    return out
 
 
 async def _book(args: argparse.Namespace) -> int:

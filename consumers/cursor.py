@@ -6,6 +6,11 @@ stream id applied) and `seq:<T>` (its seq). `lag_ms` is the largest delivery del
 minus the feeder's receive time — of the entries applied since the previous report, so a
 quiet market reads 0 and a consumer falling behind reads high. A consumer whose loop is stuck
 stops rewriting the hash, and it expires.
+
+Only HSET, HDEL and PEXPIRE (in MULTI/EXEC) touch it — never DEL — so a least-privilege
+strategy user needs no more than those on `P:consumer:*` (docs/operations.md). Fields of
+tokens no longer followed are HDELed; a clean disconnect HDELs every field, which removes
+the key.
 """
 
 from __future__ import annotations
@@ -25,8 +30,7 @@ __all__ = ["CursorReport"]
 class CursorReport:
     """Collects delivery delays and writes the consumer's cursor hash."""
 
-    def __init__(self, name: str, prefix: str = keys.DEFAULT_PREFIX,
-                 interval: float = 2.0) -> None:
+    def __init__(self, name: str, prefix: str = keys.DEFAULT_PREFIX, interval: float = 2.0) -> None:
         self.key = keys.consumer(name, prefix)
         self.interval = interval
         self.ttl_ms = int(max(10.0, 5 * interval) * 1000)
@@ -34,6 +38,8 @@ class CursorReport:
         self.max_lag_ms = 0.0
         """The largest delay ever observed (for tests and benchmarks)."""
         self._next = 0.0
+        self._written: set[str] = set()
+        """Fields the last rewrite wrote (the next drops those it does not rewrite)."""
 
     def observe(self, rx_us: int) -> None:
         """Note the delivery delay of one entry just applied (rx: feeder receive time, µs)."""
@@ -48,25 +54,36 @@ class CursorReport:
 
     def fields(self, books: Mapping[str, TokenBook], events: int, reloads: int) -> dict[str, str]:
         """The hash's fields now (pure but for the clock)."""
-        out = {"tokens": str(len(books)), "events": str(events), "reloads": str(reloads),
-               "lag_ms": str(int(max(self.lag_ms, 0.0))),
-               "updated_ms": str(int(time.time() * 1000))}
+        out = {
+            "tokens": str(len(books)),
+            "events": str(events),
+            "reloads": str(reloads),
+            "lag_ms": str(int(max(self.lag_ms, 0.0))),
+            "updated_ms": str(int(time.time() * 1000)),
+        }
         for token, book in books.items():
             out[f"id:{token}"] = book.cursor
             out[f"seq:{token}"] = "" if book.seq is None else str(book.seq)
         return out
 
-    async def publish(self, redis: aioredis.Redis, books: Mapping[str, TokenBook], events: int,
-                      reloads: int) -> None:
+    async def publish(
+        self, redis: aioredis.Redis, books: Mapping[str, TokenBook], events: int, reloads: int
+    ) -> None:
         """Rewrite the hash (tokens unsubscribed since drop out) and reset the lag window."""
+        fields = self.fields(books, events, reloads)
+        stale = self._written - set(fields)
+        self._next = time.monotonic() + self.interval  # a refused write waits its turn too
         pipe = redis.pipeline(transaction=True)
-        pipe.delete(self.key)
-        pipe.hset(self.key, mapping=self.fields(books, events, reloads))  # type: ignore[arg-type]
+        if stale:
+            pipe.hdel(self.key, *stale)
+        pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
         pipe.pexpire(self.key, self.ttl_ms)
         await pipe.execute()
+        self._written = set(fields)
         self.lag_ms = 0.0
-        self._next = time.monotonic() + self.interval
 
     async def remove(self, redis: aioredis.Redis) -> None:
-        """Delete the hash (a clean disconnect)."""
-        await redis.delete(self.key)
+        """Remove the hash (a clean disconnect): HDEL of every field written."""
+        if self._written:
+            await redis.hdel(self.key, *self._written)
+            self._written = set()

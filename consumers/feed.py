@@ -3,6 +3,7 @@
 Usage is the seed's::
 
     feed = MarketFeed()                       # REDIS_URL, else redis://localhost:6379/0
+                                              # (or MarketFeed(url=…), the seed's keyword)
     feed.on_price_change = my_handler         # plain function or coroutine
     await feed.connect()                      # True once Redis answers; fires on_connect
     await feed.subscribe(["7043…2544"])       # books load now; pending until published
@@ -20,6 +21,14 @@ subscribed token that ever had a book is `synced` again. Redis is reconnected wi
 jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
 cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
 
+`connect()` is False with `on_error`, as the seed's, when Redis is unreachable (the error as
+raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an
+ACL denying a feed's reads). Later refusals (NOPERM) are reported once, not taken for a lost
+server: vouching stops, the feed retries with backoff. A Redis that stops answering is
+noticed within `socket_timeout` (default: the health interval, at least 1 s and block + 0.5 s). A
+refused lease or cursor write is reported once and reading goes on; bad data in Redis costs
+only its token (reader.py, poison.py).
+
 A callback that raises goes to `on_error` and the loop goes on. `on_status(payload)` fires per
 token for every `status` entry and whenever the book's status changes: payload `asset_id`,
 `status` (pending|synced|suspect, now), `previous`, `state` (the entry's, or '' for a change
@@ -35,12 +44,12 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from consumers.books import Callback, TokenBook
 from consumers.cursor import CursorReport
@@ -48,7 +57,9 @@ from consumers.interest import DEFAULT_LEASE_S, Leases
 from consumers.liveness import FeederChange, FeederWatch
 from consumers.models import ConnectionState, MarketData, OrderBook
 from consumers.reader import Reader
+from consumers.redisio import classify, explain, open_client, probe, safe_url
 from wire import keys
+from wire.errors import BusError
 
 
 __all__ = ["MarketFeed", "MarketWebSocket"]
@@ -57,8 +68,15 @@ log = structlog.get_logger("consumers.feed")
 
 Handler = Callable[..., Any] | None
 
-_EVENT_CALLBACKS = {"price_change": "on_price_change", "book_update": "on_book_update",
-                    "trade": "on_trade", "tick_size_change": "on_tick_size_change"}
+_REDIS_TICK = 0.1
+"""Redis times blocked clients out on its `hz` timer (10 Hz by default), not to the ms."""
+
+_EVENT_CALLBACKS = {
+    "price_change": "on_price_change",
+    "book_update": "on_book_update",
+    "trade": "on_trade",
+    "tick_size_change": "on_tick_size_change",
+}
 
 
 class MarketFeed:
@@ -68,7 +86,8 @@ class MarketFeed:
         self,
         redis_url: str | None = None,
         *,
-        prefix: str = keys.DEFAULT_PREFIX,
+        url: str | None = None,
+        prefix: str | None = None,
         name: str | None = None,
         block_ms: int = 500,
         count: int = 2000,
@@ -77,13 +96,19 @@ class MarketFeed:
         audit_interval: float = 2.0,
         cursor_interval: float = 2.0,
         reconnect_max_delay: float = 5.0,
+        socket_timeout: float | None = None,
         redis: aioredis.Redis | None = None,
     ) -> None:
-        self.url = redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+        # `url` is the seed's keyword (it named the WebSocket); here it is a Redis URL too.
+        self.url = redis_url or url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+        prefix = prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
         self.prefix = prefix
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.health_interval, self.audit_interval = health_interval, audit_interval
         self.reconnect_max_delay = reconnect_max_delay
+        # A read that takes longer means Redis stopped answering: at least 1 s (and half a
+        # second more than XREAD blocks) so that a loaded machine is not taken for a dead Redis.
+        self.socket_timeout = socket_timeout or max(health_interval, block_ms / 1000 + 0.5, 1.0)
         self._redis, self._own_redis = redis, redis is None
         self._state = ConnectionState.DISCONNECTED
         self._books: dict[str, TokenBook] = {}
@@ -96,6 +121,10 @@ class MarketFeed:
         self._closing = False
         self._vouching = False
         self._redis_ok = False
+        self._refusal = ""
+        """What Redis refused last (reported once until it works again); '' when all is well."""
+        self._warned: set[str] = set()
+        """Optional writes (lease, cursor) already reported as refused."""
         self._next_health = self._next_audit = 0.0
         # the seed's callbacks, plus on_status
         self.on_price_change: Handler = None
@@ -150,19 +179,22 @@ class MarketFeed:
         return book.order_book() if book else None
 
     async def connect(self) -> bool:
-        """True once Redis answers (state CONNECTED), feeder or not; fires on_connect."""
+        """True once Redis answers and allows a feed's reads (state CONNECTED), feeder or
+        not; fires on_connect. False (state FAILED) and on_error otherwise, like the seed."""
         if self.is_connected:
             return True
         self._state = ConnectionState.CONNECTING
-        if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.url, decode_responses=True,
-                                                  socket_connect_timeout=3)
         try:
-            await self._redis.ping()
-        except (RedisError, OSError) as exc:
+            if self._redis is None:
+                self._redis = open_client(self.url, socket_timeout=self.socket_timeout)
+            await probe(self._redis, self.prefix)
+        except Exception as exc:  # the seed's rule: any failure is False and on_error
             self._state = ConnectionState.FAILED
-            log.warning("consumers.feed.connect_failed", url=self.url, error=str(exc))
-            await self._fire(self.on_error, exc)
+            kind = classify(exc)
+            log.warning(
+                "consumers.feed.connect_failed", url=safe_url(self.url), kind=kind, error=str(exc)
+            )
+            await self._fire(self.on_error, exc if kind == "lost" else explain(exc, self.url))
             return False
         self._state, self._redis_ok, self._vouching = ConnectionState.CONNECTED, True, True
         self._closing = False
@@ -179,7 +211,7 @@ class MarketFeed:
         self._state = ConnectionState.SUBSCRIBED
         calls: list[Callback] = []
         try:
-            await self._leases.lease(self._redis_client(), new)
+            await self._optional("lease", self._leases.lease(self._redis_client(), new))
             # Loaded before the loop sees them: XREAD must start at each hash's last_id.
             calls = await self._reader.load(self._redis_client(), list(new), into=new)
         except (RedisError, OSError):
@@ -193,7 +225,7 @@ class MarketFeed:
         """Stop following these tokens (their leases simply run out)."""
         for token in token_ids:
             self._books.pop(token, None)
-            self._reader.reload.discard(token)
+            self._reader.forget(token)
         if not self._books and self._state is ConnectionState.SUBSCRIBED:
             self._state = ConnectionState.CONNECTED
         return True
@@ -210,8 +242,9 @@ class MarketFeed:
             if self._own_redis:
                 await self._redis.aclose()
                 self._redis = None
+        for token in list(self._books):
+            self._reader.forget(token)
         self._books.clear()
-        self._reader.reload.clear()
         self._pending.clear()
         self._state, self._vouching, self._redis_ok = ConnectionState.DISCONNECTED, False, False
         await self._fire(self.on_disconnect)
@@ -220,22 +253,19 @@ class MarketFeed:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            if _cancel_requested():  # asked to stop, and a library ate the CancelledError
+                raise asyncio.CancelledError
             try:
-                if not self._redis_ok:
-                    await self._redis_back()
-                await self._chores()
-                await self._fire_calls(await self._reader.load_pending(self._redis_client()))
-                targets, reply = await self._reader.fetch(self._redis_client())
-                await self._fire_pending()  # what subscribe() loaded goes before its entries
-                for calls in self._reader.entries(targets, reply):
-                    await self._fire_calls(calls)
-                await self._maybe_vouch()
+                await self._round()
                 attempt = 0
             except (RedisError, OSError) as exc:
-                if self._closing:  # redis-py may turn our cancellation into an error
-                    return
+                if self._closing or _cancel_requested():
+                    raise asyncio.CancelledError from exc
                 attempt += 1
-                await self._redis_lost(exc)
+                if classify(exc) == "lost":
+                    await self._redis_lost(exc)
+                else:
+                    await self._refused(exc)
                 await asyncio.sleep(self._backoff(attempt))
             except Exception as exc:  # our bug, or a reply we did not foresee: log, go on
                 log.exception("consumers.feed.loop_failed")
@@ -244,6 +274,25 @@ class MarketFeed:
                     await self._fire_calls(self._reader.gap(token, "loop_failed", quiet=True))
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt))
+
+    async def _round(self) -> None:
+        """Chores, reloads, one XREAD and its callbacks."""
+        if not self._redis_ok:
+            await self._redis_back()
+        await self._chores()
+        await self._fire_calls(await self._reader.load_pending(self._redis_client()))
+        # Block no longer than until the next health check or audit is due, so each keeps its
+        # clock: Redis ends a BLOCK only at its next tick, so ask for one tick less.
+        due = min(self._next_health, self._next_audit) - time.monotonic() - _REDIS_TICK
+        targets, reply, calls = await self._reader.fetch(self._redis_client(), int(due * 1000))
+        await self._fire_calls(calls)
+        await self._fire_pending()  # what subscribe() loaded goes before its entries
+        for calls in self._reader.entries(targets, reply):
+            await self._fire_calls(calls)
+        if self._refusal:
+            log.info("consumers.redis.allowed", was=self._refusal)
+            self._refusal = ""
+        await self._maybe_vouch()
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter on min(0.1 s · 2^(n−1), max)."""
@@ -256,16 +305,36 @@ class MarketFeed:
     async def _chores(self) -> None:
         """Feeder liveness, leases, the gap audit and the cursor report, each on its clock."""
         redis, now = self._redis_client(), time.monotonic()
-        if now >= self._next_health:
+        soon = now + _REDIS_TICK  # due within a tick: now, or the next BLOCK would overshoot
+        if soon >= self._next_health:
             self._next_health = now + self.health_interval
             await self._feeders(await self._watch.check(redis))
         if self._leases.due(now):
-            await self._leases.renew(redis, list(self._books))
-        if now >= self._next_audit:
+            await self._optional("lease", self._leases.renew(redis, list(self._books)))
+        if soon >= self._next_audit:
             self._next_audit = now + self.audit_interval
             await self._fire_calls(await self._reader.audit(redis))
         if self._report.due():
-            await self._report.publish(redis, self._books, self.events, self.reloads)
+            await self._optional(
+                "cursor", self._report.publish(redis, self._books, self.events, self.reloads)
+            )
+
+    async def _optional(self, what: str, write: Awaitable[None]) -> None:
+        """A write the feed can do without (lease, cursor): a refusal is reported once (NOPERM
+        under a read-only ACL, say) and the feed goes on; a lost connection is raised."""
+        try:
+            await write
+        except ResponseError as exc:
+            if classify(exc) == "lost":
+                raise
+            if what not in self._warned:
+                self._warned.add(what)
+                log.warning("consumers.feed.write_refused", what=what, error=str(exc))
+                error = BusError(
+                    f"MarketFeed {what} write refused by Redis (reading goes on): {exc}"
+                )
+                error.__cause__ = exc
+                await self._fire(self.on_error, error)
 
     # --- liveness -------------------------------------------------------------------------
     async def _feeders(self, change: FeederChange) -> None:
@@ -289,12 +358,15 @@ class MarketFeed:
             await self._fire(self.on_disconnect)
 
     async def _maybe_vouch(self) -> None:
-        if self._vouching or not self._redis_ok or self._reader.reload:
+        # A token whose data in Redis is unusable (reader.bad) is suspect on its own: it
+        # must not keep every other book from being vouched for.
+        bad = self._reader.bad
+        if self._vouching or not self._redis_ok or self._reader.reload - bad:
             return
         if self._watch.seen and not self._watch.live:
             return
         # A token that never had a book (pending) cannot have become wrong: it does not block.
-        if all(b.status != "suspect" for b in self._books.values()):
+        if all(b.status != "suspect" for t, b in self._books.items() if t not in bad):
             self._vouching = True
             await self._fire(self.on_connect)
 
@@ -308,13 +380,29 @@ class MarketFeed:
             await self._fire_calls(self._reader.gap(token, "redis_lost", quiet=True))
         await self._stop_vouching()
 
+    async def _refused(self, exc: BaseException) -> None:
+        """Redis answers but refuses what a feed must do (NOPERM, say): not a lost server.
+        Reported to on_error once until it works again; books suspect meanwhile."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != self._refusal:
+            self._refusal = reason
+            log.error("consumers.redis.refused", error=str(exc))
+            await self._fire(self.on_error, explain(exc, self.url))
+        if self._redis_ok:
+            self._redis_ok = False
+            for token in list(self._books):
+                await self._fire_calls(self._reader.gap(token, "redis_refused", quiet=True))
+            await self._stop_vouching()
+
     async def _redis_back(self) -> None:
         """Redis answers again: reload every hash (the marks were set when it was lost)."""
         await self._redis_client().ping()
         self._redis_ok = True
         self._state = ConnectionState.SUBSCRIBED if self._books else ConnectionState.CONNECTED
         self._reader.reload.update(self._books)
-        log.info("consumers.redis.back", tokens=len(self._books))
+        self._leases.renew_soon()
+        if not self._refusal:
+            log.info("consumers.redis.back", tokens=len(self._books))
 
     # --- callbacks ------------------------------------------------------------------------
     async def _fire_pending(self) -> None:
@@ -345,6 +433,13 @@ class MarketFeed:
                 log.error("consumers.feed.on_error_failed", error=repr(exc))
             else:
                 await self._fire(self.on_error, exc)
+
+
+def _cancel_requested() -> bool:
+    """Whether this task was asked to stop (a library may have turned the CancelledError
+    into a connection or timeout error, without taking the request back)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -5,22 +5,33 @@ event. A `GroupReader` instead splits the entries of some streams among the memb
 group: each entry goes to one member, which acknowledges it when done. Entries left pending on
 a member that died are taken over with XAUTOCLAIM once idle for `claim_idle_ms`; entries that
 were trimmed away meanwhile come back as deleted ids and are acknowledged, not retried.
+
+A poisoned entry (one that cannot be decoded) is acknowledged at once — retrying it can never
+succeed and would leave it pending forever — counted in `poisoned` and reported to `on_error`
+(a DecodeError naming the token and entry); `read()` and `reclaim()` never raise for one.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ResponseError
 
+from consumers.redisio import raw, text
 from wire import keys
 from wire.codec import decode
+from wire.errors import DecodeError
 from wire.events import Entry
 
 
 __all__ = ["GroupReader", "Work"]
+
+log = structlog.get_logger("consumers.groups")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +46,25 @@ class Work:
 class GroupReader:
     """One member of a consumer group over the streams of some tokens."""
 
-    def __init__(self, redis: aioredis.Redis, group: str, member: str, tokens: list[str], *,
-                 prefix: str = keys.DEFAULT_PREFIX, claim_idle_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        group: str,
+        member: str,
+        tokens: list[str],
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        claim_idle_ms: int = 30_000,
+        on_error: Callable[[Exception], Any] | None = None,
+    ) -> None:
         self.redis, self.group, self.member = redis, group, member
         self.streams = {keys.stream(keys.validate_token(t), prefix): t for t in tokens}
         self.claim_idle_ms = claim_idle_ms
+        self.on_error = on_error
         self.trimmed = 0
         """Pending entries found deleted (trimmed) when reclaimed: acknowledged and skipped."""
+        self.poisoned = 0
+        """Entries that could not be decoded: acknowledged, reported, skipped."""
 
     async def create(self, start: str = "0") -> None:
         """Create the group on every stream (and the stream if absent); idempotent."""
@@ -54,11 +77,24 @@ class GroupReader:
 
     async def read(self, count: int = 100, block_ms: int = 1000) -> list[Work]:
         """New entries for this member (XREADGROUP `>`)."""
-        reply: Any = await self.redis.xreadgroup(
-            self.group, self.member, dict.fromkeys(self.streams, ">"),
-            count=count, block=block_ms)
-        return [self._work(key, eid, fields) for key, items in reply or []
-                for eid, fields in items if fields]
+        reply: Any = await raw(
+            self.redis,
+            "XREADGROUP",
+            "GROUP",
+            self.group,
+            self.member,
+            "COUNT",
+            count,
+            "BLOCK",
+            block_ms,
+            "STREAMS",
+            *self.streams,
+            *([">"] * len(self.streams)),
+        )
+        out: list[Work] = []
+        for key, items in reply or []:
+            out += await self._decode(text(key), items)
+        return out
 
     async def reclaim(self, count: int = 100) -> list[Work]:
         """Take over entries idle on other (dead) members; acknowledge trimmed ones."""
@@ -66,16 +102,24 @@ class GroupReader:
         for key in self.streams:
             start = "0-0"
             while True:
-                reply: Any = await self.redis.xautoclaim(
-                    key, self.group, self.member, self.claim_idle_ms, start_id=start,
-                    count=count)
-                start, claimed = reply[0], reply[1]
+                reply: Any = await raw(
+                    self.redis,
+                    "XAUTOCLAIM",
+                    key,
+                    self.group,
+                    self.member,
+                    self.claim_idle_ms,
+                    start,
+                    "COUNT",
+                    count,
+                )
+                start, claimed = text(reply[0]), reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
                 if deleted:
                     self.trimmed += len(deleted)
                     await self.redis.xack(key, self.group, *deleted)
-                out += [self._work(key, eid, f) for eid, f in claimed if f]
-                if start in ("0-0", b"0-0"):
+                out += await self._decode(key, claimed)
+                if start == "0-0":
                     break
         return out
 
@@ -88,6 +132,33 @@ class GroupReader:
                 done += int(await self.redis.xack(key, self.group, *ids))
         return done
 
-    def _work(self, key: str, entry_id: str, fields: dict[str, str]) -> Work:
+    async def _decode(self, key: str, items: list[Any]) -> list[Work]:
+        """The decodable entries as Work; poisoned ones acknowledged and reported."""
         token = self.streams[key]
-        return Work(token, entry_id, decode(fields, token, entry_id))
+        out: list[Work] = []
+        poisoned: list[str] = []
+        for raw_id, fields in items:
+            if not fields:
+                continue  # deleted meanwhile (XREADGROUP of a trimmed pending entry)
+            entry_id = text(raw_id)
+            try:
+                out.append(Work(token, entry_id, decode(fields, token, entry_id)))
+            except Exception as exc:  # DecodeError, or anything garbage provokes
+                poisoned.append(entry_id)
+                await self._report(token, entry_id, exc)
+        if poisoned:
+            self.poisoned += len(poisoned)
+            await self.redis.xack(key, self.group, *poisoned)
+        return out
+
+    async def _report(self, token: str, entry_id: str, exc: Exception) -> None:
+        error = DecodeError(f"token {token}: stream entry {entry_id} cannot be used: {exc}")
+        error.__cause__ = exc
+        log.warning("consumers.groups.poisoned", token=token, id=entry_id, error=str(exc))
+        if self.on_error is not None:
+            try:
+                result = self.on_error(error)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as failure:  # the caller's bug must not lose the batch
+                log.error("consumers.groups.on_error_failed", error=repr(failure))

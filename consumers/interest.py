@@ -47,7 +47,12 @@ class Leases:
             expiry = int((time.time() + self.lease_s) * 1000)
             await redis.zadd(self.key, dict.fromkeys(wanted, expiry), gt=True)
 
+    def renew_soon(self) -> None:
+        """Renew at the next chance (Redis is back: a restarted one lost every lease)."""
+        self._next = 0.0
+
     async def renew(self, redis: aioredis.Redis, tokens: Iterable[str]) -> None:
-        """Extend the leases of all these tokens, and start the next renewal period."""
-        await self.lease(redis, tokens)
+        """Extend the leases of all these tokens, and start the next renewal period (first:
+        a refused renewal waits its period too, it is not retried every round)."""
         self._next = time.monotonic() + self.lease_s / 3
+        await self.lease(redis, tokens)

@@ -5,7 +5,8 @@ watch remembers each feeder it has seen with its run (the `started` field): when
 disappears the feeder is *lost*; when it comes back with the same run it was only a blip (the
 stream kept flowing), with a new run it restarted and will send fresh snapshots. Finding new
 feeders needs a SCAN of the keyspace, so that happens only every few checks; known keys are
-checked with one pipelined HGET each.
+checked with one pipelined HGET each. Anything else under the pattern (a key of another type,
+a name or `started` that is not UTF-8) is not a feeder: ignored, never an error for the loop.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
 
+from consumers.redisio import RAW, classify, raw, text
 from wire import keys
+from wire.errors import DecodeError
 
 
 __all__ = ["FeederChange", "FeederWatch"]
@@ -54,17 +58,39 @@ class FeederWatch:
         """Look at the health keys once; report what changed."""
         candidates = set(self.live) | set(self.lost)
         if self._checks % self.scan_every == 0 or not self.live:
-            candidates |= {str(k) async for k in redis.scan_iter(self.pattern, count=1000)}
+            candidates |= await self._scan(redis)
         self._checks += 1
         ordered = sorted(candidates)
         pipe = redis.pipeline(transaction=False)
         for key in ordered:
             pipe.exists(key)
-            pipe.hget(key, "started")
-        replies: list[Any] = await pipe.execute()
-        now = {key: str(replies[2 * i + 1] or "") for i, key in enumerate(ordered)
-               if replies[2 * i]}
+            pipe.execute_command("HGET", key, "started", **RAW)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        now: dict[str, str] = {}
+        for i, key in enumerate(ordered):
+            exists, started = replies[2 * i], replies[2 * i + 1]
+            for reply in (exists, started):
+                if isinstance(reply, Exception) and (
+                    isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+                ):
+                    raise reply
+            if exists is True or (isinstance(exists, int) and exists > 0):
+                if not isinstance(started, Exception):  # else not a hash: not a feeder's
+                    now[key] = "" if started is None else _text_or_empty(started)
         return self._update(now)
+
+    async def _scan(self, redis: aioredis.Redis) -> set[str]:
+        found: set[str] = set()
+        cursor: Any = 0
+        while True:
+            cursor, names = await raw(redis, "SCAN", cursor, "MATCH", self.pattern, "COUNT", 1000)
+            for name in names:
+                try:
+                    found.add(text(name))
+                except DecodeError:
+                    continue
+            if int(cursor) == 0:
+                return found
 
     def _update(self, now: dict[str, str]) -> FeederChange:
         change = FeederChange()
@@ -80,3 +106,10 @@ class FeederWatch:
                 change.found.append(key)
         self.live = now
         return change
+
+
+def _text_or_empty(value: Any) -> str:
+    try:
+        return text(value)
+    except DecodeError:
+        return ""

@@ -7,94 +7,127 @@ every later entry exactly once. All followed streams are read in one blocking XR
 A token is reloaded (its hash read again) when:
 - an entry's `seq` is not the next one (entries trimmed away, or Redis restarted and the
   numbering began again: a lower `seq` is a gap too);
-- the audit of a quiet stream finds its first entry beyond the cursor (trimmed while we were
-  slow) or the hash's `seq` behind ours or gone (Redis lost its data);
-- an entry cannot be decoded (reported to `on_error`; the hash's `last_id` is past it).
+- the audit (every token, every audit interval) finds the hash's `seq` ahead of ours while
+  the entry after our cursor is gone or not the next one (trimmed while we were slow or the
+  token quiet), or the hash's `seq` behind ours or gone (Redis lost its data);
+- an entry cannot be used (poison.py: reported once, stepped over when seen again).
 Until then the book is `suspect`: never served as good.
+
+One bad token never costs the others: replies are read undecoded (redisio.py) and decoded
+per entry; a hash or key that cannot be used (garbage, wrong type) puts only its token aside
+(`bad`), retried with backoff; an XREAD refused because of one key finds that key (TYPE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import NoPermissionError, ResponseError
 
 from consumers.books import Callback, TokenBook
 from consumers.cursor import CursorReport
+from consumers.poison import Poison
+from consumers.redisio import RAW, classify, raw, text
 from wire import keys
 from wire.codec import decode
-from wire.errors import DecodeError, SequenceGap
+from wire.errors import BackendError, DecodeError, SequenceGap
 
 
 __all__ = ["Reader", "audit_reason"]
 
 log = structlog.get_logger("consumers.reader")
 
-Reply = list[tuple[str, list[tuple[str, dict[str, str]]]]]
+Reply = list[Any]
+"""XREAD's reply, undecoded: [[key, [(id, {field: value})…]]…]."""
 Targets = dict[str, tuple[str, TokenBook]]
 
 
-def audit_reason(local: int | None, hash_seq: str | None, first_seq: str | None) -> str:
-    """Why a quiet token must be reloaded ('' when all is well).
+def audit_reason(local: int | None, hash_seq: int | None, next_seq: int | None) -> str:
+    """Why a token must be reloaded ('' when all is well).
 
     `local` is the seq of our last applied entry (None: no hash when loaded), `hash_seq` the
-    hash's `seq` (None: no hash), `first_seq` that of the stream's first entry (None: empty).
+    hash's `seq` (None: no hash), `next_seq` that of the first entry after our cursor (None:
+    none); it only matters when the hash is ahead of us.
     """
     if local is None:
-        if hash_seq and (first_seq is None or int(first_seq) > 1):
+        if hash_seq is not None and next_seq != 1:
             return "stream began before it was followed"  # XREAD from 0-0 can never fill it
         return ""
     if hash_seq is None:
         return "book hash gone (Redis lost its data?)"
-    if int(hash_seq) < local:
+    if hash_seq < local:
         return f"hash seq {hash_seq} behind ours {local} (Redis restarted?)"
-    if int(hash_seq) > local and (first_seq is None or int(first_seq) > local + 1):
-        return f"stream trimmed past cursor (first seq {first_seq}, ours {local})"
+    if hash_seq > local and next_seq != local + 1:
+        return f"stream trimmed past cursor (next seq {next_seq}, ours {local})"
     return ""
 
 
 class Reader:
     """Keeps a set of TokenBooks in step with their hashes and streams."""
 
-    def __init__(self, books: dict[str, TokenBook], prefix: str, report: CursorReport, *,
-                 count: int = 2000, block_ms: int = 500) -> None:
+    def __init__(
+        self,
+        books: dict[str, TokenBook],
+        prefix: str,
+        report: CursorReport,
+        *,
+        count: int = 2000,
+        block_ms: int = 500,
+        poison: Poison | None = None,
+    ) -> None:
         self.books = books
         self.prefix = prefix
         self.report = report
         self.count, self.block_ms = count, block_ms
+        self.poison = poison or Poison()
         self.reload: set[str] = set()
         """Tokens whose hash must be read again before their stream is followed."""
+        self.bad: set[str] = set()
+        """Tokens whose hash or key cannot be used now (retried with backoff, quietly)."""
         self.events = 0
         self.reloads = 0
-        self._active: set[str] = set()
 
     # --- loading --------------------------------------------------------------------------
-    async def load(self, redis: aioredis.Redis, tokens: list[str],
-                   into: dict[str, TokenBook] | None = None) -> list[Callback]:
+    async def load(
+        self, redis: aioredis.Redis, tokens: list[str], into: dict[str, TokenBook] | None = None
+    ) -> list[Callback]:
         """Read these tokens' hashes (one pipeline) into their books — the followed ones, or
         those of `into` (books not yet followed, so the loop cannot race their loading)."""
         if not tokens:
             return []
         pipe = redis.pipeline(transaction=False)
         for token in tokens:
-            pipe.hgetall(keys.book(token, self.prefix))
-        replies: list[Any] = await pipe.execute()
+            pipe.execute_command("HGETALL", keys.book(token, self.prefix), **RAW)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        _raise_global(replies)
         books = self.books if into is None else into
         calls: list[Callback] = []
-        for token, fields in zip(tokens, replies, strict=True):
-            if into is None:
-                self.reload.discard(token)
+        for token, reply in zip(tokens, replies, strict=True):
             book = books.get(token)
-            if book is not None:
-                calls += book.load(fields)
+            if book is None:
+                self.reload.discard(token)
+                continue
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                calls += book.load(reply)
+            except Exception as exc:  # DecodeError, WRONGTYPE, or anything garbage provokes
+                calls += self.set_bad(token, book, "book hash", exc)
+                continue
+            self.reload.discard(token)
+            self.bad.discard(token)
+            self.poison.good(token)
         return calls
 
     async def load_pending(self, redis: aioredis.Redis) -> list[Callback]:
-        """Reload every token marked for it."""
-        return await self.load(redis, sorted(self.reload))
+        """Reload every token marked for it whose backoff (if poisoned) has run out."""
+        now = time.monotonic()
+        return await self.load(redis, sorted(t for t in self.reload if self.poison.due(t, now)))
 
     def gap(self, token: str, reason: str, *, quiet: bool = False) -> list[Callback]:
         """Mark a token for reload; its book is suspect meanwhile. `quiet`: the caller logs
@@ -108,19 +141,69 @@ class Reader:
             log.info("consumers.reader.reload", token=token, reason=reason)
         return book.suspect("reload", reason)
 
+    def set_bad(self, token: str, book: TokenBook, what: str, exc: BaseException) -> list[Callback]:
+        """A token's hash or key (`what`) cannot be used: suspect, retried with backoff;
+        reported (an `error` callback, naming the token) only the first time."""
+        self.reload.add(token)
+        self.bad.add(token)
+        calls = book.corrupt(f"unusable {what}")
+        if self.poison.bad(token, time.monotonic()):
+            log.warning("consumers.reader.unusable", token=token, what=what, error=str(exc))
+            kind = DecodeError if isinstance(exc, DecodeError | ValueError) else BackendError
+            error = kind(f"token {token}: {what} cannot be used: {exc}")
+            error.__cause__ = exc
+            calls.insert(0, ("error", {"error": error}))
+        return calls
+
+    def forget(self, token: str) -> None:
+        """A token is no longer followed."""
+        self.reload.discard(token)
+        self.bad.discard(token)
+        self.poison.forget(token)
+
     # --- following ------------------------------------------------------------------------
-    async def fetch(self, redis: aioredis.Redis) -> tuple[Targets, Reply]:
-        """One blocking XREAD over every followed stream, from the cursors held."""
-        targets: Targets = {keys.stream(t, self.prefix): (t, b) for t, b in self.books.items()
-                            if t not in self.reload}
+    async def fetch(
+        self, redis: aioredis.Redis, block_ms: int | None = None
+    ) -> tuple[Targets, Reply, list[Callback]]:
+        """One XREAD over every followed stream, from the cursors held, blocking `block_ms`
+        at most (default: the reader's). A refusal caused by some keys (WRONGTYPE, say) puts
+        those tokens aside: their callbacks return."""
+        block = max(1, min(self.block_ms, self.block_ms if block_ms is None else block_ms))
+        targets: Targets = {
+            keys.stream(t, self.prefix): (t, b)
+            for t, b in self.books.items()
+            if t not in self.reload
+        }
         if not targets:
-            await asyncio.sleep(self.block_ms / 1000)  # nothing to follow: don't spin
-            return targets, []
+            await asyncio.sleep(block / 1000)  # nothing to follow: don't spin
+            return targets, [], []
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
-        streams = {key: book.cursor for key, (_, book) in targets.items()}
-        reply: Any = await redis.xread(streams, count=per_stream,  # type: ignore[arg-type]
-                                       block=self.block_ms)
-        return targets, list(reply or [])
+        ids = [book.cursor for _, book in targets.values()]
+        try:
+            reply: Any = await raw(
+                redis, "XREAD", "COUNT", per_stream, "BLOCK", block, "STREAMS", *targets, *ids
+            )
+        except ResponseError as exc:
+            if isinstance(exc, NoPermissionError) or classify(exc) != "refused":
+                raise
+            calls = await self._culprits(redis, targets)
+            if not calls:
+                raise
+            return {}, [], calls
+        return targets, list(reply or []), []
+
+    async def _culprits(self, redis: aioredis.Redis, targets: Targets) -> list[Callback]:
+        """XREAD was refused: find the streams that are not streams and put them aside."""
+        pipe = redis.pipeline(transaction=False)
+        for key in targets:
+            pipe.execute_command("TYPE", key, **RAW)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        _raise_global(replies)
+        calls: list[Callback] = []
+        for (key, (token, book)), kind in zip(targets.items(), replies, strict=True):
+            if isinstance(kind, Exception) or kind not in (b"stream", b"none", "stream", "none"):
+                calls += self.set_bad(token, book, "stream", BackendError(f"{key} is {kind!r}"))
+        return calls
 
     def entries(self, targets: Targets, reply: Reply) -> Iterator[list[Callback]]:
         """Apply the reply's entries one at a time, yielding each one's callbacks.
@@ -129,47 +212,108 @@ class Reader:
         marked for reload meanwhile is skipped (the reload re-reads from its hash).
         """
         for key, items in reply:
-            token, book = targets[key]
-            self._active.add(token)
+            target = targets.get(text(key))
+            if target is None:
+                continue
+            token, book = target
             for entry_id, fields in items:
                 if self.books.get(token) is not book or token in self.reload:
                     break
-                yield self._apply(token, book, entry_id, fields)
+                yield self._apply(token, book, text(entry_id), fields or {})
 
-    def _apply(self, token: str, book: TokenBook, entry_id: str,
-               fields: dict[str, str]) -> list[Callback]:
+    def _apply(
+        self, token: str, book: TokenBook, entry_id: str, fields: dict[Any, Any]
+    ) -> list[Callback]:
+        if self.poison.known(token, entry_id):
+            book.cursor = entry_id  # seen and reported before: step over it, quietly
+            return []
         try:
             entry = decode(fields, token, entry_id)
-        except DecodeError as exc:
-            return [("error", {"error": exc}), *self.gap(token, f"undecodable {entry_id}")]
-        try:
             calls = book.apply(entry)
         except SequenceGap as exc:
             return self.gap(token, str(exc))
+        except Exception as exc:  # DecodeError, or anything garbage provokes: this entry's
+            return self._poisoned(token, entry_id, exc)
         self.events += 1
         self.report.observe(entry.rx)
         return calls
 
+    def _poisoned(self, token: str, entry_id: str, exc: Exception) -> list[Callback]:
+        self.poison.entry(token, entry_id, time.monotonic())
+        error = DecodeError(f"token {token}: stream entry {entry_id} cannot be used: {exc}")
+        error.__cause__ = exc
+        log.warning("consumers.reader.poisoned", token=token, id=entry_id, error=str(exc))
+        return [("error", {"error": error}), *self.gap(token, f"poisoned {entry_id}", quiet=True)]
+
     # --- auditing -------------------------------------------------------------------------
     async def audit(self, redis: aioredis.Redis) -> list[Callback]:
-        """Check the streams that delivered nothing lately for gaps XREAD cannot show."""
-        quiet = [t for t in self.books if t not in self._active and t not in self.reload]
-        self._active.clear()
-        if not quiet:
+        """Check every followed token for gaps XREAD cannot show: one HGET each, then one
+        XRANGE for those whose hash is ahead of us (is the next entry still there?)."""
+        tokens = [t for t in self.books if t not in self.reload]
+        if not tokens:
             return []
         pipe = redis.pipeline(transaction=False)
-        for token in quiet:
-            pipe.hget(keys.book(token, self.prefix), "seq")
-            pipe.xrange(keys.stream(token, self.prefix), "-", "+", count=1)
-        replies: list[Any] = await pipe.execute()
+        for token in tokens:
+            pipe.execute_command("HGET", keys.book(token, self.prefix), "seq", **RAW)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        _raise_global(replies)
         calls: list[Callback] = []
-        for i, token in enumerate(quiet):
-            book = self.books.get(token)
-            if book is None or token in self.reload:
+        ahead: list[tuple[str, TokenBook, int | None]] = []
+        for token, reply in zip(tokens, replies, strict=True):
+            book = self.books[token]
+            try:
+                hash_seq = _seq(reply)
+            except (DecodeError, BackendError) as exc:
+                calls += self.set_bad(token, book, "book hash", exc)
                 continue
-            first = replies[2 * i + 1]
-            first_seq = first[0][1].get("seq") if first else None
-            reason = audit_reason(book.seq, replies[2 * i], first_seq)
-            if reason:
+            if hash_seq is not None and (book.seq is None or hash_seq > book.seq):
+                ahead.append((token, book, hash_seq))
+            elif reason := audit_reason(book.seq, hash_seq, None):
+                calls += self.gap(token, reason)
+        return calls + await self._audit_next(redis, ahead)
+
+    async def _audit_next(
+        self, redis: aioredis.Redis, ahead: list[tuple[str, TokenBook, int | None]]
+    ) -> list[Callback]:
+        if not ahead:
+            return []
+        pipe = redis.pipeline(transaction=False)
+        for token, book, _ in ahead:
+            pipe.execute_command(
+                "XRANGE", keys.stream(token, self.prefix), f"({book.cursor}", "+", "COUNT", 1, **RAW
+            )
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        _raise_global(replies)
+        calls: list[Callback] = []
+        for (token, book, hash_seq), reply in zip(ahead, replies, strict=True):
+            if isinstance(reply, Exception):
+                calls += self.set_bad(token, book, "stream", reply)
+                continue
+            try:
+                next_seq = _seq(reply[0][1].get(b"seq")) if reply else None
+            except (DecodeError, BackendError, AttributeError, IndexError, TypeError):
+                continue  # a poisoned next entry: XREAD will meet it and deal with it
+            if reason := audit_reason(book.seq, hash_seq, next_seq):
                 calls += self.gap(token, reason)
         return calls
+
+
+def _seq(reply: Any) -> int | None:
+    """A `seq` value from an undecoded reply (None when absent)."""
+    if reply is None:
+        return None
+    if isinstance(reply, Exception):
+        raise BackendError(str(reply)) from reply
+    value = text(reply)
+    if not (value.isascii() and value.isdigit()):
+        raise DecodeError(f"seq {value!r:.24} is not a number")
+    return int(value)
+
+
+def _raise_global(replies: list[Any]) -> None:
+    """A pipeline's error that is not about one key (lost connection, NOPERM) is everyone's."""
+    for reply in replies:
+        if isinstance(reply, Exception) and (
+            isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+        ):
+            raise reply

@@ -37,12 +37,31 @@ class Bus:
         return str(self.ts)
 
     async def book(self, token: str, bid: str = "0.48", ask: str = "0.52") -> None:
-        await self.write(Book(token, "0xm", self.stamp(), ((bid, "100"), ("0.4", "5")),
-                              ((ask, "200"),), "h" + self.stamp(), tick_size="0.01"))
+        await self.write(
+            Book(
+                token,
+                "0xm",
+                self.stamp(),
+                ((bid, "100"), ("0.4", "5")),
+                ((ask, "200"),),
+                "h" + self.stamp(),
+                tick_size="0.01",
+            )
+        )
 
     async def change(self, token: str, price: str, size: str, side: str = "bid") -> None:
-        await self.write(PriceChange(token, self.stamp(), side, price, size,  # type: ignore[arg-type]
-                                     "", "", "h" + self.stamp()))
+        await self.write(
+            PriceChange(
+                token,
+                self.stamp(),
+                side,
+                price,
+                size,  # type: ignore[arg-type]
+                "",
+                "",
+                "h" + self.stamp(),
+            )
+        )
 
     async def trade(self, token: str, price: str = "0.5", size: str = "10") -> None:
         await self.write(Trade(token, self.stamp(), price, size, "BUY", "0", "0xtx"))

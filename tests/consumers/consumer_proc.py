@@ -30,9 +30,15 @@ async def main(url: str, tokens: list[str], report: str, name: str) -> None:
     def record(data: dict[str, Any]) -> None:
         if data["event_type"] == "book":
             booked.add(data["asset_id"])
-        seen[data["asset_id"]].append([data["event_type"], data.get("timestamp", ""),
-                                       data.get("price", ""), data.get("size", ""),
-                                       data.get("hash", "")])
+        seen[data["asset_id"]].append(
+            [
+                data["event_type"],
+                data.get("timestamp", ""),
+                data.get("price", ""),
+                data.get("size", ""),
+                data.get("hash", ""),
+            ]
+        )
 
     feed.on_price_change = feed.on_book_update = feed.on_trade = record
     await feed.connect()

@@ -14,8 +14,10 @@ def feed_books_equal_truth(feed: MarketFeed, sim, tokens: list[str]) -> list[str
         if book is None or book.status != "synced":
             bad.append(f"{token[:8]}:{book.status if book else None}")
             continue
-        got = (tuple((lv.price_str, lv.size_str) for lv in book.bids),
-               tuple((lv.price_str, lv.size_str) for lv in book.asks))
+        got = (
+            tuple((lv.price_str, lv.size_str) for lv in book.bids),
+            tuple((lv.price_str, lv.size_str) for lv in book.asks),
+        )
         if got != (tuple(bids), tuple(asks)):
             bad.append(f"{token[:8]}:levels")
     return bad

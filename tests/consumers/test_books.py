@@ -18,8 +18,16 @@ def entry(event: Event, seq: int) -> Entry:
 
 
 BOOK = Book(T, "0xm", "10", (("0.48", "100"),), (("0.52", "200"),), "h1", tick_size="0.01")
-HASH = {"bid:0.48": "100", "ask:0.52": "200", "status": "synced", "last_id": "1-7",
-        "seq": "7", "market": "0xm", "hash": "h", "ts": "9"}
+HASH = {
+    "bid:0.48": "100",
+    "ask:0.52": "200",
+    "status": "synced",
+    "last_id": "1-7",
+    "seq": "7",
+    "market": "0xm",
+    "hash": "h",
+    "ts": "9",
+}
 
 
 def names(calls: list[tuple[str, dict]]) -> list[str]:
@@ -65,9 +73,20 @@ def test_disconnected_makes_suspect_until_a_book_replaces_wholesale() -> None:
     book.load({**HASH, "bid:0.30": "9"})
     calls = book.apply(entry(Status(T, "disconnected", "closed"), 8))
     assert book.status == "suspect"
-    assert calls == [("status", {"event_type": "status", "asset_id": T, "status": "suspect",
-                                 "previous": "synced", "state": "disconnected",
-                                 "reason": "closed", "timestamp": ""})]
+    assert calls == [
+        (
+            "status",
+            {
+                "event_type": "status",
+                "asset_id": T,
+                "status": "suspect",
+                "previous": "synced",
+                "state": "disconnected",
+                "reason": "closed",
+                "timestamp": "",
+            },
+        )
+    ]
     calls = book.apply(entry(BOOK, 9))
     assert names(calls) == ["status", "book_update"] and book.status == "synced"
     assert book.book.bids == [("0.48", "100")], "a stale level survived the snapshot"
@@ -114,12 +133,22 @@ def test_payloads_have_the_seed_keys_with_bus_strings() -> None:
     """price_change maps bid→BUY; trade is last_trade_price; values stay strings."""
     book = TokenBook(T)
     book.load(HASH)
-    [(name, pc)] = book.apply(entry(PriceChange(T, "11", "bid", "0.49", "7", "0.49", "0.52",
-                                                "h2"), 8))
+    [(name, pc)] = book.apply(
+        entry(PriceChange(T, "11", "bid", "0.49", "7", "0.49", "0.52", "h2"), 8)
+    )
     assert name == "price_change"
-    assert pc == {"event_type": "price_change", "asset_id": T, "market": "0xm", "price": "0.49",
-                  "size": "7", "side": "BUY", "best_bid": "0.49", "best_ask": "0.52",
-                  "timestamp": "11", "hash": "h2"}
+    assert pc == {
+        "event_type": "price_change",
+        "asset_id": T,
+        "market": "0xm",
+        "price": "0.49",
+        "size": "7",
+        "side": "BUY",
+        "best_bid": "0.49",
+        "best_ask": "0.52",
+        "timestamp": "11",
+        "hash": "h2",
+    }
     [(name, tr)] = book.apply(entry(Trade(T, "12", "0.5", "3", "SELL", "0", "tx"), 9))
     assert name == "trade" and tr["event_type"] == "last_trade_price" and tr["side"] == "SELL"
     data = book.market_data()
@@ -127,18 +156,24 @@ def test_payloads_have_the_seed_keys_with_bus_strings() -> None:
     assert data.status == "synced" and not data.is_stale
 
 
-@pytest.mark.parametrize(("local", "hash_seq", "first", "reload"), [
-    (7, "7", "1", False),        # quiet and complete
-    (7, "9", "8", False),        # entries in flight: XREAD will bring them
-    (7, "9", "9", True),         # trimmed past our cursor
-    (7, "9", None, True),        # trimmed to nothing
-    (7, "3", "1", True),         # Redis restarted: numbering began again
-    (7, None, None, True),       # hash gone
-    (None, None, None, False),   # nothing published yet
-    (None, "5", "1", False),     # XREAD from 0-0 will read it all
-    (None, "5", "3", True),      # followed from nothing, but the start is gone
-])
-def test_audit_rules(local: int | None, hash_seq: str | None, first: str | None,
-                     reload: bool) -> None:
-    """The audit of a quiet stream reloads exactly when XREAD alone could miss entries."""
-    assert bool(audit_reason(local, hash_seq, first)) is reload
+@pytest.mark.parametrize(
+    ("local", "hash_seq", "next_seq", "reload"),
+    [
+        (7, 7, None, False),  # quiet and complete
+        (7, 9, 8, False),  # entries in flight: XREAD will bring them
+        (7, 9, 9, True),  # trimmed past our cursor
+        (7, 9, None, True),  # trimmed to nothing
+        (7, 3, 1, True),  # Redis restarted: numbering began again
+        (7, None, None, True),  # hash gone
+        (None, None, None, False),  # nothing published yet
+        (None, 5, 1, False),  # XREAD from 0-0 will read it all
+        (None, 5, 3, True),  # followed from nothing, but the start is gone
+        (None, 5, None, True),  # followed from nothing, the stream trimmed to nothing
+    ],
+)
+def test_audit_rules(
+    local: int | None, hash_seq: int | None, next_seq: int | None, reload: bool
+) -> None:
+    """The audit reloads exactly when XREAD alone could miss entries: the hash is ahead of
+    us and the entry after our cursor is not the next one (or the hash is behind or gone)."""
+    assert bool(audit_reason(local, hash_seq, next_seq)) is reload

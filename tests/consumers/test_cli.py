@@ -15,8 +15,13 @@ from wire import keys
 async def polybus(*args: str) -> tuple[int, str, str]:
     """Run `polybus ARGS` in a subprocess; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "polybus",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -25,8 +30,16 @@ async def test_tail_prints_decoded_lines(redis_server) -> None:
     """tail prints one readable line per event: time, token, seq, type and details."""
     async with rig(redis_server) as r:
         await wait_for(lambda: r.feeder.published > 20, 10, "events published")
-        code, out, _ = await polybus("tail", "--redis-url", redis_server.url, "--count", "8",
-                                     "--from-start", "--tokens", r.tokens[0])
+        code, out, _ = await polybus(
+            "tail",
+            "--redis-url",
+            redis_server.url,
+            "--count",
+            "8",
+            "--from-start",
+            "--tokens",
+            r.tokens[0],
+        )
         assert code == 0
         lines = out.splitlines()
         assert len(lines) == 8
@@ -40,8 +53,9 @@ async def test_book_prints_levels_best_first_with_status(redis_server) -> None:
         token = r.tokens[0]
         await wait_for(lambda: _synced(r, token), 10, "a synced book")
         await r.sim.pause()
-        code, out, _ = await polybus("book", token, "--redis-url", redis_server.url,
-                                     "--depth", "50")
+        code, out, _ = await polybus(
+            "book", token, "--redis-url", redis_server.url, "--depth", "50"
+        )
         assert code == 0
         assert "status synced" in out
         rows = [line.split("|") for line in out.splitlines()[4:]]
@@ -87,9 +101,37 @@ async def test_tail_without_tokens_follows_every_stream(redis_server) -> None:
         await wait_for(lambda: all_synced(r), 10, "synced books")
         await r.sim.pause()
         total = sum([await r.redis.xlen(keys.stream(t)) for t in r.tokens])
-        code, out, _ = await polybus("tail", "--redis-url", redis_server.url, "--from-start",
-                                     "--count", str(total))
+        code, out, _ = await polybus(
+            "tail", "--redis-url", redis_server.url, "--from-start", "--count", str(total)
+        )
         assert code == 0
         shown = {line.split()[1] for line in out.splitlines()}
         assert len(out.splitlines()) == total
         assert shown == {f"{t[:6]}…{t[-4:]}" for t in r.tokens}
+
+
+async def test_tail_and_book_survive_garbage_in_redis(redis_server) -> None:
+    """A non-UTF-8 entry and a hash with a non-number level: tail prints the entry as
+    undecodable and goes on, book shows the valid levels; neither crashes."""
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis.from_url(redis_server.url)
+    token = "4242"
+    await raw.xadd(keys.stream(token), {b"type": b"status", b"state": b"\xff", b"seq": b"1"})
+    await raw.xadd(
+        keys.stream(token),
+        {b"type": b"status", b"state": b"connected", b"seq": b"2", b"epoch": b"1", b"rx": b"1"},
+    )
+    await raw.hset(
+        keys.book(token), mapping={b"bid:zz": b"1", b"bid:0.4": b"5", b"status": b"synced"}
+    )
+    await raw.aclose()
+    code, out, err = await polybus(
+        "tail", "--redis-url", redis_server.url, "--count", "2", "--from-start", "--tokens", token
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "undecodable" in lines[0] and "status connected" in lines[1]
+    code, out, err = await polybus("book", token, "--redis-url", redis_server.url)
+    assert code == 0, err
+    assert "0.4" in out and "zz" not in out

@@ -17,7 +17,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quote_inside.py"
 
 
 async def test_example_quotes_inside_the_spread_and_pulls_on_disconnect(
-        redis_server, monkeypatch) -> None:
+    redis_server, monkeypatch
+) -> None:
     """Quotes lie strictly inside the book when made; a drop pulls them; quoting resumes."""
     spec = importlib.util.spec_from_file_location("quote_inside", EXAMPLE)
     assert spec is not None and spec.loader is not None
@@ -34,8 +35,7 @@ async def test_example_quotes_inside_the_spread_and_pulls_on_disconnect(
                 book = self.feed.get_order_book(token)
                 bid, ask = self.quotes[token]
                 assert book.status == "synced" and self.live
-                assert Decimal(book.bids[0].price_str) < bid < ask < Decimal(
-                    book.asks[0].price_str)
+                assert Decimal(book.bids[0].price_str) < bid < ask < Decimal(book.asks[0].price_str)
                 seen.append((bid, ask))
 
         monkeypatch.setattr(example.QuoteInside, "requote", spy)
@@ -46,8 +46,7 @@ async def test_example_quotes_inside_the_spread_and_pulls_on_disconnect(
         r.sim.drop_all()
         await wait_for(lambda: strategy.pulled == 1, 10, "quotes pulled")
         placed = strategy.placed
-        await wait_for(lambda: strategy.live and strategy.placed > placed + 5, 10,
-                       "quoting again")
+        await wait_for(lambda: strategy.live and strategy.placed > placed + 5, 10, "quoting again")
         stop.set()
         await task
         assert strategy.quotes == {}, "disconnect pulls every quote"

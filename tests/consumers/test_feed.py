@@ -57,7 +57,8 @@ async def test_upstream_drop_disconnects_then_reconnects(redis_server) -> None:
         def on_disconnect() -> None:
             seen.append("disconnect")
             suspect_at_disconnect.append(
-                any(feed.get_order_book(t).status == "suspect" for t in r.tokens))
+                any(feed.get_order_book(t).status == "suspect" for t in r.tokens)
+            )
 
         feed.on_disconnect = on_disconnect
         feed.on_status = lambda d: states.append(d["state"])

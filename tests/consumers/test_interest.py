@@ -18,9 +18,13 @@ async def test_lease_subscribes_then_expiry_retires(redis_server) -> None:
     sim = Simulator(SimConfig(markets=3, seed=9, rate=200.0))
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
-    config = FeederConfig(tokens=tuple(tokens[:2]), ws_url=sim.ws_url,
-                          redis_url=redis_server.url, feeder_id="lease",
-                          **{**FAST, "interest_interval": 0.2, "interest_grace": 0.5})
+    config = FeederConfig(
+        tokens=tuple(tokens[:2]),
+        ws_url=sim.ws_url,
+        redis_url=redis_server.url,
+        feeder_id="lease",
+        **{**FAST, "interest_interval": 0.2, "interest_grace": 0.5},
+    )
     feeder = Feeder(config)
     task = asyncio.create_task(feeder.run())
     feed = MarketFeed(redis_server.url, lease_s=1.0, health_interval=0.2)

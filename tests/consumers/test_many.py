@@ -39,10 +39,20 @@ async def test_five_processes_see_the_same_sequence(redis_server, tmp_path) -> N
     """Five processes, joining mid-flow, end with identical per-token event sequences."""
     async with rig(redis_server, markets=5, rate=1000.0, silence_timeout=30.0) as r:
         names = [f"proc{i}" for i in range(5)]
-        procs = [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.consumers.consumer_proc", redis_server.url,
-            ",".join(r.tokens), str(tmp_path / f"{name}.json"), name,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for name in names]
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.consumers.consumer_proc",
+                redis_server.url,
+                ",".join(r.tokens),
+                str(tmp_path / f"{name}.json"),
+                name,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for name in names
+        ]
         try:
             for proc in procs:
                 assert proc.stdout is not None
@@ -63,10 +73,12 @@ async def test_five_processes_see_the_same_sequence(redis_server, tmp_path) -> N
             for token in r.tokens:  # each joined a little later: its list is a suffix
                 runs = sorted((rep["seen"][token] for rep in reports), key=len)
                 assert len(runs[0]) > 50, token
-                assert all(run[-len(runs[0]):] == runs[0] for run in runs[1:]), token
+                assert all(run[-len(runs[0]) :] == runs[0] for run in runs[1:]), token
             total = sum(rep["events"] for rep in reports)
-            print(f"five consumers at ~{rate:.0f} entries/s: {total} entries applied in all, "
-                  f"max delivery delay {max(rep['lag'] for rep in reports) * 1000:.0f} ms")
+            print(
+                f"five consumers at ~{rate:.0f} entries/s: {total} entries applied in all, "
+                f"max delivery delay {max(rep['lag'] for rep in reports) * 1000:.0f} ms"
+            )
         finally:
             for proc in procs:
                 if proc.returncode is None:

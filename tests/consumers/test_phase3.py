@@ -136,8 +136,9 @@ class TestWebSocketClient:
 
         ws = MarketWebSocket(bus.redis_server.url)
         tokens = bus.tokens
-        fired = dict.fromkeys(["connect", "disconnect", "price_change", "book_update",
-                               "trade"], False)
+        fired = dict.fromkeys(
+            ["connect", "disconnect", "price_change", "book_update", "trade"], False
+        )
         ws.on_connect = lambda: fired.update(connect=True)
         ws.on_disconnect = lambda: fired.update(disconnect=True)
         ws.on_price_change = lambda d: fired.update(price_change=True)
@@ -147,8 +148,11 @@ class TestWebSocketClient:
             await ws.connect()
             assert fired["connect"], "on_connect should be called"
             await ws.subscribe(tokens)
-            await wait_for(lambda: fired["price_change"] and fired["book_update"]
-                           and fired["trade"], 15, f"every market callback: {fired}")
+            await wait_for(
+                lambda: fired["price_change"] and fired["book_update"] and fired["trade"],
+                15,
+                f"every market callback: {fired}",
+            )
         finally:
             await ws.disconnect()
             assert fired["disconnect"], "on_disconnect should be called"
@@ -165,8 +169,11 @@ class TestWebSocketClient:
             await ws.connect()
             assert await ws.subscribe(token_ids) is True
             assert len(ws.subscribed_tokens) == len(token_ids)
-            await wait_for(lambda: all(ws.get_order_book(t).status == "synced"
-                                       for t in token_ids), 10, "every book synced")
+            await wait_for(
+                lambda: all(ws.get_order_book(t).status == "synced" for t in token_ids),
+                10,
+                "every book synced",
+            )
         finally:
             await ws.disconnect()
 
@@ -179,7 +186,13 @@ class TestConnectionState:
         from consumers import ConnectionState
 
         assert [s.value for s in ConnectionState] == [
-            "disconnected", "connecting", "connected", "subscribed", "reconnecting", "failed"]
+            "disconnected",
+            "connecting",
+            "connected",
+            "subscribed",
+            "reconnecting",
+            "failed",
+        ]
 
 
 class TestMarketData:

@@ -17,8 +17,9 @@ from wire import keys
 from wire.canon import canon
 
 
-FAST: dict[str, Any] = dict(block_ms=100, health_interval=0.1, audit_interval=0.1,
-                            cursor_interval=0.1)
+FAST: dict[str, Any] = dict(
+    block_ms=100, health_interval=0.1, audit_interval=0.1, cursor_interval=0.1
+)
 
 
 class Recorder:
@@ -26,8 +27,7 @@ class Recorder:
 
     def __init__(self, feed: MarketFeed) -> None:
         self.calls: list[tuple[str, Any]] = []
-        for name in ("price_change", "book_update", "trade", "tick_size_change", "status",
-                     "error"):
+        for name in ("price_change", "book_update", "trade", "tick_size_change", "status", "error"):
             setattr(feed, f"on_{name}", lambda d, n=name: self.calls.append((n, d)))
         feed.on_connect = lambda: self.calls.append(("connect", None))
         feed.on_disconnect = lambda: self.calls.append(("disconnect", None))
@@ -57,8 +57,10 @@ async def feed_on(url: str, tokens: list[str], **options: Any) -> tuple[MarketFe
 def levels(feed: MarketFeed, token: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     book = feed.get_order_book(token)
     assert book is not None
-    return ([(lv.price_str, lv.size_str) for lv in book.bids],
-            [(lv.price_str, lv.size_str) for lv in book.asks])
+    return (
+        [(lv.price_str, lv.size_str) for lv in book.bids],
+        [(lv.price_str, lv.size_str) for lv in book.asks],
+    )
 
 
 async def hash_levels(bus: Bus, token: str) -> tuple[list[tuple[str, str]], ...]:
@@ -101,7 +103,8 @@ async def test_a_token_not_yet_published_is_pending_until_its_book(redis_server,
 
 
 async def test_a_stream_trimmed_to_nothing_past_a_stuck_consumer_is_reloaded(
-        redis_server, bus) -> None:
+    redis_server, bus
+) -> None:
     """Entries trimmed away with nothing after them: the audit sees it and reloads the hash."""
     await bus.book(T1)
     feed, rec = await feed_on(redis_server.url, [T1])
@@ -131,8 +134,7 @@ async def test_redis_restart_disconnects_then_resumes_on_fresh_books(redis_serve
     await bus.book(T1, bid="0.30")
     feed, rec = await feed_on(redis_server.url, [T1])
     at_disconnect: list[tuple[ConnectionState, str]] = []
-    feed.on_disconnect = lambda: at_disconnect.append(
-        (feed.state, feed.get_order_book(T1).status))
+    feed.on_disconnect = lambda: at_disconnect.append((feed.state, feed.get_order_book(T1).status))
     redis_server.restart()
     await wait_for(lambda: bool(at_disconnect), 5, "on_disconnect")
     assert at_disconnect[0] == (ConnectionState.RECONNECTING, "suspect")
@@ -148,7 +150,8 @@ async def test_redis_restart_disconnects_then_resumes_on_fresh_books(redis_serve
 
 
 async def test_a_feeder_whose_health_key_expires_is_lost_until_it_republishes(
-        redis_server, bus) -> None:
+    redis_server, bus
+) -> None:
     """Health key gone: on_disconnect and suspect; a restarted feeder's book: on_connect."""
     await bus.health("run1", ttl_ms=60_000)
     await bus.book(T1)

@@ -1,0 +1,140 @@
+"""The consumers' side of the Redis boundary: the client they open, raw reads, what an error means.
+
+Everything a consumer reads from Redis is untrusted input: anyone with write access can put
+a non-UTF-8 byte in a stream entry or a field name. A client that decodes replies would then
+raise for the *whole* reply (every token of one XREAD) — or worse, mid-pipeline. So data is
+read with redis-py's `NEVER_DECODE` option (whatever the client's `decode_responses`) and
+decoded per entry here, where one bad entry can be told apart from the others.
+
+`classify` sorts a Redis failure by what the caller can do:
+- `lost`: the server went away or stopped answering (refused connection, reset, socket
+  timeout): reconnect with backoff;
+- `fatal`: no retry can fix it (bad URL, wrong password, disabled user, unknown DB);
+- `refused`: the server answered with an error (NOPERM from an ACL, WRONGTYPE, OOM, …):
+  report it, back off, try again later — an operator may fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ConnectionError as RedisConnectionError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
+
+from wire import keys
+from wire.errors import ConfigError, DecodeError
+
+
+__all__ = [
+    "RAW",
+    "Kind",
+    "classify",
+    "explain",
+    "open_client",
+    "probe",
+    "raw",
+    "safe_url",
+    "stream_id",
+    "text",
+]
+
+RAW: dict[str, Any] = {NEVER_DECODE: True}
+"""Options for `execute_command`: return the reply's bytes undecoded."""
+
+Kind = Literal["lost", "fatal", "refused"]
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_FATAL_REPLIES = ("DB index is out of range", "invalid DB index", "WRONGPASS", "NOAUTH")
+
+
+def open_client(url: str, *, socket_timeout: float) -> aioredis.Redis:
+    """A client for `url` (redis://, rediss://…?ssl_ca_certs=PATH, unix://) that fails fast:
+    no hidden retries (the caller has its own backoff) and a read timeout, so a server that
+    stops answering is noticed within `socket_timeout`. Raises ConfigError for a bad URL."""
+    try:
+        return aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=3,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"REDIS_URL {safe_url(url)!r} is not a Redis URL: {exc}") from exc
+
+
+async def raw(redis: aioredis.Redis, *args: Any) -> Any:
+    """One command whose reply comes back undecoded (bytes)."""
+    return await redis.execute_command(*args, **RAW)  # type: ignore[no-untyped-call]
+
+
+async def probe(redis: aioredis.Redis, prefix: str) -> None:
+    """PING, then one of each read a MarketFeed makes (of a token that does not exist), so an
+    ACL that denies them fails `connect()` rather than the loop later."""
+    await redis.ping()
+    token, pipe = "0", redis.pipeline(transaction=False)
+    pipe.execute_command("HGETALL", keys.book(token, prefix), **RAW)
+    pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, prefix), "0-0", **RAW)
+    pipe.execute_command("HGET", keys.feeder(token, prefix), "started", **RAW)
+    pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
+    await pipe.execute()
+
+
+def classify(exc: BaseException) -> Kind:
+    """What a Redis failure means for the caller (see the module docstring)."""
+    if isinstance(exc, ConfigError | AuthenticationError | AuthorizationError):
+        return "fatal"
+    if isinstance(exc, RedisError) and any(s in str(exc) for s in _FATAL_REPLIES):
+        return "fatal"
+    if isinstance(exc, NoPermissionError | ResponseError):
+        return "refused"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return "lost"
+    return "refused"
+
+
+def explain(exc: BaseException, url: str) -> Exception:
+    """The exception to give on_error for a failure no retry can fix: a ConfigError naming
+    the setting (the URL without its password), chained to the original."""
+    if isinstance(exc, ConfigError):
+        return exc
+    what = "an ACL denies it" if isinstance(exc, NoPermissionError) else "no retry can fix it"
+    err = ConfigError(f"REDIS_URL {safe_url(url)!r}: {what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def text(value: Any) -> str:
+    """A reply item as text; DecodeError if it is not UTF-8."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"not UTF-8: {value[:40]!r}") from exc
+    if isinstance(value, str):
+        return value
+    raise DecodeError(f"not a string: {value!r:.40}")
+
+
+def stream_id(value: str) -> str:
+    """`value` if it is a stream id (`ms-seq`), else DecodeError."""
+    if not _STREAM_ID.fullmatch(value):
+        raise DecodeError(f"not a stream id: {value!r:.40}")
+    return value
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password (for logs and messages)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
