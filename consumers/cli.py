@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from decimal import Decimal
 from typing import Any
@@ -15,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consumers.format import age, entry_line, short
+from polybus.stopping import on_stop
 from wire import keys
 from wire.codec import decode
 from wire.errors import DecodeError, InvalidToken
@@ -72,10 +71,7 @@ def run_tail(args: argparse.Namespace) -> int:
 async def _tail(args: argparse.Namespace) -> int:
     redis, prefix = _client(args)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     if args.tokens:
         tokens = [keys.validate_token(t.strip()) for t in args.tokens.split(",") if t.strip()]
         streams = {keys.stream(t, prefix): "0-0" if args.from_start else "$" for t in tokens}

@@ -11,13 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from polybus.stopping import on_stop
 from wire import keys
 
 
@@ -76,10 +76,7 @@ async def _demo(args: argparse.Namespace, redis_url: str) -> int:
         feeder.describe(market.no, question=market.question, outcome="No")
     feeder_task = asyncio.create_task(feeder.run())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     view = None if args.quiet else _View(client, prefix, tokens)
     started = time.monotonic()
