@@ -197,10 +197,13 @@ def _redis_url_problem(value: Any) -> str | None:
         parsed: dict[str, Any] = parse_url(text)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError) as exc:
         return f"cannot be read: {exc}"
-    if scheme != "unix" and not urlsplit(text).hostname:
+    if scheme == "unix":
+        return None
+    if not urlsplit(text).hostname:
         return "has no host: redis://HOST:PORT/DB"
+    path = urlsplit(text).path.strip("/")
     db = parsed.get("db", 0)
-    if not isinstance(db, int) or db < 0:
+    if (path and not path.isdigit()) or not isinstance(db, int) or db < 0:
         return "has a bad database number (the path is /DB, e.g. /0)"
     return None
 
@@ -354,7 +357,10 @@ class FeederConfig:
             elif env.get(var, "").strip():
                 values[f.name] = _convert(f.name, env[var].strip(), f.type)
         if "tokens" in values:
-            values["tokens"] = parse_tokens(values["tokens"])
+            try:
+                values["tokens"] = parse_tokens(values["tokens"])
+            except ConfigError as exc:
+                raise ConfigError(f"POLYBUS_TOKENS (--tokens): {exc}") from None
         if values.get("tokens_file"):
             if (problem := _in_path_problem(values["tokens_file"])) is not None:
                 raise ConfigError(f"{ENV['tokens_file']}={values['tokens_file']!r}: {problem}")
