@@ -79,6 +79,6 @@ async def _serve(feeder: Any) -> int:
     """Run the feeder with SIGTERM/SIGINT meaning: flush, delete the health key, exit 0."""
     from polybus.stopping import on_stop
 
-    on_stop(feeder.stop)
+    on_stop(feeder.stop, grace=1.6)  # the feeder's own STOP_BUDGET is 1.3 s
     code: int = await feeder.run()
     return code
