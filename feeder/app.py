@@ -63,6 +63,10 @@ CLI cancels what is left at 1.6 s). A last flush too big for what remains is cut
 `disconnected` statuses are lost, not the promise."""
 
 
+CONFLICT_MEMORY = 60.0
+"""Seconds a token given up to another writer stays reported in the health hash."""
+
+
 class _Stopped(Exception):
     """Raised inside the feeder when a stop was requested during a wait."""
 
@@ -108,8 +112,9 @@ class Feeder:
         """While Redis refuses writes: why (OOM, READONLY, NOPERM, …); empty otherwise."""
         self.refusals = 0
         """How many times writes started being refused (or the reason changed)."""
-        self.conflicts: dict[str, str] = {}
-        """token -> the other live feeder that holds it (dynamic tokens given up to it)."""
+        self.conflicts: dict[str, tuple[str, float]] = {}
+        """token -> (the other live feeder that holds it, when): leased tokens given up to
+        it, reported in the health hash for CONFLICT_MEMORY seconds."""
         self._lease_wait: set[str] = set()
         """Tokens refused under a dead writer's lingering lease: retried every health beat."""
         self._reached = False
@@ -328,7 +333,7 @@ class Feeder:
             configured = [t for t in tokens if t not in self.dynamic]
             if configured:
                 raise WriterConflict(other, configured)
-            self.conflicts.update(dict.fromkeys(tokens, other))
+            self.conflicts.update(dict.fromkeys(tokens, (other, time.monotonic())))
             log.warning("feeder.writer.other", other=other, tokens=len(tokens),
                         sample=tokens[:3])
             self.retire(tokens, "other_writer")
@@ -515,7 +520,7 @@ class Feeder:
             "redis": "refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
             "redis_error": self.redis_refused,
             "conflicts": str(len(self.conflicts)),
-            "conflict_with": ",".join(sorted(set(self.conflicts.values()))),
+            "conflict_with": ",".join(sorted({other for other, _ in self.conflicts.values()})),
             "version": __version__,
             "pid": str(os.getpid()),
             "started": str(int(self.started * 1000)),
@@ -554,6 +559,8 @@ class Feeder:
                 await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
             raise
         self._health_refused = ""
+        old = time.monotonic() - CONFLICT_MEMORY
+        self.conflicts = {t: c for t, c in self.conflicts.items() if c[1] > old}
         if self._lease_wait and not self.redis_refused:
             waiting, self._lease_wait = list(self._lease_wait), set()
             self._resync([t for t in waiting if t in set(self.carried())], "writer_lease")

@@ -14,7 +14,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
+    NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
@@ -43,9 +46,17 @@ def refusal(exc: BaseException) -> WriteRefused | None:
         return None
     if isinstance(exc, ResponseError):
         text = str(exc)
-        code = text.split(" ", 1)[0] if text[:1].isupper() else type(exc).__name__
-        return WriteRefused(code.rstrip(":"), f"redis: {text}")
+        code = next((c for kind, c in _CODES if isinstance(exc, kind)), "")
+        if not code:  # redis-py keeps the code in the text for the errors it does not map
+            first = text.split(" ", 1)[0]
+            code = first if first.isupper() else type(exc).__name__
+        return WriteRefused(code, f"redis: {text}")
     return None
+
+
+_CODES = ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"),
+          (NoPermissionError, "NOPERM"))
+"""redis-py strips the error code from these: put it back, it is what an operator greps."""
 
 
 class Publisher:

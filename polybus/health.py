@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from wire import keys
 
 
-__all__ = ["Report", "check", "register"]
+__all__ = ["Report", "check", "register", "writer_conflicts"]
 
 
 @dataclass
@@ -69,6 +69,8 @@ async def check(
                             f"{conn['silence_s']:.0f}s")
     if not report.feeders:
         report.fail("no live feeder (no health key): is `polybus feed` running?")
+    for problem in writer_conflicts(report.feeders):
+        report.fail(problem)
     book_keys = await _scan(redis, keys.book_pattern(prefix))
     pipe = redis.pipeline(transaction=False)
     for key in book_keys:
@@ -85,6 +87,18 @@ async def check(
         if lag > max_lag_ms:
             report.fail(f"consumer {name} lags {lag / 1000:.1f}s")
     return report
+
+
+def writer_conflicts(feeders: dict[str, dict[str, Any]]) -> list[str]:
+    """Two feeders claiming the same tokens (one writer per token, docs/wire.md): a feeder
+    refused tokens that another live feeder writes says so in its health hash."""
+    problems = []
+    for name, info in sorted(feeders.items()):
+        count = int(info.get("conflicts") or 0)
+        if count:
+            problems.append(f"feeder {name} claims {count} tokens that feeder(s) "
+                            f"{info.get('conflict_with') or '?'} already write")
+    return problems
 
 
 def register(subparsers: Any) -> None:
