@@ -107,8 +107,22 @@ def run_book(args: argparse.Namespace) -> int:
     return _guard(_book(args), "book")
 
 
-def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
-    """The text `polybus book` prints for one hash."""
+def writer_line(fields: dict[str, str], health: dict[str, str]) -> str:
+    """Who maintains this book: its writer's id and what that feeder's health key says."""
+    writer = fields.get("writer")
+    if not writer:
+        return "writer unknown (written before writers were recorded)"
+    if not health:
+        return f"writer {writer} GONE: its health key expired, nobody maintains this book"
+    state = health.get("state", "?")
+    why = f", redis {health['redis']} {health.get('redis_error', '')}".rstrip() if (
+        health.get("redis") not in (None, "ok")) else ""
+    return f"writer {writer} {state}{why}"
+
+
+def book_lines(token: str, fields: dict[str, str], depth: int,
+               health: dict[str, str] | None = None) -> list[str]:
+    """The text `polybus book` prints for one hash (and its writer's health hash)."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
     bids = sorted(((Decimal(k[4:]), k[4:], v) for k, v in fields.items() if k.startswith("bid:")),
@@ -121,6 +135,7 @@ def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
              f"tick {fields.get('tick_size', '-')}",
              f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
              f"@ {fields.get('last_trade_price', '-')}",
+             *([writer_line(fields, health)] if health is not None else []),
              f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
@@ -134,9 +149,12 @@ async def _book(args: argparse.Namespace) -> int:
     token = keys.validate_token(args.token)
     try:
         fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
+        health: dict[str, str] = {}
+        if fields.get("writer"):  # a book is only as good as the feeder that maintains it
+            health = await redis.hgetall(keys.feeder(fields["writer"], prefix))  # type: ignore[assignment]
     finally:
         await redis.aclose()
-    print("\n".join(book_lines(token, fields, args.depth)))
+    print("\n".join(book_lines(token, fields, args.depth, health)))
     return 0 if fields else 1
 
 

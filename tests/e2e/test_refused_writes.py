@@ -118,3 +118,49 @@ async def test_an_acl_refusal_is_reported_in_the_health_hash_and_sigterm_works(
         code = await asyncio.wait_for(r.task, 5)
         assert code == 0 and time.monotonic() - started < 2.0
     await admin.aclose()
+
+
+async def _polybus(*argv: str) -> str:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus", *argv, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return out.decode()
+
+
+async def test_polybus_book_tells_a_book_nobody_maintains(redis_server, tmp_path) -> None:
+    """After its feeder is SIGKILLed a book still says `synced`, but `polybus book` shows its
+    writer GONE once the writer's health key expired — what a reader must check."""
+    import os
+    import signal
+    import sys
+
+    from simulator import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(markets=1, seed=5, rate=50.0))
+    await sim.start(host="127.0.0.1", port=0, http_port=0)
+    token = sim.engine.tokens()[0]
+    env = {**os.environ, "POLYBUS_HEALTH_INTERVAL": "0.3", "POLYBUS_HEALTH_TTL": "1.5",
+           "POLYBUS_LOG_LEVEL": "warning"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polybus", "feed", "--tokens", token, "--redis-url",
+        redis_server.url, "--ws-url", sim.ws_url, "--feeder-id", "doomed", cwd=str(tmp_path),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    redis = redis_server.client()
+    try:
+        async def says(text: str) -> bool:
+            return text in await _polybus("book", token, "--redis-url", redis_server.url)
+
+        await wait_for(lambda: says("writer doomed ok"), 30, "the live writer shown")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        await wait_for(lambda: says("writer doomed GONE"), 30, "the writer shown gone")
+        assert await redis.hget(keys.book(token), "status") == "synced"  # the trap it avoids
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await redis.aclose()
+        await sim.stop()
