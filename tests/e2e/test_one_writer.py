@@ -93,10 +93,21 @@ async def test_a_second_feeder_exits_naming_the_first_and_the_first_is_undisturb
         await wait_for(lambda: len(r.feeder.mirror.synced) == len(r.tokens), 20, "synced")
         resubscribes = sum(c.stats.resubscribes for c in r.feeder.connections)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "polybus", "feed", "--tokens", ",".join(r.tokens),
-            "--redis-url", redis_server.url, "--ws-url", r.sim.ws_url,
-            "--feeder-id", "second", stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "polybus",
+            "feed",
+            "--tokens",
+            ",".join(r.tokens),
+            "--redis-url",
+            redis_server.url,
+            "--ws-url",
+            r.sim.ws_url,
+            "--feeder-id",
+            "second",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 3
         lines = err.decode().strip().splitlines()
@@ -112,8 +123,12 @@ async def test_health_is_not_healthy_while_two_feeders_claim_a_token(redis_serve
         await wait_for(lambda: len(r.feeder.mirror.synced) == len(r.tokens), 20, "synced")
         token = r.tokens[0]
         await r.redis.zadd(keys.interest(), {token: time.time() * 1000 + 60_000})
-        config = FeederConfig(ws_url=r.sim.ws_url, redis_url=redis_server.url,
-                              feeder_id="other", **{**FAST, "interest_interval": 0.2})  # type: ignore[arg-type]
+        config = FeederConfig(
+            ws_url=r.sim.ws_url,
+            redis_url=redis_server.url,
+            feeder_id="other",
+            **{**FAST, "interest_interval": 0.2},
+        )  # type: ignore[arg-type]
         second = Feeder(config)
         task = asyncio.create_task(second.run())
         try:
@@ -122,8 +137,12 @@ async def test_health_is_not_healthy_while_two_feeders_claim_a_token(redis_serve
 
             async def reported() -> bool:
                 report = await check(r.redis, keys.DEFAULT_PREFIX, 90.0, 30_000)
-                return any("feeder other claims 1 tokens" in p and "test" in p
-                           for p in report.problems) and not report.healthy
+                return (
+                    any(
+                        "feeder other claims 1 tokens" in p and "test" in p for p in report.problems
+                    )
+                    and not report.healthy
+                )
 
             await wait_for(reported, 10, "health to report the clash")
             assert (await r.redis.hget(keys.book(token), "writer")) == "test"

@@ -64,8 +64,11 @@ async def test_out_of_memory_keeps_the_sockets_and_recovers_with_true_books(
             await wait_for(lambda: r.feeder.redis_refused == "OOM", 15, "the refusal")
             discarded = r.feeder.outbox.discarded
             # the market keeps moving: wait until plenty was dropped while refused
-            await wait_for(lambda: r.feeder.outbox.discarded > discarded + 200, 20,
-                           "events to flow during the refusal")
+            await wait_for(
+                lambda: r.feeder.outbox.discarded > discarded + 200,
+                20,
+                "events to flow during the refusal",
+            )
             assert all(c.live for c in r.feeder.connections)  # sockets kept
             assert (resubscribes(r), reconnects(r)) == before  # no resubscribe storm
             assert 'polybus_redis_writes_refused{reason="OOM"} 1.0' in metrics_text(r)
@@ -103,8 +106,16 @@ async def test_an_acl_refusal_is_reported_in_the_health_hash_and_sigterm_works(
     server = type("S", (), {"url": url, "client": redis_server.client})()
     async with rig(server, markets=2) as r:  # type: ignore[arg-type]
         await synced(r)
-        await admin.execute_command("ACL", "SETUSER", "feeder", "resetkeys", "~pm:feeder:*",
-                                    "~pm:interest", "~pm:markets", "~pm:quarantine")
+        await admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "feeder",
+            "resetkeys",
+            "~pm:feeder:*",
+            "~pm:interest",
+            "~pm:markets",
+            "~pm:quarantine",
+        )
         await wait_for(lambda: r.feeder.redis_refused == "NOPERM", 15, "the refusal")
 
         async def reported() -> bool:
@@ -124,8 +135,13 @@ async def _polybus(*argv: str) -> str:
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", *argv, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "polybus",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     return out.decode()
 
@@ -142,14 +158,33 @@ async def test_polybus_book_tells_a_book_nobody_maintains(redis_server, tmp_path
     sim = Simulator(SimConfig(markets=1, seed=5, rate=50.0))
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     token = sim.engine.tokens()[0]
-    env = {**os.environ, "POLYBUS_HEALTH_INTERVAL": "0.3", "POLYBUS_HEALTH_TTL": "1.5",
-           "POLYBUS_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "POLYBUS_HEALTH_INTERVAL": "0.3",
+        "POLYBUS_HEALTH_TTL": "1.5",
+        "POLYBUS_LOG_LEVEL": "warning",
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "feed", "--tokens", token, "--redis-url",
-        redis_server.url, "--ws-url", sim.ws_url, "--feeder-id", "doomed", cwd=str(tmp_path),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "polybus",
+        "feed",
+        "--tokens",
+        token,
+        "--redis-url",
+        redis_server.url,
+        "--ws-url",
+        sim.ws_url,
+        "--feeder-id",
+        "doomed",
+        cwd=str(tmp_path),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     redis = redis_server.client()
     try:
+
         async def says(text: str) -> bool:
             return text in await _polybus("book", token, "--redis-url", redis_server.url)
 

@@ -82,10 +82,14 @@ def _commands(redis_url: str) -> dict[str, list[str]]:
 
 
 def _start(argv: list[str], env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "POLYBUS_LOG_FORMAT": "json", "POLYBUS_LOG_LEVEL": "info",
-           **env_extra}
-    return subprocess.Popen([sys.executable, "-m", "polybus", *argv], cwd="/", env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, "POLYBUS_LOG_FORMAT": "json", "POLYBUS_LOG_LEVEL": "info", **env_extra}
+    return subprocess.Popen(
+        [sys.executable, "-m", "polybus", *argv],
+        cwd="/",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bytes:

@@ -45,8 +45,7 @@ def test_the_cli_refuses_a_bad_tokens_file_with_one_line(tmp_path, monkeypatch, 
     path.write_text("111\nnope\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("POLYBUS_TOKENS", raising=False)
-    assert main(["feed", "--tokens-file", str(path), "--redis-url",
-                 "redis://127.0.0.1:1/0"]) == 2
+    assert main(["feed", "--tokens-file", str(path), "--redis-url", "redis://127.0.0.1:1/0"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "line 2" in lines[0] and "POLYBUS_TOKENS_FILE" in lines[0]
 
@@ -54,22 +53,41 @@ def test_the_cli_refuses_a_bad_tokens_file_with_one_line(tmp_path, monkeypatch, 
 async def test_twenty_thousand_tokens_from_a_file_all_sync(redis_server, tmp_path) -> None:
     """A real `polybus feed --tokens-file` process carries 20,000 simulator tokens, and every
     one of their books turns `synced` in Redis."""
-    sim = Simulator(SimConfig(markets=10_000, seed=3, rate=20.0, new_market_every=0.0,
-                              resolve_every=0.0))
+    sim = Simulator(
+        SimConfig(markets=10_000, seed=3, rate=20.0, new_market_every=0.0, resolve_every=0.0)
+    )
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
     assert len(tokens) == 20_000
     path = tmp_path / "tokens.txt"
     path.write_text("# 10,000 simulated markets, both legs\n" + "\n".join(tokens) + "\n")
     assert path.stat().st_size > 128 * 1024  # more than one argument could ever hold
-    env = {**os.environ, "POLYBUS_LOG_FORMAT": "json", "POLYBUS_LOG_LEVEL": "warning",
-           "WS_CONNECT_STAGGER": "0.01", "POLYBUS_FEEDER_ID": "bulk"}
+    env = {
+        **os.environ,
+        "POLYBUS_LOG_FORMAT": "json",
+        "POLYBUS_LOG_LEVEL": "warning",
+        "WS_CONNECT_STAGGER": "0.01",
+        "POLYBUS_FEEDER_ID": "bulk",
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "feed", "--tokens-file", str(path),
-        "--redis-url", redis_server.url, "--ws-url", sim.ws_url,
-        cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "polybus",
+        "feed",
+        "--tokens-file",
+        str(path),
+        "--redis-url",
+        redis_server.url,
+        "--ws-url",
+        sim.ws_url,
+        cwd=str(tmp_path),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     redis = redis_server.client()
     try:
+
         async def all_synced() -> bool:
             assert proc.returncode is None, "the feeder exited"
             pipe = redis.pipeline(transaction=False)
