@@ -132,10 +132,10 @@ def book_lines(token: str, fields: dict[str, str], depth: int,
     lines = [f"{token}" + (f"  {title}" if title else ""),
              f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
              f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
-             f"tick {fields.get('tick_size', '-')}",
+             f"tick {fields.get('tick_size', '-')}"
+             + (f"  {writer_line(fields, health)}" if health is not None else ""),
              f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
              f"@ {fields.get('last_trade_price', '-')}",
-             *([writer_line(fields, health)] if health is not None else []),
              f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21

@@ -84,7 +84,11 @@ async def test_out_of_memory_keeps_the_sockets_and_recovers_with_true_books(
         # one resync round: one resubscribe per connection (plus at most a snapshot retry)
         assert resubscribes(r) - before[0] <= 2 * len(r.feeder.connections)
         assert reconnects(r) == before[1]
-        assert await r.redis.exists(keys.feeder("test"))
+
+        async def back() -> bool:
+            return bool(await r.redis.exists(keys.feeder("test")))
+
+        await wait_for(back, 10, "the health key to come back")
 
 
 def _gone(r: Rig):
