@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from polybus.stopping import on_stop
 from wire import keys
@@ -52,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo.redis url={redis.url} origin={redis.origin!r}", flush=True)
     try:
         return asyncio.run(_demo(args, redis.url))
+    except (RedisError, OSError) as exc:  # the summary needs Redis: say so in one line
+        from feeder.config import redact
+
+        print(f"polybus demo: Redis at {redact(redis.url)} unreachable: {exc}", file=sys.stderr)
+        return 2
     finally:
         redis.stop()
 
