@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consumers.format import age, entry_line, short
+from polybus.stopping import on_stop
 from wire import keys
 from wire.codec import decode
 from wire.errors import InvalidToken
@@ -76,10 +76,7 @@ def run_tail(args: argparse.Namespace) -> int:
 async def _tail(args: argparse.Namespace) -> int:
     redis, prefix = _client(args)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     if args.tokens:
         tokens = [keys.validate_token(t.strip()) for t in args.tokens.split(",") if t.strip()]
         streams = {keys.stream(t, prefix): "0-0" if args.from_start else "$" for t in tokens}
@@ -115,22 +112,35 @@ def run_book(args: argparse.Namespace) -> int:
     return _guard(_book(args), "book")
 
 
-def book_lines(token: str, fields: dict[str, str], depth: int) -> list[str]:
-    """The text `polybus book` prints for one hash."""
+def writer_line(fields: dict[str, str], health: dict[str, str]) -> str:
+    """Who maintains this book: its writer's id and what that feeder's health key says."""
+    writer = fields.get("writer")
+    if not writer:
+        return "writer unknown (written before writers were recorded)"
+    if not health:
+        return f"writer {writer} GONE: its health key expired, nobody maintains this book"
+    state = health.get("state", "?")
+    why = f", redis {health['redis']} {health.get('redis_error', '')}".rstrip() if (
+        health.get("redis") not in (None, "ok")) else ""
+    return f"writer {writer} {state}{why}"
+
+
+def book_lines(token: str, fields: dict[str, str], depth: int,
+               health: dict[str, str] | None = None) -> list[str]:
+    """The text `polybus book` prints for one hash (and its writer's health hash)."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
     bids = sorted(_levels(fields, "bid:"), reverse=True)
     asks = sorted(_levels(fields, "ask:"))
     title = " — ".join(x for x in (fields.get("question", ""), fields.get("outcome", "")) if x)
-    lines = [
-        f"{token}" + (f"  {title}" if title else ""),
-        f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
-        f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
-        f"tick {fields.get('tick_size', '-')}",
-        f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
-        f"@ {fields.get('last_trade_price', '-')}",
-        f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}",
-    ]
+    lines = [f"{token}" + (f"  {title}" if title else ""),
+             f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
+             f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
+             f"tick {fields.get('tick_size', '-')}"
+             + (f"  {writer_line(fields, health)}" if health is not None else ""),
+             f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
+             f"@ {fields.get('last_trade_price', '-')}",
+             f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
         ask = f"{asks[i][1]:<8} {asks[i][2]:<12}" if i < len(asks) else ""
@@ -156,9 +166,12 @@ async def _book(args: argparse.Namespace) -> int:
     token = keys.validate_token(args.token)
     try:
         fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
+        health: dict[str, str] = {}
+        if fields.get("writer"):  # a book is only as good as the feeder that maintains it
+            health = await redis.hgetall(keys.feeder(fields["writer"], prefix))  # type: ignore[assignment]
     finally:
         await redis.aclose()
-    print("\n".join(book_lines(token, fields, args.depth)))
+    print("\n".join(book_lines(token, fields, args.depth, health)))
     return 0 if fields else 1
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from decimal import Decimal
 
@@ -14,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from consumers.format import age, short
+from polybus.stopping import on_stop
 from wire import keys
 
 
@@ -83,10 +83,7 @@ async def top(
     """Refresh the table in place until Ctrl-C (or print it once)."""
     console = Console()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     try:
         previous, then = await snapshot(redis, prefix), time.monotonic()
         if once:

@@ -1,8 +1,15 @@
 """The feeder process: shards, the publisher loop, the health key, the stats line.
 
-Redis failures never stop the feed: the publisher waits for Redis to come back, then marks
-every book suspect and asks every connection for fresh snapshots (the events in between were
-never written, and a snapshot replaces them all).
+Redis failures never stop the feed once it runs, and they come in two kinds:
+- a lost connection (refused, reset, timed out): the publisher waits for Redis to come back,
+  then marks every book suspect and asks every connection for fresh snapshots (the events in
+  between were never written, and a snapshot replaces them all);
+- a refused write (OOM, READONLY, NOPERM: Redis answers, but no): reconnecting cannot help,
+  so the feeder keeps its sockets, drops events (counted), says why in its logs (once per
+  change), metrics and health hash, probes with backoff, and resyncs once writes work again.
+At start-up, an error no retry can fix (bad password, unknown DB, ACL) ends the process with
+a ConfigError naming REDIS_URL, and tokens another live feeder writes end it with a
+WriterConflict naming that feeder. SIGTERM is honoured at every stage.
 """
 
 from __future__ import annotations
@@ -20,28 +27,51 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ClusterDownError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-from feeder.config import FeederConfig
+from feeder.config import FeederConfig, redact
 from feeder.connection import Connection, backoff_delay
 from feeder.gamma import Discovery
 from feeder.interest import InterestStats, next_stats, plan_interest
 from feeder.leases import read_leases, tidy_leases
-from feeder.metrics import serve_metrics
+from feeder.metrics import MetricsServer, serve_metrics
 from feeder.mirror import Mirror
 from feeder.outbox import Outbox
-from feeder.publisher import Publisher
+from feeder.publisher import Publisher, refusal
 from feeder.recorder import Recorder
 from feeder.rest import RestBooks
 from polybus import __version__
 from wire import keys
-from wire.errors import BackendError
-from wire.events import MarketEvent
+from wire.errors import BackendError, ConfigError, WriterConflict, WriteRefused
+from wire.events import MarketEvent, Status
 
 
 __all__ = ["Feeder"]
 
 log = structlog.get_logger("feeder.app")
+
+STOP_BUDGET = 1.3
+"""Seconds from a stop request to the end of `run()`, whatever Redis and the sockets do:
+tearing the connections down, the publisher's write in flight, the last flush and the
+health key's deletion share it, so the process keeps the 2 s every command promises (the
+CLI cancels what is left at 1.6 s). A last flush too big for what remains is cut short: its
+`disconnected` statuses are lost, not the promise."""
+
+
+CONFLICT_MEMORY = 60.0
+"""Seconds a token given up to another writer stays reported in the health hash."""
+
+
+class _Stopped(Exception):
+    """Raised inside the feeder when a stop was requested during a wait."""
 
 
 class Feeder:
@@ -65,7 +95,9 @@ class Feeder:
         )
         self.outbox = Outbox(config.outbox_capacity)
         self.mirror = Mirror()
-        self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen)
+        self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen,
+                                   writer=config.feeder_id,
+                                   lease_ms=int(config.health_ttl * 1000))
         epochs = itertools.count(1)
         self.recorder = Recorder(config.record) if config.record else None
         self.rest = RestBooks(config.clob_url)
@@ -88,6 +120,19 @@ class Feeder:
         self.batches = 0
         self.batch_seconds = 0.0
         self.redis_ok = True
+        """False while Redis cannot be reached (a refusal is an answer: still True)."""
+        self.redis_refused = ""
+        """While Redis refuses writes: why (OOM, READONLY, NOPERM, …); empty otherwise."""
+        self.refusals = 0
+        """How many times writes started being refused (or the reason changed)."""
+        self.conflicts: dict[str, tuple[str, float]] = {}
+        """token -> (the other live feeder that holds it, when): leased tokens given up to
+        it, reported in the health hash for CONFLICT_MEMORY seconds."""
+        self._lease_wait: set[str] = set()
+        """Tokens refused under a dead writer's lingering lease: retried every health beat."""
+        self._reached = False
+        self._deadline = 0.0
+        self._health_refused = ""
         self.started = time.time()
         self._stop = asyncio.Event()
         self._rng = random.Random()
@@ -148,17 +193,54 @@ class Feeder:
 
     def stop(self) -> None:
         """Ask the feeder to flush and exit (what SIGTERM/SIGINT do)."""
+        if not self._stop.is_set():
+            self._deadline = time.monotonic() + STOP_BUDGET
         self._stop.set()
 
+    def _left(self, share: float = 1.0) -> float:
+        """Seconds left of the stop budget (a share of them), never below a few ms."""
+        deadline = self._deadline or time.monotonic() + STOP_BUDGET
+        return max(0.01, (deadline - time.monotonic()) * share)
+
     async def run(self) -> int:
-        """Run until stopped (exit code 0) or a connection gives up (exit code 1)."""
+        """Run until stopped (exit code 0) or a connection gives up (exit code 1).
+
+        Raises ConfigError for a setting that can never work (metrics port in use, Redis
+        refusing the credentials or the database) and WriterConflict when another live
+        feeder writes these tokens; a stop during start-up returns 0 at once.
+        """
+        metrics = await self._serve_metrics()
+        try:
+            await self._wait_for_redis(fatal=True)
+            await self._claim_check()
+        except _Stopped:
+            await self._shutdown()
+            return 0
+        except BaseException:
+            if metrics is not None:
+                metrics.close()
+            await self._close_redis()
+            raise
+        try:
+            return await self._serve()
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    async def _serve_metrics(self) -> MetricsServer | None:
+        if not self.config.metrics_port:
+            return None
+        host, port = self.config.metrics_host, self.config.metrics_port
+        try:
+            return await serve_metrics(self, host, port)
+        except OSError as exc:
+            raise ConfigError(f"POLYBUS_METRICS_PORT={port}: cannot listen on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
+
+    async def _serve(self) -> int:
         loop = asyncio.get_running_loop()
         log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
                  connections=len(self.connections), ws_url=self.config.ws_url)
-        await self._wait_for_redis()
-        metrics = None
-        if self.config.metrics_port:
-            metrics = await serve_metrics(self, self.config.metrics_host, self.config.metrics_port)
         self._fatal = fatal = loop.create_future()
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
@@ -170,19 +252,27 @@ class Feeder:
         stopper = asyncio.create_task(self._stop.wait())
         everything = [stopper, fatal, *helpers]
         done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
-        code = 0
+        code, conflict = 0, None
         for task in done:
-            if task is not stopper and task.exception() is not None:
+            error = None if task is stopper else task.exception()
+            if isinstance(error, _Stopped):  # a wait inside a loop saw the stop first
+                continue
+            if isinstance(error, WriterConflict):
+                conflict = error
+                log.error("feeder.conflict", other=error.other, tokens=len(error.tokens))
+            elif error is not None:
                 code = 1
-                log.error("feeder.fatal", error=repr(task.exception()))
-        tasks = [*self._tasks, *helpers, stopper]
-        for task in tasks:
-            task.cancel()
-        # A task that swallowed its cancellation must not wedge the stop (see _reraise_cancel).
-        await asyncio.wait(tasks, timeout=5)
-        if metrics is not None:
-            metrics.close()
+                log.error("feeder.fatal", error=repr(error))
+        # connections first (their `disconnected` statuses go to the outbox), the publisher
+        # last, so that what it was writing is not cut off; _shutdown flushes the rest
+        publish, others = helpers[0], [*self._tasks, *helpers[1:], stopper]
+        if not self._deadline:  # ended by a connection or a conflict, not by stop()
+            self._deadline = time.monotonic() + STOP_BUDGET
+        await asyncio.gather(*(_cancel_firmly(task, self._left(0.4)) for task in others))
+        await _cancel_firmly(publish, self._left(0.3))
         await self._shutdown()
+        if conflict is not None:
+            raise conflict
         return code
 
     def _spawn(self, conn: Connection, delay: float) -> None:
@@ -215,6 +305,9 @@ class Feeder:
             started = time.perf_counter()
             try:
                 broken = await self.publisher.write(batch)
+            except WriteRefused as exc:
+                await self._writes_refused(exc)
+                continue
             except BackendError as exc:
                 await self._recover_redis(str(exc))
                 continue
@@ -225,13 +318,94 @@ class Feeder:
             self.published += batch.size
             if broken:  # Redis lost these tokens' state under us (restart, failover, flush)
                 self._resync(broken, "redis_lost")
+            if self.publisher.contested:
+                await self._contested()
+
+    async def _writes_refused(self, exc: WriteRefused) -> None:
+        """Redis answers but refuses writes: keep the sockets, back off, resync once it takes.
+
+        Events are dropped meanwhile (counted in `outbox.discarded`): every book is marked
+        suspect and re-snapshotted when writes work again, so nothing wrong stays `synced`.
+        """
+        self.redis_refused = exc.reason
+        self.refusals += 1
+        self.outbox.discarding = True
+        since = time.monotonic()
+        log.error("feeder.redis.refused", reason=exc.reason, error=str(exc))
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0, self._rng) + 0.05)
+            try:
+                await self._probe_write()
+            except WriteRefused as again:
+                if again.reason != self.redis_refused:  # log a change, never each attempt
+                    self.redis_refused = again.reason
+                    self.refusals += 1
+                    log.error("feeder.redis.refused", reason=again.reason, error=str(again))
+                continue
+            except BackendError as lost:
+                self.redis_refused = ""
+                await self._recover_redis(str(lost))
+                return
+            break
+        self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
+        self.outbox.discarding = False
+        self.redis_refused = ""
+        self.publisher.forget()
+        self._resync(self.carried(), "redis_refused")
+        self._meta_dirty |= set(self.meta)
+        log.info("feeder.redis.accepted", refused_s=round(time.monotonic() - since, 3),
+                 discarded=self.outbox.discarded)
+
+    async def _probe_write(self) -> None:
+        """One real write: the first carried token's book marked suspect (it is resynced
+        next anyway), else the health hash. Raises what the publisher raises."""
+        conn = next((c for c in self.connections if c.tokens), None)
+        if conn is None:
+            await self._write_health()
+            return
+        probe = Outbox(1)
+        probe.put_nowait([Status(conn.tokens[0], "suspect", "redis_refused")], conn.epoch,
+                         time.time_ns() // 1000)
+        await self.publisher.write(probe.take_nowait())
+
+    async def _contested(self) -> None:
+        """Tokens another feeder holds a live lease on (nothing of them was written).
+
+        The other writer alive (its health key exists): a configured token ends this feeder
+        (WriterConflict: one writer per token until redundant feeders exist); a token leased
+        for a consumer is left to the other. The other writer gone (its lease lingers up to
+        its health TTL after a crash): retried every health beat until the lease is over.
+        """
+        contested, self.publisher.contested = self.publisher.contested, {}
+        carried = set(self.carried())
+        by_writer: dict[str, list[str]] = {}
+        for token, other in contested.items():
+            if token in carried:
+                by_writer.setdefault(other, []).append(token)
+        for other, tokens in by_writer.items():
+            try:
+                alive = bool(await self.redis.exists(keys.feeder(other, self.config.prefix)))
+            except (RedisError, OSError):
+                alive = False
+            if not alive:
+                self._lease_wait.update(tokens)
+                continue
+            configured = [t for t in tokens if t not in self.dynamic]
+            if configured:
+                raise WriterConflict(other, configured)
+            self.conflicts.update(dict.fromkeys(tokens, (other, time.monotonic())))
+            log.warning("feeder.writer.other", other=other, tokens=len(tokens),
+                        sample=tokens[:3])
+            self.retire(tokens, "other_writer")
 
     async def _recover_redis(self, error: str) -> None:
         """Wait for Redis, then resync every book: events since the failure were not written."""
         self.redis_ok = False
         self.outbox.discarding = True
         log.error("feeder.redis.lost", error=error)
-        await self._wait_for_redis()
+        await self._wait_for_redis(fatal=False)
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
         self.outbox.discarding = False
         self.publisher.forget()
@@ -253,20 +427,69 @@ class Feeder:
             if bad:
                 self._resync(bad, "bbo_mismatch")
 
-    async def _wait_for_redis(self) -> None:
+    async def _wait_for_redis(self, *, fatal: bool) -> None:
+        """Until Redis answers PING and holds the Lua step; a stop request ends the wait.
+
+        With `fatal` (start-up), an error no retry can fix raises ConfigError naming REDIS_URL;
+        later the same error is retried (an operator may be fixing the server).
+        """
         attempt = 0
         while True:
             try:
-                await self.redis.ping()
-                await self.publisher.load()
-                self.redis_ok = True
+                await self._unless_stopped(self.redis.ping())
+                await self._unless_stopped(self.publisher.load())
+                self.redis_ok = self._reached = True
                 return
             except (RedisError, BackendError, OSError) as exc:
+                cause = exc.__cause__ if isinstance(exc, BackendError) else exc
+                if fatal and cause is not None and _hopeless(cause):
+                    raise ConfigError(f"REDIS_URL={redact(self.config.redis_url)!r}: Redis "
+                                      f"refused: {cause}") from None
                 attempt += 1
                 delay = max(0.05, backoff_delay(attempt, 0.2, 5.0, self._rng))
                 if attempt == 1 or attempt % 20 == 0:
-                    log.warning("feeder.redis.waiting", attempt=attempt, error=str(exc))
-                await asyncio.sleep(delay)
+                    log.warning("feeder.redis.waiting", attempt=attempt, error=str(exc),
+                                redis_url=redact(self.config.redis_url))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+    async def _unless_stopped(self, awaitable: Any) -> Any:
+        """Await `awaitable`, or raise _Stopped as soon as a stop is requested."""
+        work = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            raise _Stopped
+        return work.result()
+
+    async def _claim_check(self) -> None:
+        """Refuse to start on tokens another live feeder writes (one writer per token).
+
+        Reads each configured token's `writer` from its book hash (one pipelined round trip)
+        and looks for those writers' health keys; the Lua step's lease check covers two
+        feeders that pass this check at the same moment.
+        """
+        me, prefix, tokens = self.config.feeder_id, self.config.prefix, list(self.config.tokens)
+        if not tokens:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for token in tokens:
+            pipe.hget(keys.book(token, prefix), "writer")
+        writers = await self._unless_stopped(pipe.execute())
+        held: dict[str, list[str]] = {}
+        for token, writer in zip(tokens, writers, strict=True):
+            if writer and writer != me:
+                held.setdefault(str(writer), []).append(token)
+        for other, theirs in held.items():
+            if await self._unless_stopped(self.redis.exists(keys.feeder(other, prefix))):
+                raise WriterConflict(other, theirs)
 
     # --- dynamic interest -----------------------------------------------------------------
     async def _interest_loop(self) -> None:
@@ -375,8 +598,13 @@ class Feeder:
                  for c in self.connections]
         silence = min((c["silence_s"] for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
+        writable = self.redis_ok and not self.redis_refused
         return {
-            "state": "ok" if self.redis_ok and live == len(conns) else "degraded",
+            "state": "ok" if writable and live == len(conns) else "degraded",
+            "redis": "refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
+            "redis_error": self.redis_refused,
+            "conflicts": str(len(self.conflicts)),
+            "conflict_with": ",".join(sorted({other for other, _ in self.conflicts.values()})),
             "version": __version__,
             "pid": str(os.getpid()),
             "started": str(int(self.started * 1000)),
@@ -390,16 +618,42 @@ class Feeder:
             "ws_url": self.config.ws_url,
         }
 
-    async def _health_loop(self) -> None:
+    async def _write_health(self) -> None:
+        """Write the health hash with its TTL (raises WriteRefused / BackendError)."""
         key = keys.feeder(self.config.feeder_id, self.config.prefix)
-        ttl_ms = int(self.config.health_ttl * 1000)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, mapping=self.health())  # type: ignore[arg-type]
+            pipe.pexpire(key, int(self.config.health_ttl * 1000))
+            await pipe.execute()
+        except RedisError as exc:
+            raise refusal(exc) or BackendError(f"redis: {exc}") from exc
+
+    async def _health_beat(self) -> None:
+        """Write the health hash; if Redis refuses it, delete it (DEL is allowed when out of
+        memory): a reader must not take a feeder that cannot write for one that maintains
+        its books."""
+        try:
+            await self._write_health()
+        except WriteRefused as exc:
+            if exc.reason != self._health_refused:
+                log.error("feeder.health.refused", reason=exc.reason, error=str(exc))
+            self._health_refused = exc.reason
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
+            raise
+        self._health_refused = ""
+        old = time.monotonic() - CONFLICT_MEMORY
+        self.conflicts = {t: c for t, c in self.conflicts.items() if c[1] > old}
+        if self._lease_wait and not self.redis_refused:
+            waiting, self._lease_wait = list(self._lease_wait), set()
+            self._resync([t for t in waiting if t in set(self.carried())], "writer_lease")
+
+    async def _health_loop(self) -> None:
         run_id = ""
         while True:
-            with contextlib.suppress(RedisError, OSError):
-                pipe = self.redis.pipeline(transaction=True)
-                pipe.hset(key, mapping=self.health())  # type: ignore[arg-type]
-                pipe.pexpire(key, ttl_ms)
-                await pipe.execute()
+            with contextlib.suppress(RedisError, BackendError, OSError):
+                await self._health_beat()
                 # A restarted server (new run_id) lost every quiet token's book too.
                 server = await self.redis.info("server")
                 if run_id and server.get("run_id") != run_id and self.redis_ok:
@@ -427,18 +681,46 @@ class Feeder:
                      **{k.replace(".", "_"): v for k, v in counts.items()})
 
     async def _shutdown(self) -> None:
-        """Flush what is queued, delete the health key, close Redis."""
+        """Flush what is queued, release the leases, delete the health key, close Redis —
+        within what is left of STOP_BUDGET, whatever Redis does."""
         batch = self.outbox.take_nowait()
-        with contextlib.suppress(BackendError, RedisError, OSError):
-            if batch.size:
-                await asyncio.wait_for(self.publisher.write(batch), 5)
-            await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.aclose()
-        await self.rest.close()
+        if self._reached:
+            with contextlib.suppress(BackendError, RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._last_words(batch), self._left(0.8))
+        await self._close_redis()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.rest.close(), min(0.3, self._left()))
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         log.info("feeder.stop", published=self.published)
+
+    async def _last_words(self, batch: Any) -> None:
+        if batch.size and self.redis_ok and not self.redis_refused:
+            await self.publisher.write(batch, release=True)
+        await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
+
+    async def _close_redis(self) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), min(0.5, self._left()))
+
+
+async def _cancel_firmly(task: asyncio.Task[Any], budget: float = 1.0) -> None:
+    """Cancel `task` until it ends: redis-py can swallow a cancellation that lands inside
+    a pipeline (it turns it into a connection error), and the loop would carry on."""
+    deadline = time.monotonic() + budget
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: an error while stopping is not worth a warning
+
+
+def _hopeless(exc: BaseException) -> bool:
+    """A Redis error at start-up that no retry can fix: credentials, database, ACL, URL."""
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return True
+    transient = (BusyLoadingError, TryAgainError, ClusterDownError)
+    return isinstance(exc, ResponseError) and not isinstance(exc, transient)
 
 
 def _reraise_cancel() -> None:

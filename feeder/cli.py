@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from typing import Any
 
-from wire.errors import ConfigError
+from wire.errors import ConfigError, WriterConflict
 
 
 __all__ = ["register", "run"]
@@ -23,6 +21,9 @@ def register(subparsers: Any) -> None:
         "book and event to Redis. Flags win over env, env over .env, .env over defaults.",
     )
     p.add_argument("--tokens", help="token ids, comma separated (env POLYBUS_TOKENS)")
+    p.add_argument("--tokens-file", metavar="PATH",
+                   help="token ids, one per line, # comments (env POLYBUS_TOKENS_FILE); "
+                   "carried as well as --tokens")
     p.add_argument("--ws-url", help="market channel URL (env WS_MARKET_URL)")
     p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
     p.add_argument("--prefix", help="key prefix (env POLYBUS_PREFIX, default pm)")
@@ -48,7 +49,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the configuration, run the feeder, return its exit code."""
+    """Build the configuration, run the feeder, return its exit code.
+
+    0 when stopped by SIGTERM/SIGINT, 1 when a connection gave up, 2 for a setting that can
+    never work (one line naming it), 3 when another live feeder writes these tokens.
+    """
     from feeder.app import Feeder
     from feeder.config import FeederConfig
     from polybus.logs import configure_logging
@@ -56,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         config = FeederConfig.from_env(
-            tokens=args.tokens, ws_url=args.ws_url, redis_url=args.redis_url, prefix=args.prefix,
+            tokens=args.tokens, tokens_file=args.tokens_file, ws_url=args.ws_url,
+            redis_url=args.redis_url, prefix=args.prefix,
             feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
             metrics_port=args.metrics_port, metrics_host=args.metrics_host, top=args.top,
             min_volume=args.min_volume,
@@ -64,17 +70,19 @@ def run(args: argparse.Namespace) -> int:
         )
         if not config.tokens and not config.top:
             raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")
+        return asyncio.run(_serve(Feeder(config)))
     except ConfigError as exc:
         print(f"polybus feed: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(Feeder(config)))
+    except WriterConflict as exc:
+        print(f"polybus feed: {exc}", file=sys.stderr)
+        return 3
 
 
 async def _serve(feeder: Any) -> int:
     """Run the feeder with SIGTERM/SIGINT meaning: flush, delete the health key, exit 0."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, feeder.stop)
+    from polybus.stopping import on_stop
+
+    on_stop(feeder.stop, grace=1.6)  # the feeder's own STOP_BUDGET is 1.3 s
     code: int = await feeder.run()
     return code

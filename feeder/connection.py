@@ -358,19 +358,28 @@ class Connection:
     async def _ended(self, ws: ClientConnection, tasks: set[asyncio.Task[str]], epoch: int,
                      why: str) -> str:
         """Tear the socket down and say so in band; return the reason."""
-        for task in (*tasks, *self._rest_tasks):
+        waits = [*tasks, *self._rest_tasks]
+        for task in waits:
             task.cancel()
-        results = await asyncio.gather(*tasks, *self._rest_tasks, return_exceptions=True)
-        _abort(ws)
-        self._ws = None
-        self._frames.clear()
-        reason = why or next((r for r in results if isinstance(r, str)), "")
+        if why:  # known already: say it before awaiting anything (a stop may cancel us again)
+            self._closed_now(ws, epoch, why)
+            await asyncio.gather(*waits, return_exceptions=True)
+            return why
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        reason = next((r for r in results if isinstance(r, str)), "")
         if not reason:
             err = next((r for r in results if isinstance(r, BaseException)
                         and not isinstance(r, asyncio.CancelledError)), None)
             reason = f"error:{type(err).__name__}" if err else "closed"
             if err is not None:
                 log.error("feeder.ws.error", conn=self.cid, error=repr(err))
+        self._closed_now(ws, epoch, reason)
+        return reason
+
+    def _closed_now(self, ws: ClientConnection, epoch: int, reason: str) -> None:
+        _abort(ws)
+        self._ws = None
+        self._frames.clear()
         if self.recorder is not None:
             self.recorder.event(self.cid, "close", reason=reason, epoch=epoch)
         self.mirror.unsync(self.owned)
@@ -379,7 +388,6 @@ class Connection:
         quiet = reason in ("shutdown", "recycled")
         (log.info if quiet else log.warning)("feeder.ws.dropped", conn=self.cid, epoch=epoch,
                                              reason=reason, frames=self.stats.frames)
-        return reason
 
     async def _read(self, ws: ClientConnection, epoch: int) -> str:
         """Feed every frame through normalizer and mirror into the outbox."""

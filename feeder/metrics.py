@@ -106,6 +106,16 @@ class FeederCollector(Collector):
         yield GaugeMetricFamily(
             "polybus_redis_up", "1 when Redis answers", value=1.0 if f.redis_ok else 0.0
         )
+        refused = GaugeMetricFamily("polybus_redis_writes_refused", "1 while Redis refuses "
+                                    "writes (OOM, READONLY, NOPERM), by reason",
+                                    labels=["reason"])
+        if f.redis_refused:
+            refused.add_metric([f.redis_refused], 1.0)
+        yield refused
+        yield _counter("polybus_redis_refusals", "times Redis started refusing writes",
+                       f.refusals)
+        yield _counter("polybus_events_discarded", "events dropped while Redis was lost or "
+                       "refused writes (every book is resynced after)", f.outbox.discarded)
         yield from _interest(f)
         if f.discovery is not None:
             yield _counter("polybus_gamma_polls", "Gamma polls that succeeded", f.discovery.polls)

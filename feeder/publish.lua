@@ -3,17 +3,37 @@
 -- KEYS[1] = P:book:{T}   KEYS[2] = P:stream:{T}
 -- ARGV[1] = MAXLEN (approximate)   ARGV[2] = token id
 -- ARGV[3] = the seq the feeder last wrote for this token, or "" when it does not know
--- ARGV[4..] = one argument per entry: its field/value items joined by the unit separator
+-- ARGV[4] = the writer's feeder id ("" = anonymous: no writer check, e.g. a replay)
+-- ARGV[5] = the writer's lease, ms: how long after this write another feeder id is refused
+-- ARGV[6..] = one argument per entry: its field/value items joined by the unit separator
 --            \31, the first pair ("type", t). One argument per entry instead of ~20 keeps
 --            the client's command packing (the feeder's hottest cost) small.
 -- seq is assigned here, so it is contiguous per token whatever the feeder does.
--- Returns {last_id, seq, broken}: broken = 1 when the hash's seq is not the one the feeder
--- last wrote (Redis restarted, failed over or was flushed): the feeder must resync the token.
+-- Returns {last_id, seq, code, writer}: code 0 = written; 1 = written, but the hash's seq is
+-- not the one this feeder last wrote, or another feeder wrote it since (Redis restarted,
+-- failed over or was flushed; a writer took over an expired lease): resync the token;
+-- 2 = refused, NOTHING written: another feeder (`writer`) holds a live lease on the token.
+-- One writer per token (docs/wire.md): the book hash records `writer` and `lease` (server
+-- ms); only the book hash is read, so the step stays single-slot for Redis Cluster.
 local book, stream = KEYS[1], KEYS[2]
 local maxlen, token = ARGV[1], ARGV[2]
+local me, lease_ms = ARGV[4], tonumber(ARGV[5]) or 0
 local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
+local now = 0
+local writer = false
+if me ~= '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local held = redis.call('HMGET', book, 'writer', 'lease')
+  writer = held[1]
+  if writer and writer ~= me and (tonumber(held[2]) or 0) > now then
+    return {'', seq, 2, writer}
+  end
+end
 local broken = 0
-if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= seq then broken = 1 end
+if ARGV[3] ~= '' and (tonumber(ARGV[3]) ~= seq or (writer and writer ~= me)) then
+  broken = 1
+end
 local status = redis.call('HGET', book, 'status') or 'pending'
 local was_retired = status == 'retired'
 local last_id, epoch, retire_ms
@@ -110,7 +130,7 @@ local fold = {
   end,
 }
 
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local items = split(ARGV[i])
   seq = seq + 1
   local cmd = {'XADD', stream, 'MAXLEN', '~', maxlen, '*',
@@ -138,5 +158,8 @@ if last_id then
     redis.call('PERSIST', book)
     redis.call('PERSIST', stream)
   end
+  if me ~= '' then
+    redis.call('HSET', book, 'writer', me, 'lease', tostring(now + lease_ms))
+  end
 end
-return {last_id, seq, broken}
+return {last_id or '', seq, broken, me}

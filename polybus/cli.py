@@ -7,11 +7,14 @@ A package's `cli.register(subparsers)` adds its commands, each with `func(args) 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from polybus import __version__
+from polybus import __version__, stopping
 
 
 __all__ = ["build_parser", "main"]
@@ -38,7 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `polybus` script."""
+    """Entry point of the `polybus` script.
+
+    Exit codes: a command's own, 2 for a bad setting (one line on stderr, never a
+    traceback), 128+N when stopped by signal N before the command could finish by itself.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stopping.interrupt_on_sigterm()
+    try:
+        return _dispatch(argv)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 128 + (stopping.received() or signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    from feeder.config import check_common
+    from wire.errors import ConfigError
+
     try:
         from dotenv import load_dotenv
 
@@ -49,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    flags = {"REDIS_URL": getattr(args, "redis_url", None),
+             "POLYBUS_PREFIX": getattr(args, "prefix", None),
+             "POLYBUS_LOG_LEVEL": getattr(args, "log_level", None),
+             "POLYBUS_LOG_FORMAT": getattr(args, "log_format", None)}
+    try:
+        check_common(os.environ, flags)
+    except ConfigError as exc:
+        print(f"polybus {args.command}: {exc}", file=sys.stderr)
         return 2
     code: int = args.func(args)
     return code

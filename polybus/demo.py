@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from polybus.stopping import on_stop
 from wire import keys
 
 
@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_in_shared_redis(args, url, prefix))
         return asyncio.run(_demo(args, redis.url, prefix))
     except (RedisError, OSError) as exc:
-        print(f"polybus demo: Redis at {redis.url}: {exc}", file=sys.stderr)
+        from feeder.config import redact
+
+        print(f"polybus demo: Redis at {redact(redis.url)} unreachable: {exc}", file=sys.stderr)
         return 2
     finally:
         redis.stop()
@@ -129,10 +131,7 @@ async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
         feeder.describe(market.no, question=market.question, outcome="No")
     feeder_task = asyncio.create_task(feeder.run())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     view = None if args.quiet else _View(client, prefix, tokens)
     started = time.monotonic()

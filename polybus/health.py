@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from wire import keys
 
 
-__all__ = ["Report", "check", "register"]
+__all__ = ["Report", "check", "register", "writer_conflicts"]
 
 
 @dataclass
@@ -76,6 +76,8 @@ async def check(
                 )
     if not report.feeders:
         report.fail("no live feeder (no health key): is `polybus feed` running?")
+    for problem in writer_conflicts(report.feeders):
+        report.fail(problem)
     carried = sum(_int(info.get("tokens")) for info in live.values())
     synced = sum(_int(info.get("synced")) for info in live.values())
     report.books = {"carried": carried, "synced": synced}
@@ -93,6 +95,18 @@ async def check(
 
 def _int(text: Any) -> int:
     return int(text) if str(text or "").isdigit() else 0
+
+
+def writer_conflicts(feeders: dict[str, dict[str, Any]]) -> list[str]:
+    """Two feeders claiming the same tokens (one writer per token, docs/wire.md): a feeder
+    refused tokens that another live feeder writes says so in its health hash."""
+    problems = []
+    for name, info in sorted(feeders.items()):
+        count = int(info.get("conflicts") or 0)
+        if count:
+            problems.append(f"feeder {name} claims {count} tokens that feeder(s) "
+                            f"{info.get('conflict_with') or '?'} already write")
+    return problems
 
 
 def register(subparsers: Any) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from typing import Any
 
@@ -19,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from feeder.config import parse_tokens
+from polybus.stopping import on_stop
 from wire import keys
 from wire.errors import ConfigError
 
@@ -63,10 +62,7 @@ async def _record(args: argparse.Namespace, tokens: list[str]) -> int:
     prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
     redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     try:
         tokens = tokens or await all_tokens(redis, prefix)
         if not tokens:

@@ -193,6 +193,8 @@ async def _write_hash(redis: aioredis.Redis, prefix: str, line: dict[str, Any]) 
         mapping = {str(k): str(v) for k, v in fields.items()}
         if "last_id" in mapping:
             mapping["last_id"] = "0-0"
+        for bookkeeping in ("writer", "lease"):  # the recorded feeder does not write here
+            mapping.pop(bookkeeping, None)
         await redis.hset(keys.book(token, prefix), mapping=mapping)  # type: ignore[arg-type]
 
 

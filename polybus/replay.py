@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from typing import Any
 
@@ -26,6 +24,7 @@ from redis.exceptions import RedisError
 
 from polybus.pacing import Progress
 from polybus.sessions import SessionError, detect_format, parse_speed, parse_time, summarize
+from polybus.stopping import on_stop
 from wire.errors import BackendError, InvalidToken
 
 
@@ -125,10 +124,7 @@ async def _serve(args: argparse.Namespace, speed: float, start: int | None, end:
         return 1
     print(f"replay.serving ws_url={server.url}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     done = asyncio.create_task(server.done.wait())
     stopped = asyncio.create_task(stop.wait())
     waiting = {done, stopped}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 from typing import TYPE_CHECKING, Any
 
 
@@ -71,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: SimConfig, host: str, port: int, http_port: int) -> None:
+    from polybus.stopping import on_stop
     from simulator.server import Simulator
 
     sim = Simulator(config)
@@ -78,10 +77,7 @@ async def _serve(config: SimConfig, host: str, port: int, http_port: int) -> Non
     print(f"simulator.ready ws_url={sim.ws_url} http_url={sim.http_url} "
           f"markets={len(sim.engine.markets())} tokens={len(sim.engine.tokens())}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     try:
         await stop.wait()
     finally:

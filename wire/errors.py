@@ -7,6 +7,9 @@
     ├── UpstreamError           the exchange connection failed: reconnect
     │   └── HandshakeRejected   the server refused the WebSocket handshake (e.g. HTTP 429)
     ├── BackendError            Redis failed: reconnect, resync
+    │   └── WriteRefused        Redis answered a write with an error (OOM, READONLY, NOPERM):
+    │                           keep the connection, back off, resync once writes work again
+    ├── WriterConflict          another live feeder writes these tokens: exit non-zero
     └── ConfigError             bad configuration: exit at startup with the message
 """
 
@@ -22,6 +25,8 @@ __all__ = [
     "InvalidToken",
     "SequenceGap",
     "UpstreamError",
+    "WriteRefused",
+    "WriterConflict",
 ]
 
 
@@ -62,6 +67,26 @@ class HandshakeRejected(UpstreamError):
 
 class BackendError(BusError):
     """Redis failed; the caller reconnects and resyncs."""
+
+
+class WriteRefused(BackendError):
+    """Redis answered a write with an error: the server works but will not take it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """The error code Redis gave: OOM, READONLY, NOPERM, …"""
+
+
+class WriterConflict(BusError):
+    """Another live feeder already writes tokens this one was asked to write."""
+
+    def __init__(self, other: str, tokens: list[str]) -> None:
+        sample = ", ".join(t[:12] + "…" for t in tokens[:3])
+        super().__init__(f"feeder {other!r} already writes {len(tokens)} of these tokens "
+                         f"({sample}); stop it or give this feeder other tokens")
+        self.other = other
+        self.tokens = tokens
 
 
 class ConfigError(BusError):

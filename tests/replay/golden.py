@@ -24,6 +24,10 @@ def expected(name: str) -> Path:
     return SESSIONS / f"{name}.expected.jsonl"
 
 
+WRITER = ("last_id", "writer", "lease")
+"""Hash fields of the writer's bookkeeping, not book state: a replay has no writer."""
+
+
 async def dump(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
     """Everything a replay wrote under `prefix`, without ids, `rx` and `last_id`: per token
     (sorted) its stream entries then its final hash, then quarantine and lifecycle entries."""
@@ -36,7 +40,7 @@ async def dump(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
                         **{k: v for k, v in fields.items() if k != "rx"}})
         book = await redis.hgetall(keys.book(token, prefix))
         out.append({"kind": "hash", "token": token,
-                    **dict(sorted((k, v) for k, v in book.items() if k != "last_id"))})
+                    **dict(sorted((k, v) for k, v in book.items() if k not in WRITER))})
     for kind, key in (("quarantine", keys.quarantine(prefix)), ("market", keys.markets(prefix))):
         for _, fields in await redis.xrange(key):
             out.append({"kind": kind, **{k: v for k, v in fields.items() if k != "rx"}})
