@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _in_shared_redis(args: argparse.Namespace, url: str, prefix: str) -> int:
+    on_stop(lambda: None, grace=0.0)  # a stop before the demo runs: cancel at once
     client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
     try:
         used = [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]

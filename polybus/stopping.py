@@ -61,7 +61,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def interrupt_on_sigterm() -> None:
-    """Until a command installs its own handler, SIGTERM and SIGINT raise KeyboardInterrupt."""
+    """Until a command installs its own handler, SIGTERM and SIGINT raise KeyboardInterrupt.
+
+    Only the main thread can take signals: a command run from another thread (a test, an
+    embedding application) is stopped by whoever runs it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in _SIGNALS:
         signal.signal(sig, _interrupt)
 
@@ -89,5 +94,5 @@ def on_stop(callback: Callable[[], None], *, grace: float = GRACE) -> None:
     for sig in _SIGNALS:
         try:
             loop.add_signal_handler(sig, handle, sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             return
