@@ -52,7 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(argv)
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return 128 + (stopping.received() or signal.SIGINT)
+        code = 128 + (stopping.received() or signal.SIGINT)
+        if stopping.received() and threading.current_thread() is threading.main_thread():
+            # Stopped by a signal that may have landed anywhere — half-way through building
+            # an event loop, say: leave now rather than let finalizers trip over the halves.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     finally:
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
