@@ -5,6 +5,7 @@ COPY wire wire
 COPY feeder feeder
 COPY consumers consumers
 COPY simulator simulator
+COPY replay replay
 COPY polybus polybus
 RUN pip install --no-cache-dir .
 ENTRYPOINT ["polybus"]

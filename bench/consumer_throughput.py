@@ -20,13 +20,13 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness lives in tests/
 
-from consumers import MarketFeed
-from feeder.outbox import Batch
-from feeder.publisher import Publisher
+from polybus.consumers import MarketFeed
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.events import Book, PriceChange
 from tests.support import RedisServer, wait_for
-from wire import keys
-from wire.codec import decode
-from wire.events import Book, PriceChange
 
 
 async def _publish(redis: aioredis.Redis, tokens: list[str], entries: int) -> None:

@@ -28,8 +28,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feeder.app import Feeder  # noqa: E402
-from feeder.config import FeederConfig  # noqa: E402
+from polybus.feeder.app import Feeder  # noqa: E402
+from polybus.feeder.config import FeederConfig  # noqa: E402
 from polybus.redisproc import private_redis  # noqa: E402
 
 

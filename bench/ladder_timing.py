@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
 from polybus.redisproc import private_redis
-from simulator import SimConfig, Simulator
-from wire import keys
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 
 
 async def one_run(timeout: float, markets: int, lost_n: int, seed: int) -> dict[str, float]:

@@ -26,11 +26,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
 from polybus.redisproc import private_redis
-from polybus.serve import ReplayServer
-from wire import keys
+from polybus.replay.serve import ReplayServer
+from polybus.wire import keys
 
 
 def frames_of(path: Path) -> list[str]:

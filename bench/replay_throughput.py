@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness lives in tests/
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from polybus.redisreplay import replay_into_redis
-from polybus.serve import ReplayServer
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.replay.into_redis import replay_into_redis
+from polybus.replay.serve import ReplayServer
 from tests.e2e.harness import FAST, rig
 from tests.support import RedisServer, wait_for
 

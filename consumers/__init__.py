@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from consumers.feed import MarketFeed, MarketWebSocket
-from consumers.models import ConnectionState, MarketData, OrderBook, PriceLevel
+from polybus.consumers.feed import MarketFeed, MarketWebSocket
+from polybus.consumers.models import ConnectionState, MarketData, OrderBook, PriceLevel
 
 
 __all__ = [

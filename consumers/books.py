@@ -34,12 +34,12 @@ from typing import Any, Literal
 
 import orjson
 
-from consumers.models import MarketData, OrderBook, PriceLevel
-from wire.book import OrderBook as WireBook
-from wire.canon import canon, canon_or_empty
-from wire.codec import decode, text_fields
-from wire.errors import DecodeError, SequenceGap
-from wire.events import (
+from polybus.consumers.models import MarketData, OrderBook, PriceLevel
+from polybus.wire.book import OrderBook as WireBook
+from polybus.wire.canon import canon, canon_or_empty
+from polybus.wire.codec import decode, text_fields
+from polybus.wire.errors import DecodeError, SequenceGap
+from polybus.wire.events import (
     BOOK_STATUSES,
     STATUS_STATES,
     BestBidAsk,

@@ -13,11 +13,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from consumers.format import age, entry_line, short
+from polybus.consumers.format import age, entry_line, short
 from polybus.stopping import on_stop
-from wire import keys
-from wire.codec import decode
-from wire.errors import InvalidToken
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.errors import InvalidToken
 
 
 __all__ = ["register"]
@@ -176,7 +176,7 @@ async def _book(args: argparse.Namespace) -> int:
 
 
 def run_top(args: argparse.Namespace) -> int:
-    from consumers.top import top
+    from polybus.consumers.top import top
 
     redis, prefix = _client(args)
     return _guard(top(redis, prefix, rows=args.rows, once=args.once), "top")

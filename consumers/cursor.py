@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
-from consumers.books import TokenBook
-from wire import keys
+from polybus.consumers.books import TokenBook
+from polybus.wire import keys
 
 
 __all__ = ["CursorReport"]

@@ -51,15 +51,15 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from consumers.books import Callback, TokenBook
-from consumers.cursor import CursorReport
-from consumers.interest import DEFAULT_LEASE_S, Leases
-from consumers.liveness import FeederChange, FeederWatch
-from consumers.models import ConnectionState, MarketData, OrderBook
-from consumers.reader import Reader
-from consumers.redisio import classify, explain, open_client, probe, safe_url
-from wire import keys
-from wire.errors import BusError
+from polybus.consumers.books import Callback, TokenBook
+from polybus.consumers.cursor import CursorReport
+from polybus.consumers.interest import DEFAULT_LEASE_S, Leases
+from polybus.consumers.liveness import FeederChange, FeederWatch
+from polybus.consumers.models import ConnectionState, MarketData, OrderBook
+from polybus.consumers.reader import Reader
+from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
+from polybus.wire import keys
+from polybus.wire.errors import BusError
 
 
 __all__ = ["MarketFeed", "MarketWebSocket"]

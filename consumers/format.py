@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from wire.events import BestBidAsk, Book, Entry, PriceChange, Status, TickSizeChange, Trade
+from polybus.wire.events import BestBidAsk, Book, Entry, PriceChange, Status, TickSizeChange, Trade
 
 
 __all__ = ["age", "clock", "entry_line", "short"]

@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
-from consumers.redisio import raw, text
-from wire import keys
-from wire.codec import decode
-from wire.errors import DecodeError
-from wire.events import Entry
+from polybus.consumers.redisio import raw, text
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import Entry
 
 
 __all__ = ["GroupReader", "Work"]

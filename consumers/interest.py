@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from wire import keys
+from polybus.wire import keys
 
 
 __all__ = ["DEFAULT_LEASE_S", "Leases"]

@@ -17,9 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
-from consumers.redisio import RAW, classify, raw, text
-from wire import keys
-from wire.errors import DecodeError
+from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.wire import keys
+from polybus.wire.errors import DecodeError
 
 
 __all__ = ["FeederChange", "FeederWatch"]

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from wire.events import ConnectionState
+from polybus.wire.events import ConnectionState
 
 
 __all__ = ["WS_STALE_DATA_THRESHOLD", "ConnectionState", "MarketData", "OrderBook", "PriceLevel"]

@@ -29,13 +29,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoPermissionError, ResponseError
 
-from consumers.books import Callback, TokenBook
-from consumers.cursor import CursorReport
-from consumers.poison import Poison
-from consumers.redisio import RAW, classify, raw, text
-from wire import keys
-from wire.codec import decode
-from wire.errors import BackendError, DecodeError, SequenceGap
+from polybus.consumers.books import Callback, TokenBook
+from polybus.consumers.cursor import CursorReport
+from polybus.consumers.poison import Poison
+from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.errors import BackendError, DecodeError, SequenceGap
 
 
 __all__ = ["Reader", "audit_reason"]

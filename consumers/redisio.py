@@ -33,8 +33,8 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from wire import keys
-from wire.errors import ConfigError, DecodeError
+from polybus.wire import keys
+from polybus.wire.errors import ConfigError, DecodeError
 
 
 __all__ = [

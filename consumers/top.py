@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from consumers.format import age, short
+from polybus.consumers.format import age, short
 from polybus.stopping import on_stop
-from wire import keys
+from polybus.wire import keys
 
 
 __all__ = ["Row", "snapshot", "table", "top"]

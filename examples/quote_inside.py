@@ -16,7 +16,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
 
 
 class QuoteInside:

@@ -37,21 +37,21 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from feeder.config import FeederConfig, redact
-from feeder.connection import Connection, backoff_delay
-from feeder.gamma import Discovery
-from feeder.interest import InterestStats, next_stats, plan_interest
-from feeder.leases import read_leases, tidy_leases
-from feeder.metrics import MetricsServer, serve_metrics
-from feeder.mirror import Mirror
-from feeder.outbox import Outbox
-from feeder.publisher import Publisher, refusal
-from feeder.recorder import Recorder
-from feeder.rest import RestBooks
-from polybus import __version__
-from wire import keys
-from wire.errors import BackendError, ConfigError, WriterConflict, WriteRefused
-from wire.events import MarketEvent, Status
+from polybus.feeder.config import FeederConfig, redact
+from polybus.feeder.connection import Connection, backoff_delay
+from polybus.feeder.gamma import Discovery
+from polybus.feeder.interest import InterestStats, next_stats, plan_interest
+from polybus.feeder.leases import read_leases, tidy_leases
+from polybus.feeder.metrics import MetricsServer, serve_metrics
+from polybus.feeder.mirror import Mirror
+from polybus.feeder.outbox import Outbox
+from polybus.feeder.publisher import Publisher, refusal
+from polybus.feeder.recorder import Recorder
+from polybus.feeder.rest import RestBooks
+from polybus.wire import keys
+from polybus.wire.errors import BackendError, ConfigError, WriterConflict, WriteRefused
+from polybus.wire.events import MarketEvent, Status
+from polybus.wire.version import VERSION as __version__
 
 
 __all__ = ["Feeder"]

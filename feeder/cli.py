@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from wire.errors import ConfigError, WriterConflict
+from polybus.wire.errors import ConfigError, WriterConflict
 
 
 __all__ = ["register", "run"]
@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     0 when stopped by SIGTERM/SIGINT, 1 when a connection gave up, 2 for a setting that can
     never work (one line naming it), 3 when another live feeder writes these tokens.
     """
-    from feeder.app import Feeder
-    from feeder.config import FeederConfig
+    from polybus.feeder.app import Feeder
+    from polybus.feeder.config import FeederConfig
     from polybus.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from wire import keys
-from wire.errors import ConfigError, InvalidToken
+from polybus.wire import keys
+from polybus.wire.errors import ConfigError, InvalidToken
 
 
 __all__ = [

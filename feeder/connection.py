@@ -25,15 +25,15 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from feeder.config import FeederConfig
-from feeder.mirror import Mirror
-from feeder.normalize import Normalizer
-from feeder.outbox import Outbox
-from feeder.recorder import Recorder
-from feeder.rest import RestBooks, parse_books
-from feeder.subscriptions import Actions, Subscriptions
-from wire.errors import HandshakeRejected, UpstreamError
-from wire.events import Book, ConnectionState, Event, MarketEvent
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.mirror import Mirror
+from polybus.feeder.normalize import Normalizer
+from polybus.feeder.outbox import Outbox
+from polybus.feeder.recorder import Recorder
+from polybus.feeder.rest import RestBooks, parse_books
+from polybus.feeder.subscriptions import Actions, Subscriptions
+from polybus.wire.errors import HandshakeRejected, UpstreamError
+from polybus.wire.events import Book, ConnectionState, Event, MarketEvent
 
 
 __all__ = ["Connection", "backoff_delay"]

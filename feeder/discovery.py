@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from wire.errors import DecodeError, InvalidToken
-from wire.keys import validate_token
+from polybus.wire.errors import DecodeError, InvalidToken
+from polybus.wire.keys import validate_token
 
 
 __all__ = ["GammaMarket", "parse_markets", "parse_retry_after", "retry_delay", "select_top"]

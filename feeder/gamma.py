@@ -24,21 +24,21 @@ import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-from feeder.config import FeederConfig
-from feeder.discovery import (
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.discovery import (
     GammaMarket,
     parse_markets,
     parse_retry_after,
     retry_delay,
     select_top,
 )
-from wire.errors import DecodeError, InvalidToken, UpstreamError
-from wire.events import MarketEvent
-from wire.keys import validate_token
+from polybus.wire.errors import DecodeError, InvalidToken, UpstreamError
+from polybus.wire.events import MarketEvent
+from polybus.wire.keys import validate_token
 
 
 if TYPE_CHECKING:
-    from feeder.app import Feeder
+    from polybus.feeder.app import Feeder
 
 __all__ = ["Discovery", "GammaError", "fetch_markets"]
 

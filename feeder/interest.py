@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wire.errors import InvalidToken
-from wire.keys import validate_token
+from polybus.wire.errors import InvalidToken
+from polybus.wire.keys import validate_token
 
 
 __all__ = ["InterestPlan", "InterestStats", "next_stats", "plan_interest"]

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 
 if TYPE_CHECKING:
-    from feeder.app import Feeder
+    from polybus.feeder.app import Feeder
 
 __all__ = ["BoundedServer", "FeederCollector", "MetricsServer", "serve_metrics"]
 

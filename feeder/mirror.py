@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from wire.book import OrderBook
-from wire.events import Book, Event, PriceChange
+from polybus.wire.book import OrderBook
+from polybus.wire.events import Book, Event, PriceChange
 
 
 __all__ = ["GRACE", "Mirror"]

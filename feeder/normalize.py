@@ -39,10 +39,10 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from wire import validate
-from wire.canon import canon
-from wire.errors import DecodeError, InvalidToken
-from wire.events import (
+from polybus.wire import validate
+from polybus.wire.canon import canon
+from polybus.wire.errors import DecodeError, InvalidToken
+from polybus.wire.events import (
     BestBidAsk,
     Book,
     Event,
@@ -53,7 +53,7 @@ from wire.events import (
     TickSizeChange,
     Trade,
 )
-from wire.keys import validate_token
+from polybus.wire.keys import validate_token
 
 
 __all__ = ["DEDUP_WINDOW", "QUARANTINE_KEPT", "QUARANTINE_TEXT_MAX", "Normalized", "Normalizer"]

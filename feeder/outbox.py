@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from wire.codec import encode_items, encode_market
-from wire.events import Event, MarketEvent
+from polybus.wire.codec import encode_items, encode_market
+from polybus.wire.events import Event, MarketEvent
 
 
 __all__ = ["SEP", "Batch", "Outbox"]

@@ -23,14 +23,14 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from feeder.outbox import Batch
-from wire import keys
-from wire.errors import BackendError, WriteRefused
+from polybus.feeder.outbox import Batch
+from polybus.wire import keys
+from polybus.wire.errors import BackendError, WriteRefused
 
 
 __all__ = ["LUA", "Publisher", "refusal"]
 
-LUA = resources.files("feeder").joinpath("publish.lua").read_text()
+LUA = resources.files("polybus.feeder").joinpath("publish.lua").read_text()
 
 REFUSED_BY_OTHER = 2
 """The Lua step's code for "another feeder holds this token's lease; nothing written"."""

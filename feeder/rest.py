@@ -19,9 +19,9 @@ from dataclasses import replace
 import aiohttp
 import structlog
 
-from feeder.normalize import Normalizer
-from wire.errors import UpstreamError
-from wire.events import Book
+from polybus.feeder.normalize import Normalizer
+from polybus.wire.errors import UpstreamError
+from polybus.wire.events import Book
 
 
 __all__ = ["BATCH", "RestBooks", "parse_books"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from wire.events import Status
+from polybus.wire.events import Status
 
 
 __all__ = ["Actions", "Subscriptions"]

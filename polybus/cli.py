@@ -20,8 +20,9 @@ from polybus import __version__, stopping
 
 __all__ = ["build_parser", "main"]
 
-_PACKAGES = ("feeder.cli", "simulator.cli", "consumers.cli", "polybus.demo", "polybus.health",
-             "polybus.record", "polybus.replay", "polybus.plot")
+_PACKAGES = ("polybus.feeder.cli", "polybus.simulator.cli", "polybus.consumers.cli",
+             "polybus.demo", "polybus.consumers.health", "polybus.replay.record",
+             "polybus.replay.cli", "polybus.replay.plot")
 """Modules with a `register(subparsers)`; a missing one (not yet built) is skipped."""
 
 
@@ -67,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    from feeder.config import check_common
-    from wire.errors import ConfigError
+    from polybus.feeder.config import check_common
+    from polybus.wire.errors import ConfigError
 
     try:
         from dotenv import load_dotenv

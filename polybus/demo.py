@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from polybus.stopping import on_stop
-from wire import keys
+from polybus.wire import keys
 
 
 __all__ = ["register", "run"]
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_in_shared_redis(args, url, prefix))
         return asyncio.run(_demo(args, redis.url, prefix))
     except (RedisError, OSError) as exc:
-        from feeder.config import redact
+        from polybus.feeder.config import redact
 
         print(f"polybus demo: Redis at {redact(redis.url)} unreachable: {exc}", file=sys.stderr)
         return 2
@@ -105,9 +105,9 @@ async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
 
 
 async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
-    from feeder.app import Feeder
-    from feeder.config import FeederConfig
-    from simulator import SimConfig, Simulator
+    from polybus.feeder.app import Feeder
+    from polybus.feeder.config import FeederConfig
+    from polybus.simulator import SimConfig, Simulator
 
     sim = Simulator(SimConfig(markets=args.markets, seed=args.seed, rate=args.rate))
     await sim.start(host="127.0.0.1", port=0, http_port=0)
@@ -180,7 +180,7 @@ class _View:
         self.then = time.monotonic()
 
     async def show(self, rate: float) -> None:
-        from consumers.top import snapshot, table
+        from polybus.consumers.top import snapshot, table
 
         if self.live is None:
             print(f"events/s {rate:,.0f}   (Ctrl-C to stop)", flush=True)

@@ -25,9 +25,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from polybus.redisproc import LocalRedis, private_redis
-from polybus.redisreplay import replay_into_redis
-from polybus.sessions import parse_speed, parse_time
-from wire import keys
+from polybus.replay.into_redis import replay_into_redis
+from polybus.replay.sessions import parse_speed, parse_time
+from polybus.wire import keys
 
 
 __all__ = ["ReplayFactory", "polybus_replay"]

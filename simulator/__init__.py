@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-from simulator.config import SimConfig, SimStats
-from simulator.connection import SimConnection
-from simulator.engine import Engine
-from simulator.faults import Faults
-from simulator.market import Market
-from simulator.server import Simulator
+from polybus.simulator.config import SimConfig, SimStats
+from polybus.simulator.connection import SimConnection
+from polybus.simulator.engine import Engine
+from polybus.simulator.faults import Faults
+from polybus.simulator.market import Market
+from polybus.simulator.server import Simulator
 
 
 __all__ = ["Engine", "Faults", "Market", "SimConfig", "SimConnection", "SimStats", "Simulator"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 
 if TYPE_CHECKING:
-    from simulator.config import SimConfig
+    from polybus.simulator.config import SimConfig
 
 
 __all__ = ["register", "run"]
@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; print one ready line with the URLs."""
     from polybus.logs import configure_logging
-    from simulator.config import SimConfig
+    from polybus.simulator.config import SimConfig
 
     configure_logging(None, None)
     config = SimConfig(markets=args.markets, seed=args.seed, rate=args.rate,
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: SimConfig, host: str, port: int, http_port: int) -> None:
+    from polybus.simulator.server import Simulator
     from polybus.stopping import on_stop
-    from simulator.server import Simulator
 
     sim = Simulator(config)
     await sim.start(host, port, http_port)

@@ -18,7 +18,7 @@ import structlog
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from simulator.faults import Faults, Shaper
+from polybus.simulator.faults import Faults, Shaper
 
 
 __all__ = ["SimConnection", "ws_frame"]

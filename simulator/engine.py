@@ -22,10 +22,10 @@ import random
 import time
 from collections.abc import Callable
 
-from simulator import frames
-from simulator.frames import Msg
-from simulator.market import Market, Top
-from simulator.units import COARSE, FINE, ODD_TICKS, ONE, fmt_price, fmt_size
+from polybus.simulator import frames
+from polybus.simulator.frames import Msg
+from polybus.simulator.market import Market, Top
+from polybus.simulator.units import COARSE, FINE, ODD_TICKS, ONE, fmt_price, fmt_size
 
 
 __all__ = ["Engine", "Levels"]

@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from simulator import frames
-from simulator.frames import Msg
-from simulator.units import fmt_price, parse_price
+from polybus.simulator import frames
+from polybus.simulator.frames import Msg
+from polybus.simulator.units import fmt_price, parse_price
 
 
 __all__ = ["Faults", "Shaper", "restate_sweeps", "strip_lost"]

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from simulator.market import Market, Top
-from simulator.units import ONE, fmt_price, fmt_size, padded_price, tick_str
+from polybus.simulator.market import Market, Top
+from polybus.simulator.units import ONE, fmt_price, fmt_size, padded_price, tick_str
 
 
 __all__ = [

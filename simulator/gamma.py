@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from simulator.market import Market
-from simulator.rest import Reply, fmt_mid
-from simulator.units import ONE
+from polybus.simulator.market import Market
+from polybus.simulator.rest import Reply, fmt_mid
+from polybus.simulator.units import ONE
 
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from polybus.simulator.server import Simulator
 
 __all__ = ["ROUTES", "gamma_market"]
 

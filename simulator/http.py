@@ -17,12 +17,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from simulator import gamma, rest
-from simulator.rest import Reply
+from polybus.simulator import gamma, rest
+from polybus.simulator.rest import Reply
 
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from polybus.simulator.server import Simulator
 
 __all__ = ["HttpServer"]
 

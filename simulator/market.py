@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from simulator.units import COARSE, ONE
+from polybus.simulator.units import COARSE, ONE
 
 
 __all__ = ["Market", "Top"]

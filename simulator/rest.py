@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from simulator.market import Market
-from simulator.units import ONE, fmt_price
+from polybus.simulator.market import Market
+from polybus.simulator.units import ONE, fmt_price
 
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from polybus.simulator.server import Simulator
 
 __all__ = ["ROUTES", "Reply", "fmt_mid"]
 

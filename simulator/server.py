@@ -27,13 +27,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from simulator import frames
-from simulator.config import SimConfig, SimStats
-from simulator.connection import SimConnection
-from simulator.engine import Engine
-from simulator.faults import Faults
-from simulator.frames import LIFECYCLE, Msg
-from simulator.units import COARSE
+from polybus.simulator import frames
+from polybus.simulator.config import SimConfig, SimStats
+from polybus.simulator.connection import SimConnection
+from polybus.simulator.engine import Engine
+from polybus.simulator.faults import Faults
+from polybus.simulator.frames import LIFECYCLE, Msg
+from polybus.simulator.units import COARSE
 
 
 __all__ = ["SimConfig", "SimConnection", "Simulator"]
@@ -85,7 +85,7 @@ class Simulator:
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, http_port: int = 0) -> None:
         """Start both servers and the flow; port 0 picks a free port."""
-        from simulator.http import HttpServer
+        from polybus.simulator.http import HttpServer
 
         self._ws_server = await serve(
             self._handle, host, port, process_request=self._gate, compression=None,

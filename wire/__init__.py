@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from wire.book import OrderBook
-from wire.canon import canon
-from wire.errors import BusError, DecodeError
+from polybus.wire.book import OrderBook
+from polybus.wire.canon import canon
+from polybus.wire.errors import BusError, DecodeError
 
 
 __all__ = ["BusError", "DecodeError", "OrderBook", "canon"]

@@ -10,8 +10,8 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from decimal import Decimal
 
-from wire.canon import canon
-from wire.events import Book, Level, PriceChange, Side
+from polybus.wire.canon import canon
+from polybus.wire.events import Book, Level, PriceChange, Side
 
 
 __all__ = ["OrderBook"]

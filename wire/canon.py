@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from wire.errors import DecodeError
+from polybus.wire.errors import DecodeError
 
 
 __all__ = ["MAX_LEN", "canon", "canon_or_empty", "canonical", "dec"]

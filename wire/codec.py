@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from wire import validate
-from wire.errors import DecodeError
-from wire.events import (
+from polybus.wire import validate
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import (
     STATUS_STATES,
     BestBidAsk,
     Book,

@@ -6,7 +6,7 @@ one Lua step can touch both.
 
 from __future__ import annotations
 
-from wire.errors import InvalidToken
+from polybus.wire.errors import InvalidToken
 
 
 __all__ = [

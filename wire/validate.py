@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wire.canon import canonical
-from wire.errors import DecodeError
-from wire.events import (
+from polybus.wire.canon import canonical
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import (
     STATUS_STATES,
     BestBidAsk,
     Book,
@@ -49,7 +49,7 @@ from wire.events import (
     TickSizeChange,
     Trade,
 )
-from wire.keys import validate_token
+from polybus.wire.keys import validate_token
 
 
 __all__ = [

@@ -7,10 +7,10 @@ import time
 
 import redis.asyncio as aioredis
 
-from feeder.outbox import Batch
-from feeder.publisher import Publisher
-from wire import keys
-from wire.events import Book, Event, PriceChange, Status, Trade
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.events import Book, Event, PriceChange, Status, Trade
 
 
 T1 = "1001"

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from consumers.feed import _stop
+from polybus.consumers.feed import _stop
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
 from polybus.logs import configure_logging
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
 
 
 def feed_books_equal_truth(feed: MarketFeed, sim, tokens: list[str]) -> list[str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
+from polybus.wire.errors import BusError, ConfigError
 from tests.consumers.bus import T1, T2, Bus
 from tests.e2e.test_acl_tls import SECRETS, documented_acl
 from tests.support import RedisServer, wait_for
-from wire.errors import BusError, ConfigError
 
 
 FAST: dict[str, Any] = dict(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.books import TokenBook
-from consumers.reader import audit_reason
-from wire.errors import SequenceGap
-from wire.events import Book, Entry, Event, PriceChange, Status, Trade
+from polybus.consumers.books import TokenBook
+from polybus.consumers.reader import audit_reason
+from polybus.wire.errors import SequenceGap
+from polybus.wire.events import Book, Entry, Event, PriceChange, Status, Trade
 
 
 T = "42"

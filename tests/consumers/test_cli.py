@@ -7,9 +7,9 @@ import re
 import sys
 from decimal import Decimal
 
+from polybus.wire import keys
 from tests.e2e.harness import rig
 from tests.support import wait_for
-from wire import keys
 
 
 async def polybus(*args: str) -> tuple[int, str, str]:

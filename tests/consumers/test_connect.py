@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from consumers import ConnectionState, MarketFeed, MarketWebSocket
+from polybus.consumers import ConnectionState, MarketFeed, MarketWebSocket
+from polybus.wire import keys
+from polybus.wire.errors import ConfigError
 from tests.consumers.bus import T1, Bus
 from tests.support import RedisServer, free_port
-from wire import keys
-from wire.errors import ConfigError
 
 
 async def failed_connect(url: str) -> Exception:

@@ -8,7 +8,7 @@ import importlib.util
 from decimal import Decimal
 from pathlib import Path
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
 from tests.e2e.harness import rig
 from tests.support import wait_for
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from consumers import ConnectionState, MarketFeed
+from polybus.consumers import ConnectionState, MarketFeed
+from polybus.wire import keys
 from tests.consumers.helpers import feed_books_equal_truth
 from tests.e2e.harness import rig
 from tests.support import wait_for
-from wire import keys
 
 
 async def converge(feed: MarketFeed, r, timeout: float = 15.0) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from consumers.groups import GroupReader
-from feeder.outbox import Batch
-from feeder.publisher import Publisher
-from wire import keys
-from wire.events import Status
+from polybus.consumers.groups import GroupReader
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.events import Status
 
 
 T1, T2 = "111", "222"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from consumers import MarketFeed
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from simulator import SimConfig, Simulator
+from polybus.consumers import MarketFeed
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.simulator import SimConfig, Simulator
 from tests.e2e.harness import FAST
 from tests.support import wait_for
 

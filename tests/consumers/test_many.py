@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from polybus.wire import keys
 from tests.e2e.harness import Rig, rig
 from tests.support import wait_for
-from wire import keys
 
 
 def caught_up(r: Rig, names: list[str]) -> Callable[[], Awaitable[bool]]:

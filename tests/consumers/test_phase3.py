@@ -53,13 +53,13 @@ class TestWebSocketClient:
 
     def test_import_websocket_client(self) -> None:
         """The client and its state enum import under the seed's names."""
-        from consumers import ConnectionState, MarketWebSocket
+        from polybus.consumers import ConnectionState, MarketWebSocket
 
         assert MarketWebSocket is not None and ConnectionState is not None
 
     def test_client_instantiation(self) -> None:
         """A new client is disconnected with no subscriptions."""
-        from consumers import ConnectionState, MarketWebSocket
+        from polybus.consumers import ConnectionState, MarketWebSocket
 
         ws = MarketWebSocket()
         assert ws.state == ConnectionState.DISCONNECTED
@@ -68,7 +68,7 @@ class TestWebSocketClient:
 
     async def test_connect_disconnect(self, bus: Rig) -> None:
         """connect() succeeds into CONNECTED; disconnect() returns to DISCONNECTED."""
-        from consumers import ConnectionState, MarketWebSocket
+        from polybus.consumers import ConnectionState, MarketWebSocket
 
         ws = MarketWebSocket(bus.redis_server.url)
         assert await ws.connect() is True
@@ -78,7 +78,7 @@ class TestWebSocketClient:
 
     async def test_subscribe_to_market(self, bus: Rig) -> None:
         """subscribe() succeeds into SUBSCRIBED and lists the token."""
-        from consumers import ConnectionState, MarketWebSocket
+        from polybus.consumers import ConnectionState, MarketWebSocket
 
         ws = MarketWebSocket(bus.redis_server.url)
         token_id = await token_of(bus)
@@ -92,7 +92,7 @@ class TestWebSocketClient:
 
     async def test_receive_market_data(self, bus: Rig) -> None:
         """Real-time messages arrive for the subscribed token (the seed only printed a count)."""
-        from consumers import MarketWebSocket
+        from polybus.consumers import MarketWebSocket
 
         ws = MarketWebSocket(bus.redis_server.url)
         token_id = await token_of(bus)
@@ -108,7 +108,7 @@ class TestWebSocketClient:
 
     async def test_order_book_maintenance(self, bus: Rig) -> None:
         """A local book is received and is best first on both sides, with mid and spread."""
-        from consumers import MarketWebSocket
+        from polybus.consumers import MarketWebSocket
 
         ws = MarketWebSocket(bus.redis_server.url)
         token_id = await token_of(bus)
@@ -132,7 +132,7 @@ class TestWebSocketClient:
 
     async def test_callbacks_are_called(self, bus: Rig) -> None:
         """connect, price_change, book_update, trade and disconnect callbacks all fire."""
-        from consumers import MarketWebSocket
+        from polybus.consumers import MarketWebSocket
 
         ws = MarketWebSocket(bus.redis_server.url)
         tokens = bus.tokens
@@ -159,7 +159,7 @@ class TestWebSocketClient:
 
     async def test_multiple_subscriptions(self, bus: Rig) -> None:
         """Several tokens subscribe at once and each gets its book."""
-        from consumers import MarketWebSocket
+        from polybus.consumers import MarketWebSocket
 
         markets = await fetch_active_markets(bus.sim.http_url, limit=5)
         token_ids = [m.token_ids[0] for m in markets if m.token_ids][:3]
@@ -183,7 +183,7 @@ class TestConnectionState:
 
     def test_state_enum_values(self) -> None:
         """The six states exist with their seed values."""
-        from consumers import ConnectionState
+        from polybus.consumers import ConnectionState
 
         assert [s.value for s in ConnectionState] == [
             "disconnected",
@@ -200,7 +200,7 @@ class TestMarketData:
 
     def test_market_data_creation(self) -> None:
         """A fresh MarketData has no book or price and is stale."""
-        from consumers import MarketData
+        from polybus.consumers import MarketData
 
         md = MarketData(token_id="test_token")
         assert md.token_id == "test_token"
@@ -209,7 +209,7 @@ class TestMarketData:
 
     def test_stale_data_detection(self) -> None:
         """is_stale follows the last update time against WS_STALE_DATA_THRESHOLD."""
-        from consumers import MarketData
+        from polybus.consumers import MarketData
 
         md = MarketData(token_id="test")
         assert md.is_stale is True
@@ -224,7 +224,7 @@ class TestIntegration:
 
     async def test_full_websocket_flow(self, bus: Rig) -> None:
         """Connect, subscribe, receive, read market data and book, disconnect."""
-        from consumers import ConnectionState, MarketWebSocket
+        from polybus.consumers import ConnectionState, MarketWebSocket
 
         market = next(m for m in await fetch_active_markets(bus.sim.http_url, 3) if m.token_ids)
         token_id = market.token_ids[0]

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from consumers import MarketFeed
+from polybus.consumers import MarketFeed
+from polybus.wire import keys
+from polybus.wire.errors import BusError, DecodeError
 from tests.consumers.bus import T1, T2, Bus
 from tests.support import RedisServer, wait_for
-from wire import keys
-from wire.errors import BusError, DecodeError
 
 
 FAST: dict[str, Any] = dict(
@@ -221,7 +221,7 @@ def test_poison_reports_once_backs_off_to_a_cap_and_rearms_after_a_clean_load() 
     each time up to the cap, and a clean load restarts both."""
     import random
 
-    from consumers.poison import Poison
+    from polybus.consumers.poison import Poison
 
     poison = Poison(base=0.2, cap=1.0, rng=random.Random(1))
     now, waits, reports = 0.0, [], []

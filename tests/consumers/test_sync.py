@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from consumers import ConnectionState, MarketFeed
+from polybus.consumers import ConnectionState, MarketFeed
+from polybus.wire import keys
+from polybus.wire.canon import canon
 from tests.consumers.bus import T1, T2, Bus
 from tests.support import RedisServer, free_port, wait_for
-from wire import keys
-from wire.canon import canon
 
 
 FAST: dict[str, Any] = dict(

@@ -7,12 +7,12 @@ import signal
 import time
 from typing import Any
 
-from consumers import ConnectionState, MarketFeed
-from feeder.outbox import Batch
+from polybus.consumers import ConnectionState, MarketFeed
+from polybus.feeder.outbox import Batch
+from polybus.wire import keys
+from polybus.wire.events import PriceChange
 from tests.consumers.bus import T1, T2, Bus
 from tests.support import RedisServer, wait_for
-from wire import keys
-from wire.events import PriceChange
 
 
 async def test_a_stalled_redis_stops_vouching_within_the_health_interval(

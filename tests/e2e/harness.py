@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from simulator import SimConfig, Simulator
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 from tests.support import RedisServer, wait_for
-from wire import keys
 
 
 FAST = dict(

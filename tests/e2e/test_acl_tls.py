@@ -21,11 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
-from consumers import MarketFeed
-from simulator import SimConfig, Simulator
+from polybus.consumers import MarketFeed
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 from tests.consumers.helpers import feed_books_equal_truth
 from tests.support import free_port, wait_for
-from wire import keys
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

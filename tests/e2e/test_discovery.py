@@ -10,14 +10,14 @@ import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from feeder.metrics import FeederCollector
-from simulator import SimConfig, Simulator
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.metrics import FeederCollector
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 from tests.e2e.harness import FAST
 from tests.feeder.hostile_gamma import BROKEN, HostileGamma, sim_markets
 from tests.support import wait_for
-from wire import keys
 
 
 async def all_synced(redis, tokens) -> bool:

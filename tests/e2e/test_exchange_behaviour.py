@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.wire import keys
 from tests.e2e.harness import FAST, levels_of
 from tests.e2e.scripted import Client, Scripted, book, change, pc_frame
 from tests.support import RedisServer, wait_for
-from wire import keys
 
 
 Y, N, L = "7001", "7002", "7003"

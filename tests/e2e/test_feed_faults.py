@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, rig, statuses
 from tests.support import wait_for
-from wire import keys
 
 
 async def flow(r, seconds: float = 1.0) -> None:

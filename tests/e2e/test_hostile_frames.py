@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import orjson
 
+from polybus.wire import keys
 from tests.e2e.scripted import Scripted, change, pc_frame
 from tests.e2e.test_exchange_behaviour import N, Y, answer_initial, entries, feed, synced
 from tests.support import wait_for
-from wire import keys
 
 
 def killers() -> list[bytes]:

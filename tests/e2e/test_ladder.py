@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, rig, statuses
 from tests.support import wait_for
-from wire import keys
 
 
 async def _status(r, token: str) -> str | None:

@@ -11,15 +11,15 @@ import contextlib
 import sys
 import time
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from feeder.outbox import Batch
-from feeder.publisher import Publisher
-from polybus.health import check
+from polybus.consumers.health import check
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.events import Book, PriceChange
 from tests.e2e.harness import FAST, assert_books_equal_truth, rig
 from tests.support import wait_for
-from wire import keys
-from wire.events import Book, PriceChange
 
 
 T = "70431576231964937843803106892715746780871139131450600661571484047788631532544"

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from simulator import SimConfig, Simulator
+from polybus.simulator import SimConfig, Simulator
 from tests.support import free_port, wait_for
 
 

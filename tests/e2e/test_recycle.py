@@ -3,13 +3,13 @@ told to stop trusting its books, and a replay of the recording writes the same s
 
 from __future__ import annotations
 
-from consumers import MarketFeed
-from polybus.rawfold import ListSink, RawFolder
-from polybus.sessions import read_lines
+from polybus.consumers import MarketFeed
+from polybus.replay.rawfold import ListSink, RawFolder
+from polybus.replay.sessions import read_lines
+from polybus.wire import keys
+from polybus.wire.events import Status
 from tests.e2e.harness import assert_books_equal_truth, rig
 from tests.support import wait_for
-from wire import keys
-from wire.events import Status
 
 
 async def test_a_recycle_turns_no_book_suspect_and_fires_no_disconnect(

@@ -14,10 +14,10 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
-from feeder.metrics import FeederCollector
+from polybus.feeder.metrics import FeederCollector
+from polybus.wire import keys
 from tests.e2e.harness import Rig, assert_books_equal_truth, rig
 from tests.support import wait_for
-from wire import keys
 
 
 def resubscribes(r: Rig) -> int:
@@ -157,7 +157,7 @@ async def test_polybus_book_tells_a_book_nobody_maintains(redis_server, tmp_path
     import signal
     import sys
 
-    from simulator import SimConfig, Simulator
+    from polybus.simulator import SimConfig, Simulator
 
     sim = Simulator(SimConfig(markets=1, seed=5, rate=50.0))
     await sim.start(host="127.0.0.1", port=0, http_port=0)

@@ -9,10 +9,10 @@ import sys
 
 import orjson
 
-from simulator import SimConfig, Simulator
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 from tests.e2e.harness import assert_redis_equals_truth
 from tests.support import wait_for
-from wire import keys
 
 
 FLOW_SECONDS = 60.0

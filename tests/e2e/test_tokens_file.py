@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
-from feeder.config import read_tokens_file
-from simulator import SimConfig, Simulator
+from polybus.feeder.config import read_tokens_file
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
+from polybus.wire.errors import ConfigError
 from tests.support import wait_for
-from wire import keys
-from wire.errors import ConfigError
 
 
 def test_a_tokens_file_takes_comments_blank_lines_and_duplicates(tmp_path) -> None:

@@ -99,7 +99,7 @@ class HostileGamma:
 
 def sim_markets(sim: object) -> Callable[[], bytes]:
     """The simulator's open markets as Gamma would list them."""
-    from simulator.gamma import gamma_market
+    from polybus.simulator.gamma import gamma_market
 
     def good() -> bytes:
         engine = sim.engine  # type: ignore[attr-defined]

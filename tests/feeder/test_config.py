@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from feeder.config import FeederConfig
-from wire.errors import ConfigError
+from polybus.feeder.config import FeederConfig
+from polybus.wire.errors import ConfigError
 
 
 T1, T2 = "123", "456"
@@ -53,7 +53,7 @@ def test_env_example_lists_every_variable() -> None:
     """.env.example documents every variable the feeder reads, and nothing it does not."""
     from pathlib import Path
 
-    from feeder.config import ENV
+    from polybus.feeder.config import ENV
 
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     listed = {line.split("=", 1)[0] for line in text.splitlines()
@@ -74,7 +74,7 @@ def _env_example_variables() -> list[str]:
 
 def _bad_value(var: str) -> str:
     """The value a variable's own check refuses (KeyError: a variable nobody validates)."""
-    from feeder.config import COMMON_ENV, ENV, bad_example
+    from polybus.feeder.config import COMMON_ENV, ENV, bad_example
 
     if var in COMMON_ENV:
         return COMMON_ENV[var][1]
@@ -96,7 +96,7 @@ def _feed_with(monkeypatch, capsys, tmp_path, env: dict[str, str],
     for var, value in {**base, **env}.items():
         monkeypatch.setenv(var, value)
     if not real:
-        monkeypatch.setattr("feeder.app.Feeder.run", _accepted)
+        monkeypatch.setattr("polybus.feeder.app.Feeder.run", _accepted)
     code = main(["feed"])
     return code, capsys.readouterr().err.splitlines()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from feeder.metrics import FeederCollector
+from polybus.feeder.metrics import FeederCollector
 from tests.e2e.harness import rig
 from tests.support import wait_for
 

@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 import pytest
 
-from feeder.discovery import parse_markets, parse_retry_after, retry_delay, select_top
-from feeder.gamma import GammaError, fetch_markets
+from polybus.feeder.discovery import parse_markets, parse_retry_after, retry_delay, select_top
+from polybus.feeder.gamma import GammaError, fetch_markets
+from polybus.wire.errors import DecodeError
 from tests.feeder.hostile_gamma import BROKEN, HostileGamma
-from wire.errors import DecodeError
 
 
 def market(i: int, volume: float, **extra) -> dict:

@@ -14,15 +14,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 from websockets.asyncio.client import connect as ws_connect
 
-from feeder.app import Feeder
-from feeder.config import FeederConfig
-from feeder.interest import plan_interest
-from feeder.leases import read_leases, tidy_leases
-from feeder.metrics import FeederCollector
-from simulator import SimConfig, Simulator
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.interest import plan_interest
+from polybus.feeder.leases import read_leases, tidy_leases
+from polybus.feeder.metrics import FeederCollector
+from polybus.simulator import SimConfig, Simulator
+from polybus.wire import keys
 from tests.e2e.harness import FAST
 from tests.support import RedisServer, wait_for
-from wire import keys
 
 
 def test_live_leases_of_uncarried_tokens_are_added() -> None:

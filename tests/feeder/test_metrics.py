@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from feeder.app import Feeder
-from feeder.cli import register
-from feeder.config import FeederConfig
-from feeder.metrics import MetricsServer
+from polybus.feeder.app import Feeder
+from polybus.feeder.cli import register
+from polybus.feeder.config import FeederConfig
+from polybus.feeder.metrics import MetricsServer
 from tests.support import wait_for
 
 

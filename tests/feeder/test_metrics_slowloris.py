@@ -7,8 +7,8 @@ import contextlib
 import os
 import sys
 
-from feeder.metrics import MAX_CONNECTIONS
-from simulator import SimConfig, Simulator
+from polybus.feeder.metrics import MAX_CONNECTIONS
+from polybus.simulator import SimConfig, Simulator
 from tests.support import free_port, wait_for
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from feeder.connection import backoff_delay
-from feeder.mirror import Mirror
-from wire.events import Book, PriceChange, Trade
+from polybus.feeder.connection import backoff_delay
+from polybus.feeder.mirror import Mirror
+from polybus.wire.events import Book, PriceChange, Trade
 
 
 T = "1"
@@ -126,7 +126,7 @@ def test_backoff_is_full_jitter_under_a_capped_exponential() -> None:
 def test_quarter_cent_ticks_keep_four_places_through_normalizer_and_mirror() -> None:
     """Ticks 0.0025 and 0.005 (not powers of ten) stay exact strings end to end: no level is
     rounded, merged or mistaken for another, and the tops are the folded book's."""
-    from feeder.normalize import Normalizer
+    from polybus.feeder.normalize import Normalizer
 
     norm, mirror = Normalizer([T]), Mirror()
     snapshot = (

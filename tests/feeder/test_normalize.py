@@ -14,9 +14,9 @@ import orjson
 import pytest
 from hypothesis import given, strategies as st
 
-from feeder.normalize import DEDUP_WINDOW, Normalizer
-from wire.errors import InvalidToken
-from wire.events import (
+from polybus.feeder.normalize import DEDUP_WINDOW, Normalizer
+from polybus.wire.errors import InvalidToken
+from polybus.wire.events import (
     BestBidAsk,
     Book,
     MarketEvent,

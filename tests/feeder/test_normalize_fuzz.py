@@ -12,8 +12,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from feeder.normalize import QUARANTINE_KEPT, QUARANTINE_TEXT_MAX, Normalized, Normalizer
-from wire.validate import check_event, check_market
+from polybus.feeder.normalize import QUARANTINE_KEPT, QUARANTINE_TEXT_MAX, Normalized, Normalizer
+from polybus.wire.validate import check_event, check_market
 
 
 A = "0xa4c123b1612dd272d1371c17149d439536b3216fdaeeb975729fae923d5a4fd1"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from feeder.outbox import Batch, Outbox
-from feeder.publisher import Publisher
-from wire import keys
-from wire.codec import decode
-from wire.events import Book, MarketEvent, PriceChange, Status, TickSizeChange, Trade
+from polybus.feeder.outbox import Batch, Outbox
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.events import Book, MarketEvent, PriceChange, Status, TickSizeChange, Trade
 
 
 T = "70431576231964937843803106892715746780871139131450600661571484047788631532544"
@@ -120,7 +120,7 @@ async def test_streams_are_capped_approximately(redis) -> None:
 
 async def test_real_redis_restart_raises_then_recovers(redis_server) -> None:
     """On a real server: a lost script cache is reloaded; a dead server raises BackendError."""
-    from wire.errors import BackendError
+    from polybus.wire.errors import BackendError
 
     client = redis_server.client()
     pub = Publisher(client)
@@ -181,7 +181,7 @@ async def test_a_new_subscription_distrusts_a_book_synced_before(redis) -> None:
 
 async def test_the_exchanges_best_bid_ask_never_overwrites_the_hash_top(redis) -> None:
     """A `best_bid_ask` entry is streamed but the hash keeps the top folded from its levels."""
-    from wire.events import BestBidAsk
+    from polybus.wire.events import BestBidAsk
 
     pub = Publisher(redis)
     await pub.write(batch_of(snapshot(), BestBidAsk(T, "101", "0.40", "0.60", "0.2")))

@@ -13,10 +13,10 @@ import zlib
 
 import orjson
 
-from feeder.recorder import _STOP, Recorder
 from polybus.cli import main
-from polybus.sessions import read_lines
-from simulator import SimConfig, Simulator
+from polybus.feeder.recorder import _STOP, Recorder
+from polybus.replay.sessions import read_lines
+from polybus.simulator import SimConfig, Simulator
 from tests.e2e.harness import rig
 from tests.support import wait_for
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from feeder.subscriptions import Actions, Subscriptions
-from wire.events import Status
+from polybus.feeder.subscriptions import Actions, Subscriptions
+from polybus.wire.events import Status
 
 
 T = 10.0

@@ -7,13 +7,13 @@ import time
 
 import orjson
 
-from feeder.outbox import Batch
-from feeder.publisher import Publisher
-from polybus.health import check
+from polybus.consumers.health import check
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.wire import keys
+from polybus.wire.events import Book, Status
 from tests.e2e.harness import rig
 from tests.support import wait_for
-from wire import keys
-from wire.events import Book, Status
 
 
 CONN_OK = {"id": 0, "state": "subscribed", "silence_s": 0.5}
@@ -166,8 +166,8 @@ async def test_a_retired_token_expires_and_health_stays_green(redis_server) -> N
 
 def test_a_consumer_stops_trusting_a_retired_book() -> None:
     """A `retired` status entry turns a consumer's synced book untrusted (consumers/books.py)."""
-    from consumers.books import TokenBook
-    from wire.events import Entry
+    from polybus.consumers.books import TokenBook
+    from polybus.wire.events import Entry
 
     book = TokenBook(T)
     book.apply(Entry(Book(T, "0xm", "1", (("0.47", "10"),), (("0.49", "5"),), "h"), 1, 1, 1))

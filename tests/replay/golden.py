@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 
-from wire import keys
+from polybus.wire import keys
 
 
 SESSIONS = Path(__file__).resolve().parents[1] / "data" / "sessions"

@@ -13,11 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from polybus.redisreplay import replay_into_redis
+from polybus.replay.into_redis import replay_into_redis
+from polybus.wire import keys
 from tests.e2e.harness import Rig, assert_books_equal_truth, rig
 from tests.replay.golden import NAMES, dump, expected, recording, to_text
 from tests.support import RedisServer, wait_for
-from wire import keys
 
 
 async def _synced(r: Rig) -> bool:

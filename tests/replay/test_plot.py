@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from polybus.cli import main
-from polybus.plot import series
-from polybus.sessions import read_lines
+from polybus.replay.plot import series
+from polybus.replay.sessions import read_lines
 from tests.replay.golden import expected, recording
 
 

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from polybus.redisreplay import replay_into_redis
-from polybus.sessions import SessionError, read_lines
+from polybus.replay.into_redis import replay_into_redis
+from polybus.replay.sessions import SessionError, read_lines
+from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, rig
 from tests.replay.golden import NAMES, dump, expected, recording, to_text
 from tests.support import wait_for
-from wire import keys
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, levels_of, rig
 from tests.replay.golden import recording
 from tests.support import RedisServer, wait_for
-from wire import keys
 
 
 POLYBUS = [sys.executable, "-m", "polybus"]
@@ -118,8 +118,8 @@ async def test_serve_answers_ping_and_replays_in_order(tmp_path) -> None:
     """A client gets PONG for PING and, after subscribing, the recorded rx frames in order."""
     from websockets.asyncio.client import connect
 
-    from polybus.serve import ReplayServer
-    from polybus.sessions import read_lines
+    from polybus.replay.serve import ReplayServer
+    from polybus.replay.sessions import read_lines
 
     frames = [x["frame"] for x in read_lines(recording("calm")) if x["kind"] == "rx"]
     server = ReplayServer(recording("calm"), drops=False)
@@ -141,8 +141,8 @@ async def test_serve_from_starts_with_a_snapshot_of_the_books_at_that_time(tmp_p
     import orjson
     from websockets.asyncio.client import connect
 
-    from polybus.serve import ReplayServer
-    from polybus.sessions import read_lines
+    from polybus.replay.serve import ReplayServer
+    from polybus.replay.sessions import read_lines
 
     lines = list(read_lines(recording("calm")))
     start = lines[len(lines) // 2]["t"]

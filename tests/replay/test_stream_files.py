@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from polybus.redisreplay import replay_into_redis
-from polybus.sessions import read_lines
-from polybus.streamrec import all_tokens, record_streams
+from polybus.replay.into_redis import replay_into_redis
+from polybus.replay.sessions import read_lines
+from polybus.replay.streamrec import all_tokens, record_streams
+from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, rig
 from tests.replay.golden import recording
 from tests.support import wait_for
-from wire import keys
 
 
 def stream_id(text: str) -> tuple[int, int]:

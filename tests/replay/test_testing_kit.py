@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.events import Book
 from tests.replay.golden import expected, recording
-from wire import keys
-from wire.codec import decode
-from wire.events import Book
 
 
 pytest_plugins = ["polybus.testing"]
@@ -15,7 +15,7 @@ pytest_plugins = ["polybus.testing"]
 
 async def test_fixture_gives_a_redis_holding_the_replayed_session(polybus_replay) -> None:
     """The returned URL's Redis holds the session's final books and gap-free streams."""
-    from polybus.sessions import read_lines
+    from polybus.replay.sessions import read_lines
 
     url = await polybus_replay(recording("faults"), prefix="pm")
     final = {x["token"]: x for x in read_lines(expected("faults")) if x["kind"] == "hash"}
@@ -34,7 +34,7 @@ async def test_fixture_gives_a_redis_holding_the_replayed_session(polybus_replay
 
 async def test_fixture_replays_a_window_under_another_prefix(polybus_replay) -> None:
     """Two calls share one server; `end` cuts the session, so the books differ from the full one."""
-    from polybus.sessions import read_lines
+    from polybus.replay.sessions import read_lines
 
     times = [x["t"] for x in read_lines(recording("calm"))]
     url = await polybus_replay(recording("calm"), prefix="full")
@@ -53,8 +53,8 @@ async def test_fixture_replays_a_window_under_another_prefix(polybus_replay) -> 
 async def test_market_feed_runs_against_the_fixture(polybus_replay) -> None:
     """The README's use: MarketFeed over a replayed session serves its final books and status
     (the recording ends with the feeder's shutdown, so they honestly say suspect)."""
-    from consumers import MarketFeed
-    from polybus.sessions import read_lines
+    from polybus.consumers import MarketFeed
+    from polybus.replay.sessions import read_lines
     from tests.support import wait_for
 
     url = await polybus_replay(recording("calm"), prefix="pm")

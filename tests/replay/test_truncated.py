@@ -8,11 +8,11 @@ import gzip
 import orjson
 import pytest
 
-from feeder.recorder import GzipMembers
 from polybus.cli import main
-from polybus.plot import series
-from polybus.sessions import read_lines
-from polybus.streamrec import record_streams
+from polybus.feeder.recorder import GzipMembers
+from polybus.replay.plot import series
+from polybus.replay.sessions import read_lines
+from polybus.replay.streamrec import record_streams
 from tests.replay.golden import recording
 from tests.support import wait_for
 

@@ -7,13 +7,13 @@ import asyncio
 import signal
 import sys
 
-from simulator import cli
+from polybus.simulator import cli
 from tests.simulator.client import Client, http
 
 
 SCRIPT = """
 import argparse, sys
-from simulator import cli
+from polybus.simulator import cli
 parser = argparse.ArgumentParser()
 cli.register(parser.add_subparsers())
 args = parser.parse_args(sys.argv[1:])

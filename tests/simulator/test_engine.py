@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from simulator.engine import Engine
-from simulator.units import ONE, fmt_price, fmt_size, padded_price
+from polybus.simulator.engine import Engine
+from polybus.simulator.units import ONE, fmt_price, fmt_size, padded_price
 from tests.simulator.client import RefBooks
 
 

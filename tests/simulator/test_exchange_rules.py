@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from simulator import SimConfig, Simulator
+from polybus.simulator import SimConfig, Simulator
 from tests.simulator.client import Client, http
 from tests.support import wait_for
 

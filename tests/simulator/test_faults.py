@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from simulator import Faults, SimConfig, Simulator
-from simulator.faults import Shaper, restate_sweeps
-from simulator.frames import render
+from polybus.simulator import Faults, SimConfig, Simulator
+from polybus.simulator.faults import Shaper, restate_sweeps
+from polybus.simulator.frames import render
 from tests.simulator.client import Client, RefBooks, canon, http
 from tests.support import wait_for
 
@@ -222,7 +222,7 @@ async def test_send_raw_delivers_any_text(quiet: Simulator) -> None:
 
 def test_shaper_output_still_applies_to_the_truth() -> None:
     """Shaped frames (all faults, many seeds) rebuild the same books as the clean stream."""
-    from simulator.engine import Engine
+    from polybus.simulator.engine import Engine
 
     for seed in range(5):
         engine = Engine(3, seed)
@@ -333,7 +333,7 @@ async def test_sweeps_state_the_top_before_the_removals() -> None:
 def test_restate_sweeps_only_touches_sweep_runs() -> None:
     """restate_sweeps rewrites runs with shared hashes only, keeps every level update, and
     leaves other messages byte for byte."""
-    from simulator.engine import Engine
+    from polybus.simulator.engine import Engine
 
     engine = Engine(4, 9)
     msgs = engine.step(3000)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from simulator import SimConfig, Simulator
+from polybus.simulator import SimConfig, Simulator
 from tests.simulator.client import canon, http
 
 

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from simulator import SimConfig, Simulator
+from polybus.simulator import SimConfig, Simulator
 from tests.simulator.client import Client
 from tests.support import wait_for
 

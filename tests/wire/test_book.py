@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from hypothesis import given, strategies as st
 
-from wire.book import OrderBook
-from wire.events import Book, PriceChange
+from polybus.wire.book import OrderBook
+from polybus.wire.events import Book, PriceChange
 
 
 def test_snapshot_sorts_best_first_and_drops_empty_levels() -> None:

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from wire.canon import _CACHE, canon, canon_or_empty
-from wire.errors import DecodeError
+from polybus.wire.canon import _CACHE, canon, canon_or_empty
+from polybus.wire.errors import DecodeError
 
 
 @pytest.mark.parametrize(

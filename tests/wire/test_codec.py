@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from wire import validate
-from wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
-from wire.errors import DecodeError
-from wire.events import (
+from polybus.wire import validate
+from polybus.wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import (
     BestBidAsk,
     Book,
     Entry,

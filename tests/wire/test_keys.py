@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wire import keys
-from wire.errors import InvalidToken
+from polybus.wire import keys
+from polybus.wire.errors import InvalidToken
 
 
 T = "70431576231964937843803106892715746780871139131450600661571484047788631532544"

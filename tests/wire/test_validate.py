@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from wire import validate
-from wire.errors import DecodeError
-from wire.events import (
+from polybus.wire import validate
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import (
     BestBidAsk,
     Book,
     MarketEvent,

@@ -22,7 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wire import keys
+from polybus.wire import keys
 
 
 __all__ = ["Report", "check", "register", "writer_conflicts"]

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from polybus.rawfold import ListSink, RawFolder
-from polybus.sessions import SessionError, detect_format, read_lines
-from wire.book import OrderBook
-from wire.codec import decode
-from wire.errors import DecodeError
-from wire.events import Book, Event, PriceChange, Status, Trade
+from polybus.replay.rawfold import ListSink, RawFolder
+from polybus.replay.sessions import SessionError, detect_format, read_lines
+from polybus.wire.book import OrderBook
+from polybus.wire.codec import decode
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import Book, Event, PriceChange, Status, Trade
 
 
 __all__ = ["Series", "register", "render", "run", "series"]

@@ -24,9 +24,9 @@ from typing import IO, Any
 import orjson
 import redis.asyncio as aioredis
 
-from feeder.recorder import FLUSH_INTERVAL, GzipMembers
-from polybus.sessions import STREAM_FORMAT, open_write
-from wire import keys
+from polybus.feeder.recorder import FLUSH_INTERVAL, GzipMembers
+from polybus.replay.sessions import STREAM_FORMAT, open_write
+from polybus.wire import keys
 
 
 __all__ = ["RecordResult", "all_tokens", "record_streams"]

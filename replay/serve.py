@@ -30,15 +30,15 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from polybus.pacing import Pacer, Progress
-from polybus.rawfold import ListSink, RawFolder
-from polybus.sessions import SessionError, detect_format, read_lines
-from simulator.connection import ws_frame
+from polybus.replay.pacing import Pacer, Progress
+from polybus.replay.rawfold import ListSink, RawFolder
+from polybus.replay.sessions import SessionError, detect_format, read_lines
+from polybus.simulator.connection import ws_frame
 
 
 __all__ = ["ReplayServer"]
 
-log = structlog.get_logger("polybus.serve")
+log = structlog.get_logger("polybus.replay.serve")
 
 HIGH_WATER = 4 * 2**20
 """Bytes buffered for a client before the replay waits for it to catch up."""
@@ -73,7 +73,7 @@ class ReplayServer:
                                    ping_interval=None, max_size=2**22, server_header="polybus")
         bound = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://{host}:{bound}/ws/market"
-        self._task = asyncio.create_task(self._replay(), name="polybus.serve.replay")
+        self._task = asyncio.create_task(self._replay(), name="polybus.replay.serve.replay")
 
     async def stop(self) -> None:
         """Stop replaying and close the server."""

@@ -25,19 +25,25 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from feeder.outbox import Batch, Outbox
-from feeder.publisher import Publisher
-from polybus.pacing import Pacer, Progress
-from polybus.rawfold import OutboxSink, RawFolder
-from polybus.sessions import STREAM_FORMAT, SessionError, detect_format, line_time, read_lines
-from wire import keys
-from wire.codec import decode
-from wire.errors import DecodeError
+from polybus.feeder.outbox import Batch, Outbox
+from polybus.feeder.publisher import Publisher
+from polybus.replay.pacing import Pacer, Progress
+from polybus.replay.rawfold import OutboxSink, RawFolder
+from polybus.replay.sessions import (
+    STREAM_FORMAT,
+    SessionError,
+    detect_format,
+    line_time,
+    read_lines,
+)
+from polybus.wire import keys
+from polybus.wire.codec import decode
+from polybus.wire.errors import DecodeError
 
 
 __all__ = ["BATCH", "ReplayResult", "prepare_prefix", "replay_into_redis"]
 
-log = structlog.get_logger("polybus.replay")
+log = structlog.get_logger("polybus.replay.cli")
 
 BATCH = 2000
 """Entries per Publisher round trip when replaying flat out."""

@@ -16,10 +16,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from feeder.config import parse_tokens
+from polybus.feeder.config import parse_tokens
 from polybus.stopping import on_stop
-from wire import keys
-from wire.errors import ConfigError
+from polybus.wire import keys
+from polybus.wire.errors import ConfigError
 
 
 __all__ = ["register", "run"]
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace, tokens: list[str]) -> int:
-    from polybus.streamrec import all_tokens, record_streams
+    from polybus.replay.streamrec import all_tokens, record_streams
 
     url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
     prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX

@@ -22,10 +22,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from polybus.pacing import Progress
-from polybus.sessions import SessionError, detect_format, parse_speed, parse_time, summarize
+from polybus.replay.pacing import Progress
+from polybus.replay.sessions import SessionError, detect_format, parse_speed, parse_time, summarize
 from polybus.stopping import on_stop
-from wire.errors import BackendError, InvalidToken
+from polybus.wire.errors import BackendError, InvalidToken
 
 
 __all__ = ["register", "run"]
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _into_redis(args: argparse.Namespace, speed: float, start: int | None,
                       end: int | None, progress: Progress) -> int:
-    from polybus.redisreplay import replay_into_redis
+    from polybus.replay.into_redis import replay_into_redis
 
     url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
     redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
@@ -112,7 +112,7 @@ async def _into_redis(args: argparse.Namespace, speed: float, start: int | None,
 
 async def _serve(args: argparse.Namespace, speed: float, start: int | None, end: int | None,
                  progress: Progress) -> int:
-    from polybus.serve import ReplayServer
+    from polybus.replay.serve import ReplayServer
 
     server = ReplayServer(args.file, speed=speed, start=start, end=end,
                           drops=not args.no_drops, progress=progress)

@@ -24,12 +24,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from feeder.mirror import Mirror
-from feeder.normalize import Normalizer
-from feeder.rest import parse_books
-from feeder.subscriptions import Actions, Subscriptions
-from wire.errors import InvalidToken
-from wire.events import Book, Event, MarketEvent, Status, Trade
+from polybus.feeder.mirror import Mirror
+from polybus.feeder.normalize import Normalizer
+from polybus.feeder.rest import parse_books
+from polybus.feeder.subscriptions import Actions, Subscriptions
+from polybus.wire.errors import InvalidToken
+from polybus.wire.events import Book, Event, MarketEvent, Status, Trade
 
 
 __all__ = ["ListSink", "OutboxSink", "RawFolder", "Sink"]

@@ -20,7 +20,7 @@ from typing import IO, Any, Literal
 import orjson
 import structlog
 
-from feeder.recorder import GzipMembers
+from polybus.feeder.recorder import GzipMembers
 
 
 __all__ = [
@@ -43,7 +43,7 @@ Format = Literal["raw", "stream"]
 
 _RAW_KINDS = frozenset(("rx", "tx", "open", "close"))
 
-log = structlog.get_logger("polybus.sessions")
+log = structlog.get_logger("polybus.replay.sessions")
 
 
 class SessionError(Exception):
