@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import redis.asyncio as aioredis
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness lives in tests/
+from benchkit import RedisServer, wait_for
 
 from polybus.consumers import MarketFeed
 from polybus.feeder.outbox import Batch
@@ -26,7 +22,6 @@ from polybus.feeder.publisher import Publisher
 from polybus.wire import keys
 from polybus.wire.codec import decode
 from polybus.wire.events import Book, PriceChange
-from tests.support import RedisServer, wait_for
 
 
 async def _publish(redis: aioredis.Redis, tokens: list[str], entries: int) -> None:

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import orjson
 
+from polybus.feeder.app import Feeder
+from polybus.feeder.config import FeederConfig
+from polybus.redisproc import private_redis
+
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from polybus.feeder.app import Feeder  # noqa: E402
-from polybus.feeder.config import FeederConfig  # noqa: E402
-from polybus.redisproc import private_redis  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

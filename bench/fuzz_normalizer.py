@@ -29,14 +29,13 @@ from typing import Any
 
 import orjson
 
+from polybus.feeder.normalize import QUARANTINE_TEXT_MAX, Normalized, Normalizer
+from polybus.wire.errors import DecodeError
+from polybus.wire.events import MarketEvent
+from polybus.wire.validate import check_event, check_market
+
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from polybus.feeder.normalize import QUARANTINE_TEXT_MAX, Normalized, Normalizer  # noqa: E402
-from polybus.wire.errors import DecodeError  # noqa: E402
-from polybus.wire.events import MarketEvent  # noqa: E402
-from polybus.wire.validate import check_event, check_market  # noqa: E402
 
 
 M = "0xa4c123b1612dd272d1371c17149d439536b3216fdaeeb975729fae923d5a4fd1"

@@ -15,12 +15,7 @@ import argparse
 import asyncio
 import logging
 import statistics
-import sys
 import time
-from pathlib import Path
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig

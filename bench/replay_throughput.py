@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness lives in tests/
+from benchkit import FAST, RedisServer, feeder_on_simulator, wait_for
 
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
 from polybus.replay.into_redis import replay_into_redis
 from polybus.replay.serve import ReplayServer
-from tests.e2e.harness import FAST, rig
-from tests.support import RedisServer, wait_for
 
 
 async def _record(path: Path, markets: int, seconds: float) -> list[str]:
     server = RedisServer()
     server.start()
     try:
-        async with rig(server, markets=markets, seed=1, rate=0.0, record=str(path)) as r:
+        async with feeder_on_simulator(server, markets=markets, record=str(path)) as r:
             r.sim.resume()
             await asyncio.sleep(seconds)
             await r.sim.pause()
@@ -58,7 +54,7 @@ async def _serve(path: Path, tokens: list[str]) -> None:
     replay = ReplayServer(path, drops=False)
     await replay.start()
     config = FeederConfig(tokens=tuple(tokens), ws_url=replay.url, redis_url=server.url,
-                          feeder_id="bench", **FAST)  # type: ignore[arg-type]
+                          feeder_id="bench", **FAST)
     feeder = Feeder(config)
     task = asyncio.create_task(feeder.run())
     began = time.perf_counter()

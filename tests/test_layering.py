@@ -1,4 +1,12 @@
-"""Package layering (DESIGN.md §1): wire is pure; feeder and consumers never import each other."""
+"""Package layering (README "Map"): what may import what, so the architecture stays visible.
+
+    polybus  — the console face: cli, demo, redisproc, testing; imports anything
+       │
+    replay ──► feeder ──► wire ◄── consumers
+       └─────► simulator ──┘
+
+Arrows point at what a package may import; nothing points back up at the face.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +17,59 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[1]
+SUBPACKAGES = ("wire", "feeder", "consumers", "simulator", "replay")
+ALLOWED = {
+    "wire": set(),
+    "feeder": {"wire"},
+    "consumers": {"wire"},
+    "simulator": {"wire"},
+    "replay": {"wire", "feeder", "simulator"},
+}
+"""The other polybus subpackages each one may import (itself always)."""
 
 
-def imported_modules(package: str) -> set[str]:
-    """Top-level names of every module imported anywhere in a package's source."""
+def imports_of(package: str) -> set[str]:
+    """Every module name imported (absolutely) anywhere in a top-level folder's source."""
     names: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.add(node.module)
+                if node.module == "polybus":
+                    names.update(f"polybus.{alias.name}" for alias in node.names)
     return names
 
 
+def polybus_parts(names: set[str]) -> set[str]:
+    """The second component of each `polybus.X…` import, or "" for bare `polybus`."""
+    return {n.split(".")[1] if "." in n else "" for n in names if n.split(".")[0] == "polybus"}
+
+
+@pytest.mark.parametrize("package", [*SUBPACKAGES, "polybus", "tests", "bench", "examples"])
+def test_nothing_imports_an_unprefixed_package(package: str) -> None:
+    """Installed, only `polybus.feeder` exists: `import feeder` works in a checkout alone."""
+    tops = {n.split(".")[0] for n in imports_of(package)}
+    assert tops & set(SUBPACKAGES) == set()
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_subpackages_import_only_downward(package: str) -> None:
+    """A subpackage imports only the ones below it, and never up into the console face."""
+    parts = polybus_parts(imports_of(package)) - {package}
+    assert parts <= ALLOWED[package], f"{package} imports polybus.{sorted(parts)}"
+
+
 def test_wire_imports_no_io() -> None:
-    """wire/ is pure: nothing of asyncio, redis, websockets, or the other packages."""
-    forbidden = {"asyncio", "redis", "websockets", "feeder", "consumers", "simulator", "socket"}
-    assert imported_modules("wire") & forbidden == set()
+    """wire/ is pure: nothing of asyncio, redis, websockets, sockets or HTTP."""
+    tops = {n.split(".")[0] for n in imports_of("wire")}
+    assert tops & {"asyncio", "redis", "websockets", "socket", "aiohttp"} == set()
 
 
-@pytest.mark.parametrize(("package", "other"), [("feeder", "consumers"), ("consumers", "feeder")])
-def test_feeder_and_consumers_never_import_each_other(package: str, other: str) -> None:
-    """The two sides meet only through wire/ and Redis."""
-    assert other not in imported_modules(package)
-    assert "simulator" not in imported_modules(package)
+def test_benches_import_nothing_from_tests() -> None:
+    """A bench runs from an installed polybus: it shares helpers via polybus, not tests/."""
+    assert {n.split(".")[0] for n in imports_of("bench")} & {"tests", "conftest"} == set()
 
 
 def test_normalizer_is_sans_io() -> None:
@@ -45,3 +81,10 @@ def test_normalizer_is_sans_io() -> None:
               if isinstance(n, ast.ImportFrom) and n.module}
     assert names & {"asyncio", "redis", "websockets"} == set()
     assert not any(isinstance(n, ast.AsyncFunctionDef | ast.Await) for n in ast.walk(tree))
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_installed_name_is_a_link_to_the_folder(package: str) -> None:
+    """polybus/<pkg> is the in-tree link that installs each top-level folder as polybus.<pkg>."""
+    link = ROOT / "polybus" / package
+    assert link.is_symlink() and link.resolve() == (ROOT / package).resolve()
