@@ -16,7 +16,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from polybus.consumers import MarketFeed
+from polybus import MarketFeed
 
 
 class QuoteInside:

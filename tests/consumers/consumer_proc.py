@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from polybus.consumers import MarketFeed
+from polybus import MarketFeed
 from polybus.logs import configure_logging
 
 
