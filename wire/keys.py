@@ -17,8 +17,13 @@ __all__ = [
     "consumer_pattern",
     "feeder",
     "feeder_pattern",
+    "fence",
+    "handover",
     "interest",
+    "lease",
     "markets",
+    "members",
+    "partitions",
     "prefix_pattern",
     "quarantine",
     "stream",
@@ -109,3 +114,28 @@ def quarantine(prefix: str = DEFAULT_PREFIX) -> str:
 def consumer(name: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Hash with a TTL: one consumer's cursors, for lag reporting."""
     return f"{prefix}:consumer:{name}"
+
+
+def partitions(prefix: str = DEFAULT_PREFIX) -> str:
+    """String: the partition count every feeder on this prefix uses (set once)."""
+    return f"{prefix}:partitions"
+
+
+def members(prefix: str = DEFAULT_PREFIX) -> str:
+    """Sorted set: live feeder id -> membership expiry (server ms)."""
+    return f"{prefix}:members"
+
+
+def lease(partition: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """String with a TTL: `fence:feeder_id` of the feeder that writes this partition."""
+    return f"{prefix}:lease:{{p{partition}}}"
+
+
+def fence(partition: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """Counter: the partition's last fencing number (only grows; same slot as its lease)."""
+    return f"{prefix}:fence:{{p{partition}}}"
+
+
+def handover(prefix: str = DEFAULT_PREFIX) -> str:
+    """Pub/sub channel: partitions a leader has just released ("3,7")."""
+    return f"{prefix}:handover"
