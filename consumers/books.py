@@ -7,17 +7,17 @@ restarted and numbering began again — and the caller reloads the hash.
 
 Two statuses are kept apart:
 
-- `wire_status` is what the bus says: the hash's `status`, then every entry folded in the
-  way the feeder's Lua step folds it (`disconnected`/`suspect` → suspect, `book` → synced).
-  One stricter rule: a `connected`/`resubscribed` status also makes a synced book suspect —
-  a new upstream connection means whatever came before may be stale (a feeder that was
-  killed never said `disconnected`), and its fresh `book` follows at once.
+- `wire_status` is what the bus says: the hash's `status`, then every entry folded in by
+  the table the feeder's Lua step folds by (wire/status_rules.py: `book` → synced,
+  `disconnected`/`suspect` → suspect, `connected`/`resubscribed` → a synced book suspect,
+  `retired` → retired), so it is always what the hash says after the same entries.
 - `doubt` is this client's own reason not to trust the book, whatever the bus says:
   `"reload"` (a gap was seen or Redis was lost: cleared by loading the hash) or `"feeder"`
   (the feeder's health key vanished: cleared by the next data entry, or by the same feeder
   run coming back, since either proves the stream kept flowing).
 
-`status` — what the API serves — is `suspect` while in doubt, else `wire_status`.
+`status` — what the API serves: pending | synced | suspect — is `suspect` while in doubt or
+while retired (nothing updates a retired book), else `wire_status`.
 
 A hash that cannot be used (`parse_hash` raises DecodeError: a field that is not UTF-8, a
 `seq` or `last_id` that is not one, a status outside BOOK_STATUSES, a level or last trade
@@ -35,6 +35,7 @@ from typing import Any, Literal
 import orjson
 
 from polybus.consumers.models import MarketData, OrderBook, PriceLevel
+from polybus.wire import status_rules
 from polybus.wire.book import OrderBook as WireBook
 from polybus.wire.canon import canon, canon_or_empty
 from polybus.wire.codec import decode, text_fields
@@ -59,7 +60,6 @@ Callback = tuple[str, dict[str, Any]]
 
 Doubt = Literal["", "reload", "feeder"]
 
-_UNTRUSTED = ("disconnected", "suspect", "retired")  # retired: no longer carried
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _SEQ = re.compile(r"\d{1,20}")
 
@@ -110,9 +110,6 @@ def parse_hash(token: str, raw: Mapping[Any, Any]) -> dict[str, str]:
     return fields
 
 
-_NEW_CONNECTION = ("connected", "resubscribed")
-
-
 class TokenBook:
     """One token's book, cursor and status."""
 
@@ -134,6 +131,8 @@ class TokenBook:
     @property
     def status(self) -> str:
         """pending | synced | suspect: whether to trust the book."""
+        if self.wire_status == "retired":  # no feeder carries it: nothing updates it
+            return "suspect"
         if self.doubt and self.wire_status != "pending":
             return "suspect"
         return self.wire_status
@@ -222,25 +221,25 @@ class TokenBook:
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
         self.updated = time.time()
         event = entry.event
+        state = event.state if isinstance(event, Status) else ""
+        after = status_rules.after(status_rules.kind_of(event.type, state), self.wire_status)
         if isinstance(event, Status):
+            self.wire_status = after
             return self._apply_status(event, before)
         if self.doubt == "feeder":
             self.doubt = ""  # data still flows: the stream was never interrupted
         calls = self._apply_data(event)
+        self.wire_status = after
         return self._status_change(before, "", event.type) + calls
 
     def _apply_status(self, event: Status, before: str) -> list[Callback]:
-        if event.state in _UNTRUSTED or (
-            event.state in _NEW_CONNECTION and self.wire_status == "synced"
-        ):
-            self.wire_status = "suspect"
         return [("status", self._status_payload(before, event.state, event.reason, event.ts))]
 
     def _apply_data(self, event: object) -> list[Callback]:
         if isinstance(event, Book):
             self.book.apply(event)
             self.market = event.market or self.market
-            self.wire_status, self.had_book = "synced", True
+            self.had_book = True
             if event.last_trade_price and self.last_trade is None:
                 self.last_trade = (event.last_trade_price, "", "")
             return [("book_update", self.book_payload())]
