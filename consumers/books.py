@@ -19,10 +19,10 @@ Two statuses are kept apart:
 `status` — what the API serves: pending | synced | suspect — is `suspect` while in doubt or
 while retired (nothing updates a retired book), else `wire_status`.
 
-A hash that cannot be used (`parse_hash` raises DecodeError: a field that is not UTF-8, a
-`seq` or `last_id` that is not one, a status outside BOOK_STATUSES, a level or last trade
-that wire's codec refuses) is never half-loaded: the book turns `suspect` (`corrupt`) and
-keeps what it had until a clean load.
+A hash that cannot be used (wire's hash codec, `hashes.decode_book`, raises DecodeError: a
+field that is not UTF-8, a `seq` or `last_id` that is not one, a status outside
+BOOK_STATUSES, a level or last trade that wire's stream codec refuses) is never half-loaded:
+the book turns `suspect` (`corrupt`) and keeps what it had until a clean load.
 """
 
 from __future__ import annotations
@@ -32,16 +32,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import orjson
-
 from polybus.consumers.models import MarketData, OrderBook, PriceLevel
-from polybus.wire import status_rules
+from polybus.wire import hashes, status_rules
 from polybus.wire.book import OrderBook as WireBook
-from polybus.wire.canon import canon, canon_or_empty
-from polybus.wire.codec import decode, text_fields
+from polybus.wire.canon import canon
 from polybus.wire.errors import DecodeError, SequenceGap
 from polybus.wire.events import (
-    BOOK_STATUSES,
     STATUS_STATES,
     BestBidAsk,
     Book,
@@ -53,7 +49,7 @@ from polybus.wire.events import (
 )
 
 
-__all__ = ["Callback", "Doubt", "TokenBook", "parse_hash"]
+__all__ = ["Callback", "Doubt", "TokenBook"]
 
 Callback = tuple[str, dict[str, Any]]
 """(callback name without `on_`, payload) for the feed to fire."""
@@ -62,52 +58,6 @@ Doubt = Literal["", "reload", "feeder"]
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _SEQ = re.compile(r"\d{1,20}")
-
-
-def parse_hash(token: str, raw: Mapping[Any, Any]) -> dict[str, str]:
-    """The fields of a book hash as text, checked; DecodeError if any cannot be used.
-
-    Levels and the last trade are checked by wire's codec itself (as the `book` and `trade`
-    entries they were folded from), so the consumer applies exactly the bus's rules.
-    """
-    try:
-        fields = text_fields(raw)
-    except UnicodeError as exc:
-        raise DecodeError(f"book hash of {token}: a field is not UTF-8") from exc
-    status = fields.get("status", "pending")
-    if status not in BOOK_STATUSES:
-        raise DecodeError(f"book hash of {token}: status {status!r:.20} is not one")
-    seq, last_id = fields.get("seq"), fields.get("last_id")
-    if (seq is None) != (last_id is None) or (seq is not None and not _SEQ.fullmatch(seq)):
-        raise DecodeError(f"book hash of {token}: seq {seq!r:.24} / last_id {last_id!r:.24}")
-    if last_id is not None and not _STREAM_ID.fullmatch(last_id):
-        raise DecodeError(f"book hash of {token}: last_id {last_id!r:.40} is not a stream id")
-    bids = [[k[4:], v] for k, v in fields.items() if k.startswith("bid:")]
-    asks = [[k[4:], v] for k, v in fields.items() if k.startswith("ask:")]
-    envelope = {"seq": "0", "epoch": "0", "rx": "0", "ts": fields.get("ts", "")}
-    decode(
-        {
-            **envelope,
-            "type": "book",
-            "bids": orjson.dumps(bids).decode(),
-            "asks": orjson.dumps(asks).decode(),
-            "hash": fields.get("hash", ""),
-            "tick_size": fields.get("tick_size", ""),
-        },
-        token,
-    )
-    if fields.get("last_trade_price"):
-        decode(
-            {
-                **envelope,
-                "type": "trade",
-                "price": fields["last_trade_price"],
-                "size": fields.get("last_trade_size") or "0",
-                "side": fields.get("last_trade_side", ""),
-            },
-            token,
-        )
-    return fields
 
 
 class TokenBook:
@@ -141,12 +91,12 @@ class TokenBook:
     def load(self, raw: Mapping[Any, Any]) -> list[Callback]:
         """Replace everything with what the book hash holds; the callbacks that triggers.
         Raises DecodeError (and changes nothing) if the hash cannot be used."""
-        fields = parse_hash(self.token, raw)
+        loaded = hashes.decode_book(self.token, raw)
         before = self.status
-        if not fields:
+        if loaded is None:
             self._forget()
         else:
-            self._load_fields(fields)
+            self._load_fields(loaded)
         if self.doubt == "reload":
             self.doubt = ""
         calls = self._status_change(before, "", "reloaded")
@@ -161,30 +111,18 @@ class TokenBook:
         # A book we had and lost is suspect, not pending: pending means "never had one".
         self.wire_status = "suspect" if self.had_book else "pending"
 
-    def _load_fields(self, fields: dict[str, str]) -> None:
-        # Everything that can still raise (canon of levels and trade) before anything changes.
-        bids = [(k[4:], v) for k, v in fields.items() if k.startswith("bid:")]
-        asks = [(k[4:], v) for k, v in fields.items() if k.startswith("ask:")]
-        market = fields.get("market", "") or self.market
+    def _load_fields(self, h: hashes.BookHash) -> None:
+        market = h.market or self.market
         book = WireBook(asset_id=self.token, market=market)
-        book.replace(bids, asks)
-        price = fields.get("last_trade_price", "")
-        trade = (
-            (
-                canon(price),
-                canon_or_empty(fields.get("last_trade_size")),
-                fields.get("last_trade_side", ""),
-            )
-            if price
-            else None
-        )
-        self.market, self.book, self.last_trade = market, book, trade
-        self.book.hash, self.book.ts = fields.get("hash", ""), fields.get("ts", "")
-        self.book.tick_size = fields.get("tick_size", "")
-        self.wire_status = fields.get("status", "pending")
+        book.replace(h.bids, h.asks)
+        trade = (h.last_trade_price, h.last_trade_size, h.last_trade_side)
+        self.market, self.book = market, book
+        self.last_trade = trade if h.last_trade_price else None
+        self.book.hash, self.book.ts, self.book.tick_size = h.hash, h.ts, h.tick_size
+        self.wire_status = h.status
         self.had_book |= self.wire_status != "pending"
-        self.cursor = fields.get("last_id", "0-0")
-        self.seq = int(fields["seq"]) if fields.get("seq") else None
+        self.cursor = h.last_id or "0-0"
+        self.seq = h.seq
         self.updated = time.time()
 
     def corrupt(self, reason: str) -> list[Callback]:
