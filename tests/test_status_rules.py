@@ -3,9 +3,11 @@ fold are driven through every row of wire/status_rules.py and must both land on 
 
 from __future__ import annotations
 
+import pytest
+
 from polybus.consumers.books import TokenBook
 from polybus.feeder.outbox import Batch
-from polybus.feeder.publisher import Publisher
+from polybus.feeder.publisher import LUA, Publisher, render
 from polybus.wire import keys, status_rules
 from polybus.wire.codec import decode
 from polybus.wire.events import (
@@ -84,3 +86,11 @@ async def test_lua_reads_a_status_it_does_not_know_as_the_table_says(redis_serve
             drift.append(f"{kind}: table {want}, lua {got}")
     assert not drift, "\n".join(drift)
     await redis.aclose()
+
+
+def test_the_script_carries_the_rendered_table_and_nothing_unrendered() -> None:
+    """publisher.LUA holds wire's table verbatim and no marker; a script without the markers
+    is refused rather than loaded without rules."""
+    assert status_rules.lua_table() in LUA and "@" not in LUA
+    with pytest.raises(ValueError, match="STATUS_RULES"):
+        render("return 1")
