@@ -7,22 +7,22 @@ restarted and numbering began again — and the caller reloads the hash.
 
 Two statuses are kept apart:
 
-- `wire_status` is what the bus says: the hash's `status`, then every entry folded in the
-  way the feeder's Lua step folds it (`disconnected`/`suspect` → suspect, `book` → synced).
-  One stricter rule: a `connected`/`resubscribed` status also makes a synced book suspect —
-  a new upstream connection means whatever came before may be stale (a feeder that was
-  killed never said `disconnected`), and its fresh `book` follows at once.
+- `wire_status` is what the bus says: the hash's `status`, then every entry folded in by
+  the table the feeder's Lua step folds by (wire/status_rules.py: `book` → synced,
+  `disconnected`/`suspect` → suspect, `connected`/`resubscribed` → a synced book suspect,
+  `retired` → retired), so it is always what the hash says after the same entries.
 - `doubt` is this client's own reason not to trust the book, whatever the bus says:
   `"reload"` (a gap was seen or Redis was lost: cleared by loading the hash) or `"feeder"`
   (the feeder's health key vanished: cleared by the next data entry, or by the same feeder
   run coming back, since either proves the stream kept flowing).
 
-`status` — what the API serves — is `suspect` while in doubt, else `wire_status`.
+`status` — what the API serves: pending | synced | suspect — is `suspect` while in doubt or
+while retired (nothing updates a retired book), else `wire_status`.
 
-A hash that cannot be used (`parse_hash` raises DecodeError: a field that is not UTF-8, a
-`seq` or `last_id` that is not one, a status outside BOOK_STATUSES, a level or last trade
-that wire's codec refuses) is never half-loaded: the book turns `suspect` (`corrupt`) and
-keeps what it had until a clean load.
+A hash that cannot be used (wire's hash codec, `hashes.decode_book`, raises DecodeError: a
+field that is not UTF-8, a `seq` or `last_id` that is not one, a status outside
+BOOK_STATUSES, a level or last trade that wire's stream codec refuses) is never half-loaded:
+the book turns `suspect` (`corrupt`) and keeps what it had until a clean load.
 """
 
 from __future__ import annotations
@@ -32,15 +32,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import orjson
-
 from polybus.consumers.models import MarketData, OrderBook, PriceLevel
+from polybus.wire import hashes, status_rules
 from polybus.wire.book import OrderBook as WireBook
-from polybus.wire.canon import canon, canon_or_empty
-from polybus.wire.codec import decode, text_fields
+from polybus.wire.canon import canon
 from polybus.wire.errors import DecodeError, SequenceGap
 from polybus.wire.events import (
-    BOOK_STATUSES,
     STATUS_STATES,
     BestBidAsk,
     Book,
@@ -52,65 +49,15 @@ from polybus.wire.events import (
 )
 
 
-__all__ = ["Callback", "Doubt", "TokenBook", "parse_hash"]
+__all__ = ["Callback", "Doubt", "TokenBook"]
 
 Callback = tuple[str, dict[str, Any]]
 """(callback name without `on_`, payload) for the feed to fire."""
 
 Doubt = Literal["", "reload", "feeder"]
 
-_UNTRUSTED = ("disconnected", "suspect", "retired")  # retired: no longer carried
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _SEQ = re.compile(r"\d{1,20}")
-
-
-def parse_hash(token: str, raw: Mapping[Any, Any]) -> dict[str, str]:
-    """The fields of a book hash as text, checked; DecodeError if any cannot be used.
-
-    Levels and the last trade are checked by wire's codec itself (as the `book` and `trade`
-    entries they were folded from), so the consumer applies exactly the bus's rules.
-    """
-    try:
-        fields = text_fields(raw)
-    except UnicodeError as exc:
-        raise DecodeError(f"book hash of {token}: a field is not UTF-8") from exc
-    status = fields.get("status", "pending")
-    if status not in BOOK_STATUSES:
-        raise DecodeError(f"book hash of {token}: status {status!r:.20} is not one")
-    seq, last_id = fields.get("seq"), fields.get("last_id")
-    if (seq is None) != (last_id is None) or (seq is not None and not _SEQ.fullmatch(seq)):
-        raise DecodeError(f"book hash of {token}: seq {seq!r:.24} / last_id {last_id!r:.24}")
-    if last_id is not None and not _STREAM_ID.fullmatch(last_id):
-        raise DecodeError(f"book hash of {token}: last_id {last_id!r:.40} is not a stream id")
-    bids = [[k[4:], v] for k, v in fields.items() if k.startswith("bid:")]
-    asks = [[k[4:], v] for k, v in fields.items() if k.startswith("ask:")]
-    envelope = {"seq": "0", "epoch": "0", "rx": "0", "ts": fields.get("ts", "")}
-    decode(
-        {
-            **envelope,
-            "type": "book",
-            "bids": orjson.dumps(bids).decode(),
-            "asks": orjson.dumps(asks).decode(),
-            "hash": fields.get("hash", ""),
-            "tick_size": fields.get("tick_size", ""),
-        },
-        token,
-    )
-    if fields.get("last_trade_price"):
-        decode(
-            {
-                **envelope,
-                "type": "trade",
-                "price": fields["last_trade_price"],
-                "size": fields.get("last_trade_size") or "0",
-                "side": fields.get("last_trade_side", ""),
-            },
-            token,
-        )
-    return fields
-
-
-_NEW_CONNECTION = ("connected", "resubscribed")
 
 
 class TokenBook:
@@ -134,6 +81,8 @@ class TokenBook:
     @property
     def status(self) -> str:
         """pending | synced | suspect: whether to trust the book."""
+        if self.wire_status == "retired":  # no feeder carries it: nothing updates it
+            return "suspect"
         if self.doubt and self.wire_status != "pending":
             return "suspect"
         return self.wire_status
@@ -142,12 +91,12 @@ class TokenBook:
     def load(self, raw: Mapping[Any, Any]) -> list[Callback]:
         """Replace everything with what the book hash holds; the callbacks that triggers.
         Raises DecodeError (and changes nothing) if the hash cannot be used."""
-        fields = parse_hash(self.token, raw)
+        loaded = hashes.decode_book(self.token, raw)
         before = self.status
-        if not fields:
+        if loaded is None:
             self._forget()
         else:
-            self._load_fields(fields)
+            self._load_fields(loaded)
         if self.doubt == "reload":
             self.doubt = ""
         calls = self._status_change(before, "", "reloaded")
@@ -162,30 +111,18 @@ class TokenBook:
         # A book we had and lost is suspect, not pending: pending means "never had one".
         self.wire_status = "suspect" if self.had_book else "pending"
 
-    def _load_fields(self, fields: dict[str, str]) -> None:
-        # Everything that can still raise (canon of levels and trade) before anything changes.
-        bids = [(k[4:], v) for k, v in fields.items() if k.startswith("bid:")]
-        asks = [(k[4:], v) for k, v in fields.items() if k.startswith("ask:")]
-        market = fields.get("market", "") or self.market
+    def _load_fields(self, h: hashes.BookHash) -> None:
+        market = h.market or self.market
         book = WireBook(asset_id=self.token, market=market)
-        book.replace(bids, asks)
-        price = fields.get("last_trade_price", "")
-        trade = (
-            (
-                canon(price),
-                canon_or_empty(fields.get("last_trade_size")),
-                fields.get("last_trade_side", ""),
-            )
-            if price
-            else None
-        )
-        self.market, self.book, self.last_trade = market, book, trade
-        self.book.hash, self.book.ts = fields.get("hash", ""), fields.get("ts", "")
-        self.book.tick_size = fields.get("tick_size", "")
-        self.wire_status = fields.get("status", "pending")
+        book.replace(h.bids, h.asks)
+        trade = (h.last_trade_price, h.last_trade_size, h.last_trade_side)
+        self.market, self.book = market, book
+        self.last_trade = trade if h.last_trade_price else None
+        self.book.hash, self.book.ts, self.book.tick_size = h.hash, h.ts, h.tick_size
+        self.wire_status = h.status
         self.had_book |= self.wire_status != "pending"
-        self.cursor = fields.get("last_id", "0-0")
-        self.seq = int(fields["seq"]) if fields.get("seq") else None
+        self.cursor = h.last_id or "0-0"
+        self.seq = h.seq
         self.updated = time.time()
 
     def corrupt(self, reason: str) -> list[Callback]:
@@ -222,25 +159,25 @@ class TokenBook:
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
         self.updated = time.time()
         event = entry.event
+        state = event.state if isinstance(event, Status) else ""
+        after = status_rules.after(status_rules.kind_of(event.type, state), self.wire_status)
         if isinstance(event, Status):
+            self.wire_status = after
             return self._apply_status(event, before)
         if self.doubt == "feeder":
             self.doubt = ""  # data still flows: the stream was never interrupted
         calls = self._apply_data(event)
+        self.wire_status = after
         return self._status_change(before, "", event.type) + calls
 
     def _apply_status(self, event: Status, before: str) -> list[Callback]:
-        if event.state in _UNTRUSTED or (
-            event.state in _NEW_CONNECTION and self.wire_status == "synced"
-        ):
-            self.wire_status = "suspect"
         return [("status", self._status_payload(before, event.state, event.reason, event.ts))]
 
     def _apply_data(self, event: object) -> list[Callback]:
         if isinstance(event, Book):
             self.book.apply(event)
             self.market = event.market or self.market
-            self.wire_status, self.had_book = "synced", True
+            self.had_book = True
             if event.last_trade_price and self.last_trade is None:
                 self.last_trade = (event.last_trade_price, "", "")
             return [("book_update", self.book_payload())]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
-from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,7 +13,7 @@ from redis.exceptions import RedisError
 
 from polybus.consumers.format import age, entry_line, short
 from polybus.stopping import on_stop
-from polybus.wire import keys
+from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import InvalidToken
 
@@ -114,51 +112,38 @@ def run_book(args: argparse.Namespace) -> int:
 
 def writer_line(fields: dict[str, str], health: dict[str, str]) -> str:
     """Who maintains this book: its writer's id and what that feeder's health key says."""
-    writer = fields.get("writer")
+    writer = hashes.read_book(fields).writer
     if not writer:
         return "writer unknown (written before writers were recorded)"
     if not health:
         return f"writer {writer} GONE: its health key expired, nobody maintains this book"
-    state = health.get("state", "?")
-    why = f", redis {health['redis']} {health.get('redis_error', '')}".rstrip() if (
-        health.get("redis") not in (None, "ok")) else ""
-    return f"writer {writer} {state}{why}"
+    h = hashes.decode_health(health)
+    why = f", redis {h.redis} {h.redis_error}".rstrip() if h.redis not in ("", "ok") else ""
+    return f"writer {writer} {h.state or '?'}{why}"
 
 
 def book_lines(token: str, fields: dict[str, str], depth: int,
                health: dict[str, str] | None = None) -> list[str]:
-    """The text `polybus book` prints for one hash (and its writer's health hash)."""
+    """The text `polybus book` prints for one hash (and its writer's health hash); garbage
+    in the hash is left out (wire/hashes.py `read_book`), never a crash."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
-    bids = sorted(_levels(fields, "bid:"), reverse=True)
-    asks = sorted(_levels(fields, "ask:"))
-    title = " — ".join(x for x in (fields.get("question", ""), fields.get("outcome", "")) if x)
+    b = hashes.read_book(fields)
+    title = " — ".join(x for x in (b.question, b.outcome) if x)
     lines = [f"{token}" + (f"  {title}" if title else ""),
-             f"status {fields.get('status', '?')}  age {age(fields.get('ts', ''))}  "
-             f"seq {fields.get('seq', '?')}  last_id {fields.get('last_id', '-')}  "
-             f"tick {fields.get('tick_size', '-')}"
+             f"status {b.status or '?'}  age {age(b.ts)}  "
+             f"seq {'?' if b.seq is None else b.seq}  last_id {b.last_id or '-'}  "
+             f"tick {b.tick_size or '-'}"
              + (f"  {writer_line(fields, health)}" if health is not None else ""),
-             f"last trade {fields.get('last_trade_side', '')} {fields.get('last_trade_size', '')} "
-             f"@ {fields.get('last_trade_price', '-')}",
+             f"last trade {b.last_trade_side} {b.last_trade_size} "
+             f"@ {b.last_trade_price or '-'}",
              f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
+    bids, asks = b.bids, b.asks
     for i in range(min(depth, max(len(bids), len(asks)))):
-        bid = f"{bids[i][2]:>12} {bids[i][1]:>8}" if i < len(bids) else " " * 21
-        ask = f"{asks[i][1]:<8} {asks[i][2]:<12}" if i < len(asks) else ""
+        bid = f"{bids[i][1]:>12} {bids[i][0]:>8}" if i < len(bids) else " " * 21
+        ask = f"{asks[i][0]:<8} {asks[i][1]:<12}" if i < len(asks) else ""
         lines.append(f"{bid} | {ask}")
     return lines
-
-
-def _levels(fields: dict[str, str], side: str) -> list[tuple[Decimal, str, str]]:
-    """(price, price text, size) of one side; a level whose price is not a number is left
-    out (garbage in a hash must not crash the tool)."""
-    out = []
-    for key, size in fields.items():
-        if key.startswith(side):
-            with contextlib.suppress(ArithmeticError, ValueError):
-                price = Decimal(key[4:])
-                if price.is_finite():
-                    out.append((price, key[4:], size))
-    return out
 
 
 async def _book(args: argparse.Namespace) -> int:
@@ -167,8 +152,8 @@ async def _book(args: argparse.Namespace) -> int:
     try:
         fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
         health: dict[str, str] = {}
-        if fields.get("writer"):  # a book is only as good as the feeder that maintains it
-            health = await redis.hgetall(keys.feeder(fields["writer"], prefix))  # type: ignore[assignment]
+        if writer := hashes.read_book(fields).writer:  # a book is only as good as its feeder
+            health = await redis.hgetall(keys.feeder(writer, prefix))  # type: ignore[assignment]
     finally:
         await redis.aclose()
     print("\n".join(book_lines(token, fields, args.depth, health)))

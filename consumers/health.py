@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from polybus.wire import keys
+from polybus.wire.hashes import FeederHealth, decode_health, health_report
 
 
 __all__ = ["Report", "check", "register", "writer_conflicts"]
@@ -53,33 +54,31 @@ async def check(
 ) -> Report:
     """Inspect feeders, the books they carry, and consumers under `prefix`."""
     report = Report()
-    live: dict[str, dict[str, Any]] = {}
+    healths: dict[str, FeederHealth] = {}
+    live: dict[str, FeederHealth] = {}
     for key in sorted(await _scan(redis, keys.feeder_pattern(prefix))):
-        info: dict[str, Any] = {str(k): v for k, v in (await redis.hgetall(key)).items()}
-        info["connections"] = orjson.loads(info.get("connections") or "[]")
+        health = decode_health(await redis.hgetall(key))
         name = key.rsplit(":", 1)[-1]
-        report.feeders[name] = info
-        age = time.time() * 1000 - float(info.get("updated_ms") or 0)
-        interval = float(info.get("interval_ms") or 2000)
-        if age > max(3 * interval, 3000):  # missed heartbeats: dead, though its key lingers
+        report.feeders[name] = health_report(health)
+        healths[name] = health
+        age = time.time() * 1000 - health.updated_ms
+        if age > max(3 * health.interval_ms, 3000):  # missed heartbeats: dead, its key lingers
             report.fail(f"feeder {name} silent for {age / 1000:.1f}s (killed or hung?)")
             continue
-        live[name] = info
-        if info.get("state") != "ok":
-            report.fail(f"feeder {name} is {info.get('state')}")
-        for conn in info["connections"]:
-            if conn.get("state") != "subscribed":
-                report.fail(f"feeder {name} connection {conn.get('id')} is {conn.get('state')}")
-            elif float(conn.get("silence_s", 0)) > max_silence:
-                report.fail(
-                    f"feeder {name} connection {conn.get('id')} silent {conn['silence_s']:.0f}s"
-                )
+        live[name] = health
+        if health.state != "ok":
+            report.fail(f"feeder {name} is {health.state or None}")
+        for conn in health.connections:
+            if conn.state != "subscribed":
+                report.fail(f"feeder {name} connection {conn.id} is {conn.state}")
+            elif conn.silence_s > max_silence:
+                report.fail(f"feeder {name} connection {conn.id} silent {conn.silence_s:.0f}s")
     if not report.feeders:
         report.fail("no live feeder (no health key): is `polybus feed` running?")
-    for problem in writer_conflicts(report.feeders):
+    for problem in writer_conflicts(healths):
         report.fail(problem)
-    carried = sum(_int(info.get("tokens")) for info in live.values())
-    synced = sum(_int(info.get("synced")) for info in live.values())
+    carried = sum(health.tokens for health in live.values())
+    synced = sum(health.synced for health in live.values())
     report.books = {"carried": carried, "synced": synced}
     if synced < carried:
         report.fail(f"{carried - synced} of {carried} carried books not synced")
@@ -93,19 +92,14 @@ async def check(
     return report
 
 
-def _int(text: Any) -> int:
-    return int(text) if str(text or "").isdigit() else 0
-
-
-def writer_conflicts(feeders: dict[str, dict[str, Any]]) -> list[str]:
+def writer_conflicts(feeders: dict[str, FeederHealth]) -> list[str]:
     """Two feeders claiming the same tokens (one writer per token, docs/wire.md): a feeder
     refused tokens that another live feeder writes says so in its health hash."""
     problems = []
-    for name, info in sorted(feeders.items()):
-        count = int(info.get("conflicts") or 0)
-        if count:
-            problems.append(f"feeder {name} claims {count} tokens that feeder(s) "
-                            f"{info.get('conflict_with') or '?'} already write")
+    for name, health in sorted(feeders.items()):
+        if health.conflicts:
+            problems.append(f"feeder {name} claims {health.conflicts} tokens that feeder(s) "
+                            f"{health.conflict_with or '?'} already write")
     return problems
 
 

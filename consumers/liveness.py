@@ -20,6 +20,7 @@ from redis.exceptions import NoPermissionError
 from polybus.consumers.redisio import RAW, classify, raw, text
 from polybus.wire import keys
 from polybus.wire.errors import DecodeError
+from polybus.wire.hashes import HealthField, decode_run
 
 
 __all__ = ["FeederChange", "FeederWatch"]
@@ -64,7 +65,7 @@ class FeederWatch:
         pipe = redis.pipeline(transaction=False)
         for key in ordered:
             pipe.exists(key)
-            pipe.execute_command("HGET", key, "started", **RAW)
+            pipe.execute_command("HGET", key, HealthField.STARTED, **RAW)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         now: dict[str, str] = {}
         for i, key in enumerate(ordered):
@@ -76,7 +77,7 @@ class FeederWatch:
                     raise reply
             if exists is True or (isinstance(exists, int) and exists > 0):
                 if not isinstance(started, Exception):  # else not a hash: not a feeder's
-                    now[key] = "" if started is None else _text_or_empty(started)
+                    now[key] = decode_run(started)
         return self._update(now)
 
     async def _scan(self, redis: aioredis.Redis) -> set[str]:
@@ -106,10 +107,3 @@ class FeederWatch:
                 change.found.append(key)
         self.live = now
         return change
-
-
-def _text_or_empty(value: Any) -> str:
-    try:
-        return text(value)
-    except DecodeError:
-        return ""

@@ -33,7 +33,7 @@ from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
 from polybus.consumers.poison import Poison
 from polybus.consumers.redisio import RAW, classify, raw, text
-from polybus.wire import keys
+from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import BackendError, DecodeError, SequenceGap
 
@@ -254,7 +254,9 @@ class Reader:
             return []
         pipe = redis.pipeline(transaction=False)
         for token in tokens:
-            pipe.execute_command("HGET", keys.book(token, self.prefix), "seq", **RAW)
+            pipe.execute_command(
+                "HGET", keys.book(token, self.prefix), hashes.BookField.SEQ, **RAW
+            )
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         _raise_global(replies)
         calls: list[Callback] = []
@@ -300,14 +302,9 @@ class Reader:
 
 def _seq(reply: Any) -> int | None:
     """A `seq` value from an undecoded reply (None when absent)."""
-    if reply is None:
-        return None
     if isinstance(reply, Exception):
         raise BackendError(str(reply)) from reply
-    value = text(reply)
-    if not (value.isascii() and value.isdigit()):
-        raise DecodeError(f"seq {value!r:.24} is not a number")
-    return int(value)
+    return hashes.decode_seq(reply)
 
 
 def _raise_global(replies: list[Any]) -> None:

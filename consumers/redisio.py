@@ -35,6 +35,7 @@ from redis.exceptions import (
 
 from polybus.wire import keys
 from polybus.wire.errors import ConfigError, DecodeError
+from polybus.wire.hashes import HealthField
 
 
 __all__ = [
@@ -87,7 +88,7 @@ async def probe(redis: aioredis.Redis, prefix: str) -> None:
     token, pipe = "0", redis.pipeline(transaction=False)
     pipe.execute_command("HGETALL", keys.book(token, prefix), **RAW)
     pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, prefix), "0-0", **RAW)
-    pipe.execute_command("HGET", keys.feeder(token, prefix), "started", **RAW)
+    pipe.execute_command("HGET", keys.feeder(token, prefix), HealthField.STARTED, **RAW)
     pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
     await pipe.execute()
 

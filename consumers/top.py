@@ -15,14 +15,15 @@ from rich.table import Table
 from polybus.consumers.format import age, short
 from polybus.stopping import on_stop
 from polybus.wire import keys
+from polybus.wire.hashes import SUMMARY_FIELDS, BookHash, read_book
 
 
-__all__ = ["Row", "snapshot", "table", "top"]
+__all__ = ["Row", "rates", "snapshot", "table", "top"]
 
-FIELDS = ["question", "outcome", "best_bid", "best_ask", "last_trade_price", "ts", "status", "seq"]
 STATUS_STYLE = {"synced": "green", "pending": "yellow", "suspect": "bold red"}
 
-Row = dict[str, str]
+Row = BookHash
+"""One book as `top` shows it: its SUMMARY_FIELDS, read leniently (no levels)."""
 
 
 async def snapshot(redis: aioredis.Redis, prefix: str) -> dict[str, Row]:
@@ -30,11 +31,19 @@ async def snapshot(redis: aioredis.Redis, prefix: str) -> dict[str, Row]:
     found = [str(k) async for k in redis.scan_iter(keys.book_pattern(prefix), count=1000)]
     pipe = redis.pipeline(transaction=False)
     for key in found:
-        pipe.hmget(key, FIELDS)
+        pipe.hmget(key, list(SUMMARY_FIELDS))
     rows = await pipe.execute()
     return {
-        keys.token_of(k): dict(zip(FIELDS, (v or "" for v in vals), strict=True))
+        keys.token_of(k): read_book(dict(zip(SUMMARY_FIELDS, vals, strict=True)))
         for k, vals in zip(found, rows, strict=True)
+    }
+
+
+def rates(previous: dict[str, Row], current: dict[str, Row], seconds: float) -> dict[str, float]:
+    """Entries per second of each book between two snapshots `seconds` apart."""
+    return {
+        t: ((r.seq or 0) - ((previous[t].seq or 0) if t in previous else 0)) / max(seconds, 1e-9)
+        for t, r in current.items()
     }
 
 
@@ -54,23 +63,23 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int) -> Table:
         ("ev/s", "right"),
     ]:
         t.add_column(name, justify=justify, no_wrap=name != "market")  # type: ignore[arg-type]
-    order = sorted(rows, key=lambda tk: (-rates.get(tk, 0.0), -int(rows[tk]["seq"] or 0)))
+    order = sorted(rows, key=lambda tk: (-rates.get(tk, 0.0), -(rows[tk].seq or 0)))
     for token in order[:limit]:
         r = rows[token]
         mid = spread = ""
-        if r["best_bid"] and r["best_ask"]:
-            bid, ask = Decimal(r["best_bid"]), Decimal(r["best_ask"])
+        if r.best_bid and r.best_ask:  # read_book keeps only numbers here
+            bid, ask = Decimal(r.best_bid), Decimal(r.best_ask)
             mid, spread = format((bid + ask) / 2, "f"), format(ask - bid, "f")
-        status = r["status"] or "?"
+        status = r.status or "?"
         t.add_row(
-            r["question"] or short(token),
-            r["outcome"],
-            r["best_bid"] or "-",
-            r["best_ask"] or "-",
+            r.question or short(token),
+            r.outcome,
+            r.best_bid or "-",
+            r.best_ask or "-",
             mid or "-",
             spread or "-",
-            r["last_trade_price"] or "-",
-            age(r["ts"]),
+            r.last_trade_price or "-",
+            age(r.ts),
             f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
             f"{rates.get(token, 0.0):.1f}",
         )
@@ -94,12 +103,7 @@ async def top(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
                 current, now = await snapshot(redis, prefix), time.monotonic()
-                rates = {
-                    t: (int(r["seq"] or 0) - int(previous.get(t, {}).get("seq") or 0))
-                    / max(now - then, 1e-9)
-                    for t, r in current.items()
-                }
-                live.update(table(current, rates, rows))
+                live.update(table(current, rates(previous, current, now - then), rows))
                 previous, then = current, now
         return 0
     finally:

@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import (
@@ -51,6 +50,7 @@ from polybus.feeder.rest import RestBooks
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriterConflict, WriteRefused
 from polybus.wire.events import MarketEvent, Status
+from polybus.wire.hashes import BookField, ConnectionHealth, FeederHealth, book_meta, encode_health
 from polybus.wire.version import VERSION as __version__
 
 
@@ -481,7 +481,7 @@ class Feeder:
             return
         pipe = self.redis.pipeline(transaction=False)
         for token in tokens:
-            pipe.hget(keys.book(token, prefix), "writer")
+            pipe.hget(keys.book(token, prefix), BookField.WRITER)
         writers = await self._unless_stopped(pipe.execute())
         held: dict[str, list[str]] = {}
         for token, writer in zip(tokens, writers, strict=True):
@@ -559,9 +559,9 @@ class Feeder:
             pending = pending[size:]
         return added
 
-    def describe(self, token: str, **meta: str) -> None:
+    def describe(self, token: str, *, question: str = "", outcome: str = "") -> None:
         """Remember what a token is (question, outcome) for people reading its book hash."""
-        self.meta.setdefault(token, {}).update({k: v for k, v in meta.items() if v})
+        self.meta.setdefault(token, {}).update(book_meta(question=question, outcome=outcome))
         self._meta_dirty.add(token)
 
     async def _write_meta(self) -> None:
@@ -591,32 +591,33 @@ class Feeder:
 
     # --- health and stats -----------------------------------------------------------------
     def health(self) -> dict[str, str]:
-        """The fields of this feeder's health hash."""
-        conns = [{"id": c.cid, "state": c.state.value, "epoch": c.epoch, "tokens": len(c.tokens),
-                  "silence_s": round(c.silence, 3), "reconnects": c.stats.reconnects,
-                  "resubscribes": c.stats.resubscribes, "last_reason": c.stats.last_reason}
-                 for c in self.connections]
-        silence = min((c["silence_s"] for c in conns), default=0.0)
+        """The fields of this feeder's health hash (wire/hashes.py)."""
+        conns = tuple(
+            ConnectionHealth(id=c.cid, state=c.state.value, epoch=c.epoch, tokens=len(c.tokens),
+                             silence_s=round(c.silence, 3), reconnects=c.stats.reconnects,
+                             resubscribes=c.stats.resubscribes, last_reason=c.stats.last_reason)
+            for c in self.connections)
+        silence = min((c.silence_s for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
         writable = self.redis_ok and not self.redis_refused
-        return {
-            "state": "ok" if writable and live == len(conns) else "degraded",
-            "redis": "refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
-            "redis_error": self.redis_refused,
-            "conflicts": str(len(self.conflicts)),
-            "conflict_with": ",".join(sorted({other for other, _ in self.conflicts.values()})),
-            "version": __version__,
-            "pid": str(os.getpid()),
-            "started": str(int(self.started * 1000)),
-            "tokens": str(sum(len(c.tokens) for c in self.connections)),
-            "synced": str(len(self.mirror.synced)),
-            "connections": orjson.dumps(conns).decode(),
-            "last_frame_age_ms": str(int(float(silence) * 1000)),
-            "published": str(self.published),
-            "updated_ms": str(int(time.time() * 1000)),
-            "interval_ms": str(int(self.config.health_interval * 1000)),
-            "ws_url": self.config.ws_url,
-        }
+        return encode_health(FeederHealth(
+            state="ok" if writable and live == len(conns) else "degraded",
+            redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
+            redis_error=self.redis_refused,
+            conflicts=len(self.conflicts),
+            conflict_with=",".join(sorted({other for other, _ in self.conflicts.values()})),
+            version=__version__,
+            pid=os.getpid(),
+            started=str(int(self.started * 1000)),
+            tokens=sum(len(c.tokens) for c in self.connections),
+            synced=len(self.mirror.synced),
+            connections=conns,
+            last_frame_age_ms=int(float(silence) * 1000),
+            published=self.published,
+            updated_ms=int(time.time() * 1000),
+            interval_ms=int(self.config.health_interval * 1000),
+            ws_url=self.config.ws_url,
+        ))
 
     async def _write_health(self) -> None:
         """Write the health hash with its TTL (raises WriteRefused / BackendError)."""

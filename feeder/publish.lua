@@ -34,7 +34,11 @@ local broken = 0
 if ARGV[3] ~= '' and (tonumber(ARGV[3]) ~= seq or (writer and writer ~= me)) then
   broken = 1
 end
+-- The status rules, kind -> status before -> status after: wire/status_rules.py is the one
+-- table; publisher.py renders it in here when it loads the script (never edit it here).
+local RULES, UNKNOWN = @STATUS_RULES@, @UNKNOWN_STATUS@
 local status = redis.call('HGET', book, 'status') or 'pending'
+if not RULES['book'][status] then status = UNKNOWN end  -- someone else wrote it: untrusted
 local was_retired = status == 'retired'
 local last_id, epoch, retire_ms
 
@@ -93,7 +97,6 @@ local function fold_book(f)
     items[#items + 1] = 'last_trade_price'; items[#items + 1] = f.last_trade_price
   end
   hset_many(items)
-  status = 'synced'
 end
 
 local fold = {
@@ -117,16 +120,9 @@ local fold = {
   end,
   -- best_bid_ask is the exchange's statement, a cross-check only: the hash's top stays the
   -- one folded from the levels (docs/wire.md), so it never disagrees with them
+  -- what a status entry does to the book's status is in RULES; retired also expires it
   status = function(f)
-    if f.state == 'disconnected' or f.state == 'suspect' then status = 'suspect' end
-    -- a (re)subscribe means a new connection: a book synced under an older one (a feeder
-    -- killed without a word, say) is not trusted until this connection's snapshot
-    if (f.state == 'connected' or f.state == 'resubscribed')
-        and (status == 'synced' or status == 'retired') then
-      status = 'suspect'
-    end
-    -- no longer carried: nothing updates the book; its keys expire after ttl_ms
-    if f.state == 'retired' then status = 'retired'; retire_ms = tonumber(f.ttl_ms) end
+    if f.state == 'retired' then retire_ms = tonumber(f.ttl_ms) end
   end,
 }
 
@@ -144,6 +140,10 @@ for i = 6, #ARGV do
   epoch = f.epoch
   local step = fold[f.type]
   if step then step(f) end
+  local kind = f.type
+  if kind == 'status' then kind = 'status:' .. tostring(f.state) end
+  local row = RULES[kind]
+  if row then status = row[status] end
 end
 
 if last_id then

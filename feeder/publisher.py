@@ -24,13 +24,28 @@ from redis.exceptions import (
 )
 
 from polybus.feeder.outbox import Batch
-from polybus.wire import keys
+from polybus.wire import keys, status_rules
 from polybus.wire.errors import BackendError, WriteRefused
 
 
-__all__ = ["LUA", "Publisher", "refusal"]
+__all__ = ["LUA", "Publisher", "refusal", "render"]
 
-LUA = resources.files("polybus.feeder").joinpath("publish.lua").read_text()
+
+
+def render(script: str) -> str:
+    """publish.lua with the status rules of wire/status_rules.py put in: the Lua step folds
+    statuses by the very table the consumers use (an unrendered script does not compile)."""
+    for marker, value in (
+        ("@STATUS_RULES@", status_rules.lua_table()),
+        ("@UNKNOWN_STATUS@", f"'{status_rules.UNKNOWN_READS_AS}'"),
+    ):
+        if marker not in script:
+            raise ValueError(f"publish.lua has no {marker}")
+        script = script.replace(marker, value)
+    return script
+
+
+LUA = render(resources.files("polybus.feeder").joinpath("publish.lua").read_text())
 
 REFUSED_BY_OTHER = 2
 """The Lua step's code for "another feeder holds this token's lease; nothing written"."""

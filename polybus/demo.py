@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from polybus.stopping import on_stop
 from polybus.wire import keys
+from polybus.wire.hashes import BookField, BookHash
 
 
 __all__ = ["register", "run"]
@@ -148,7 +149,7 @@ async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
         if view is not None:
             view.close()
         elapsed = time.monotonic() - started
-        statuses = [await client.hget(keys.book(t, prefix), "status") for t in tokens]
+        statuses = [await client.hget(keys.book(t, prefix), BookField.STATUS) for t in tokens]
         synced = sum(s == "synced" for s in statuses)
         reconnects = sum(c.stats.reconnects for c in feeder.connections)
         print(
@@ -176,24 +177,20 @@ class _View:
         self.client, self.prefix, self.tokens = client, prefix, set(tokens)
         self.tty = sys.stdout.isatty()
         self.live = Live(console=Console(), refresh_per_second=4) if self.tty else None
-        self.previous: dict[str, dict[str, str]] = {}
+        self.previous: dict[str, BookHash] = {}
         self.then = time.monotonic()
 
     async def show(self, rate: float) -> None:
-        from polybus.consumers.top import snapshot, table
+        from polybus.consumers.top import rates, snapshot, table
 
         if self.live is None:
             print(f"events/s {rate:,.0f}   (Ctrl-C to stop)", flush=True)
             return
         rows, now = await snapshot(self.client, self.prefix), time.monotonic()
         rows = {t: r for t, r in rows.items() if t in self.tokens}  # a shared Redis has others
-        rates = {
-            t: (int(r["seq"] or 0) - int(self.previous.get(t, {}).get("seq") or 0))
-            / max(now - self.then, 1e-9)
-            for t, r in rows.items()
-        }
+        per_s = rates(self.previous, rows, now - self.then)
         self.previous, self.then = rows, now
-        self.live.update(table(rows, rates, 40))
+        self.live.update(table(rows, per_s, 40))
         if not self.live.is_started:
             self.live.start()
 

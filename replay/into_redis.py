@@ -39,6 +39,7 @@ from polybus.replay.sessions import (
 from polybus.wire import keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import DecodeError
+from polybus.wire.hashes import read_book, replay_start
 
 
 __all__ = ["BATCH", "ReplayResult", "prepare_prefix", "replay_into_redis"]
@@ -189,18 +190,14 @@ async def _write_hash(redis: aioredis.Redis, prefix: str, line: dict[str, Any]) 
 
     `seq` is kept, so the Lua step numbers the replayed entries exactly as recorded; `last_id`
     becomes `0-0`: the new stream holds none of the entries folded into this hash, and every
-    entry it will hold comes after it.
+    entry it will hold comes after it (wire/hashes.py `replay_start`).
     """
     token = keys.validate_token(str(line.get("token", "")))
     fields = line.get("fields") or {}
     if not isinstance(fields, dict):
         raise SessionError(f"hash line of {token} has no fields object")
     if fields:
-        mapping = {str(k): str(v) for k, v in fields.items()}
-        if "last_id" in mapping:
-            mapping["last_id"] = "0-0"
-        for bookkeeping in ("writer", "lease"):  # the recorded feeder does not write here
-            mapping.pop(bookkeeping, None)
+        mapping = replay_start(fields)
         await redis.hset(keys.book(token, prefix), mapping=mapping)  # type: ignore[arg-type]
 
 
@@ -220,8 +217,8 @@ class _StreamApplier:
             return
         if kind == "hash":
             token = str(line.get("token", ""))
-            seq = str((line.get("fields") or {}).get("seq") or "")
-            self._seq[token] = int(seq) if seq.isdigit() else 0
+            fields = line.get("fields")
+            self._seq[token] = (read_book(fields).seq if isinstance(fields, dict) else None) or 0
             return
         if kind != "entry":
             return

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from polybus.feeder.recorder import FLUSH_INTERVAL, GzipMembers
 from polybus.replay.sessions import STREAM_FORMAT, open_write
 from polybus.wire import keys
+from polybus.wire.hashes import read_book
 
 
 __all__ = ["RecordResult", "all_tokens", "record_streams"]
@@ -88,7 +89,7 @@ async def record_streams(
         for token in tokens:
             fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
             _write(f, {"kind": "hash", "token": token, "fields": fields})
-            cursors[keys.stream(token, prefix)] = fields.get("last_id") or "0-0"
+            cursors[keys.stream(token, prefix)] = read_book(fields).last_id or "0-0"
         f.flush()
         flush_at = loop.time() + FLUSH_INTERVAL
         while not stop.is_set() and loop.time() < deadline:
