@@ -18,6 +18,7 @@ import orjson
 from polybus.wire import validate
 from polybus.wire.errors import DecodeError
 from polybus.wire.events import (
+    BOOK_SOURCES,
     STATUS_STATES,
     BestBidAsk,
     Book,
@@ -197,8 +198,8 @@ def _ts(f: Fields) -> str:
 
 def _decode_book(t: str, f: Fields) -> Event:
     source = f.get("source", "ws")
-    if source not in ("ws", "rest"):
-        raise DecodeError(f"book source must be ws or rest, got {source[:20]!r}")
+    if source not in BOOK_SOURCES:
+        raise DecodeError(f"book source must be one of {BOOK_SOURCES}, got {source[:20]!r}")
     return Book(
         asset_id=t,
         market=_text(f, "market"),
@@ -301,7 +302,8 @@ def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") ->
         raise DecodeError(f"unknown entry type {kind[:40]!r}") from None
     event = build(token, f)
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Entry(event=event, seq=_int(f, "seq"), epoch=_int(f, "epoch"), rx=_int(f, "rx"), id=eid)
+    return Entry(event=event, seq=_int(f, "seq"), epoch=_int(f, "epoch"), rx=_int(f, "rx"), id=eid,
+                 writer=_text(f, "writer"))
 
 
 def encode_market(e: MarketEvent, *, rx: int) -> Fields:

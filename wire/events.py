@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 
 __all__ = [
+    "BOOK_SOURCES",
     "BOOK_STATUSES",
     "STATUS_STATES",
     "BestBidAsk",
@@ -46,7 +47,11 @@ class ConnectionState(enum.Enum):
     FAILED = "failed"
 
 
-STATUS_STATES = ("connected", "disconnected", "resubscribed", "resynced", "suspect", "retired")
+STATUS_STATES = (
+    "connected", "disconnected", "resubscribed", "resynced", "suspect", "retired", "failover",
+)
+BOOK_SOURCES = ("ws", "rest", "standby")
+"""Where a snapshot came from: the socket, REST `/books`, or a new leader's warm book."""
 BOOK_STATUSES = ("pending", "synced", "suspect", "retired")
 
 
@@ -163,3 +168,5 @@ class Entry:
     rx: int
     """Feeder receive time, µs since the Unix epoch."""
     id: str = ""
+    writer: str = ""
+    """The feeder that wrote a `book` or `status` entry ("" for other types, or unknown)."""

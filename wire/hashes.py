@@ -77,7 +77,10 @@ class BookField:
     QUESTION = "question"
     OUTCOME = "outcome"
     WRITER = "writer"
+    FENCE = "fence"
+    """The fencing number of the writer's partition lease (docs/ha.md); only grows."""
     LEASE = "lease"
+    """No longer written (per-book leases gave way to partition leases); read for old hashes."""
 
 
 SUMMARY_FIELDS = (

@@ -17,6 +17,9 @@ Why each rule:
   the book was, until the next snapshot (invariant 4).
 - `retired` (no feeder carries the token any more): `retired`, whatever it was.
 - `resynced` is reserved: it changes nothing.
+- `failover` (a standby took the token's partition over, docs/ha.md): nothing changes —
+  what the old leader missed and the new leader's warm snapshot follow at once; a new
+  leader without a warm book writes `suspect` itself.
 - `book`: `synced`, whatever it was (invariant 3: it replaces the book wholesale).
 """
 
@@ -64,6 +67,7 @@ _ROWS: dict[str, tuple[str, ...]] = {
     "status:suspect":      ("suspect", "suspect", "suspect", "suspect"),
     "status:retired":      ("retired", "retired", "retired", "retired"),
     "status:resynced":     _SAME,
+    "status:failover":     _SAME,
 }  # fmt: skip
 
 RULES: Mapping[tuple[str, str], str] = MappingProxyType(

@@ -38,6 +38,7 @@ from typing import Any
 from polybus.wire.canon import canonical
 from polybus.wire.errors import DecodeError
 from polybus.wire.events import (
+    BOOK_SOURCES,
     STATUS_STATES,
     BestBidAsk,
     Book,
@@ -222,8 +223,8 @@ def _book(e: Book) -> None:
     _levels(e.asks, False, "asks")
     text(e.market)
     text(e.hash)
-    if e.source not in ("ws", "rest"):
-        raise DecodeError(f"book source must be ws or rest, got {e.source[:20]!r}")
+    if e.source not in BOOK_SOURCES:
+        raise DecodeError(f"book source must be one of {BOOK_SOURCES}, got {e.source[:20]!r}")
     if e.tick_size:
         _same(tick, e.tick_size, "tick_size")
     _same(top, e.last_trade_price, "last_trade_price")
