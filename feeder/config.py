@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from polybus.wire import keys
 from polybus.wire.errors import ConfigError, InvalidToken
 from polybus.wire.keys import DEFAULT_PREFIX
-from polybus.wire.settings import DEFAULT_REDIS_URL
+from polybus.wire.settings import DEFAULT_REDIS_URL, PREFIX_ENV, REDIS_URL_ENV
 
 
 __all__ = [
@@ -49,8 +49,8 @@ ENV: dict[str, str] = {
     "tokens": "POLYBUS_TOKENS",
     "tokens_file": "POLYBUS_TOKENS_FILE",
     "ws_url": "WS_MARKET_URL",
-    "redis_url": "REDIS_URL",
-    "prefix": "POLYBUS_PREFIX",
+    "redis_url": REDIS_URL_ENV,
+    "prefix": PREFIX_ENV,
     "feeder_id": "POLYBUS_FEEDER_ID",
     "tokens_per_connection": "WS_TOKENS_PER_CONNECTION",
     "ping_interval": "WS_PING_INTERVAL",

@@ -58,7 +58,11 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    RedisError,
+    TimeoutError as RedisTimeoutError,
+)
 
 from polybus import __version__
 from polybus.wire.errors import ConfigError, InvalidToken, WriterConflict
@@ -83,7 +87,9 @@ DEADLINE = 1.9
 # --- the parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: every package's subcommands, each with the common flags it needs."""
-    parser = argparse.ArgumentParser(prog="polybus", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="polybus", description="One Polymarket market-data feed on Redis, many "
+        "strategies reading it: run the feeder, inspect the bus, record and replay sessions.")
     parser.add_argument("--version", action="version", version=f"polybus {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _PACKAGES:
@@ -170,7 +176,8 @@ def _run(args: argparse.Namespace) -> int:
     except RedisError as exc:
         if not getattr(args, "uses_redis", False):
             raise
-        return _refuse(args, f"Redis at {_redis_url(args)} unreachable: {exc}")
+        lost = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+        return _refuse(args, f"Redis at {_redis_url(args)}{' unreachable' if lost else ''}: {exc}")
     except BrokenPipeError:  # `polybus tail | head`: the reader left; so do we, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
