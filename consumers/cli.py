@@ -9,72 +9,54 @@ import sys
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from polybus.consumers.format import age, entry_line, short
-from polybus.stopping import on_stop
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
-from polybus.wire.errors import InvalidToken
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["register"]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=None, help="env REDIS_URL")
-    p.add_argument("--prefix", default=None, help="env POLYBUS_PREFIX (default pm)")
-
-
 def register(subparsers: Any) -> None:
-    """Add `tail`, `book` and `top`."""
+    """Add `tail`, `book` and `top` (`--redis-url`/`--prefix` come from the console face)."""
     tail = subparsers.add_parser("tail", help="print one decoded line per event from Redis")
     tail.add_argument("--tokens", default=None, help="comma separated (default: every stream)")
     tail.add_argument("--from-start", action="store_true", help="from the oldest kept entry")
     tail.add_argument("--count", type=int, default=0, help="exit after this many lines")
-    _common(tail)
-    tail.set_defaults(func=run_tail)
+    tail.set_defaults(func=run_tail, **_READS_REDIS)
     book = subparsers.add_parser("book", help="print a token's book from Redis, best first")
     book.add_argument("token")
     book.add_argument("--depth", type=int, default=10)
-    _common(book)
-    book.set_defaults(func=run_book)
+    book.set_defaults(func=run_book, **_READS_REDIS)
     top = subparsers.add_parser("top", help="a live table of the books in Redis")
     top.add_argument("--rows", type=int, default=30)
     top.add_argument("--once", action="store_true", help="print the table once and exit")
-    _common(top)
-    top.set_defaults(func=run_top)
+    top.set_defaults(func=run_top, **_READS_REDIS)
+
+
+_READS_REDIS: dict[str, Any] = {"uses_redis": True, "log_level_default": "warning"}
+"""Tools that print data: only warnings log (on stderr)."""
 
 
 def _client(args: argparse.Namespace) -> tuple[aioredis.Redis, str]:
-    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
+    target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
     # backslashreplace: a non-UTF-8 byte in Redis is shown escaped, never a crash
     client = aioredis.Redis.from_url(
-        url, decode_responses=True, encoding_errors="backslashreplace", socket_connect_timeout=3
+        target.redis_url, decode_responses=True, encoding_errors="backslashreplace",
+        socket_connect_timeout=3,
     )
-    return client, prefix
+    return client, target.prefix
 
 
-def _guard(coro: Any, what: str) -> int:
-    try:
-        return int(asyncio.run(coro))
-    except (RedisError, OSError) as exc:
-        print(f"polybus {what}: Redis unreachable: {exc}", file=sys.stderr)
-        return 2
-    except InvalidToken as exc:
-        print(f"polybus {what}: {exc}", file=sys.stderr)
-        return 2
+async def run_tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Print one line per entry until `--count` lines, or until stopped."""
+    return await _tail(args, stop)
 
 
-def run_tail(args: argparse.Namespace) -> int:
-    return _guard(_tail(args), "tail")
-
-
-async def _tail(args: argparse.Namespace) -> int:
+async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
     redis, prefix = _client(args)
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     if args.tokens:
         tokens = [keys.validate_token(t.strip()) for t in args.tokens.split(",") if t.strip()]
         streams = {keys.stream(t, prefix): "0-0" if args.from_start else "$" for t in tokens}
@@ -104,10 +86,6 @@ async def _tail(args: argparse.Namespace) -> int:
     finally:
         await redis.aclose()
     return 0
-
-
-def run_book(args: argparse.Namespace) -> int:
-    return _guard(_book(args), "book")
 
 
 def writer_line(fields: dict[str, str], health: dict[str, str]) -> str:
@@ -160,8 +138,14 @@ async def _book(args: argparse.Namespace) -> int:
     return 0 if fields else 1
 
 
-def run_top(args: argparse.Namespace) -> int:
+async def run_book(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Print one book; 1 when Redis has none."""
+    return await _book(args)
+
+
+async def run_top(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """The live table until stopped (or printed once)."""
     from polybus.consumers.top import top
 
     redis, prefix = _client(args)
-    return _guard(top(redis, prefix, rows=args.rows, once=args.once), "top")
+    return await top(redis, prefix, rows=args.rows, once=args.once, stop=stop)

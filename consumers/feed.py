@@ -2,8 +2,9 @@
 
 Usage is the seed's::
 
-    feed = MarketFeed()                       # REDIS_URL, else redis://localhost:6379/0
-                                              # (or MarketFeed(url=…), the seed's keyword)
+    feed = MarketFeed()                       # REDIS_URL and POLYBUS_PREFIX, else the
+                                              # defaults (wire/settings.py); or
+                                              # MarketFeed(url=…), the seed's keyword
     feed.on_price_change = my_handler         # plain function or coroutine
     await feed.connect()                      # True once Redis answers; fires on_connect
     await feed.subscribe(["7043…2544"])       # books load now; pending until published
@@ -60,6 +61,7 @@ from polybus.consumers.reader import Reader
 from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
 from polybus.wire import keys
 from polybus.wire.errors import BusError
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["MarketFeed", "MarketWebSocket"]
@@ -100,9 +102,9 @@ class MarketFeed:
         redis: aioredis.Redis | None = None,
     ) -> None:
         # `url` is the seed's keyword (it named the WebSocket); here it is a Redis URL too.
-        self.url = redis_url or url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-        prefix = prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
-        self.prefix = prefix
+        target = bus_target(os.environ, redis_url=redis_url or url, prefix=prefix)
+        self.url = target.redis_url
+        self.prefix = prefix = target.prefix
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.health_interval, self.audit_interval = health_interval, audit_interval
         self.reconnect_max_delay = reconnect_max_delay

@@ -14,6 +14,7 @@ succeed and would leave it pending forever — counted in `poisoned` and reporte
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from polybus.wire import keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import DecodeError
 from polybus.wire.events import Entry
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["GroupReader", "Work"]
@@ -53,11 +55,12 @@ class GroupReader:
         member: str,
         tokens: list[str],
         *,
-        prefix: str = keys.DEFAULT_PREFIX,
+        prefix: str | None = None,
         claim_idle_ms: int = 30_000,
         on_error: Callable[[Exception], Any] | None = None,
     ) -> None:
         self.redis, self.group, self.member = redis, group, member
+        prefix = bus_target(os.environ, prefix=prefix).prefix  # POLYBUS_PREFIX, as MarketFeed
         self.streams = {keys.stream(keys.validate_token(t), prefix): t for t in tokens}
         self.claim_idle_ms = claim_idle_ms
         self.on_error = on_error

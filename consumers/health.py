@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from polybus.wire import keys
 from polybus.wire.hashes import FeederHealth, decode_health, health_report
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["Report", "check", "register", "writer_conflicts"]
@@ -108,8 +107,6 @@ def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "health", help="check feeders, books and consumers; exit non-zero when unhealthy"
     )
-    p.add_argument("--redis-url", default=None, help="env REDIS_URL")
-    p.add_argument("--prefix", default=None, help="env POLYBUS_PREFIX (default pm)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument(
         "--max-silence",
@@ -123,25 +120,18 @@ def register(subparsers: Any) -> None:
         default=30.0,
         help="a consumer lagging more than this is unhealthy (s)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, uses_redis=True, log_level_default="warning")
 
 
-def run(args: argparse.Namespace) -> int:
-    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
-
-    async def go() -> Report:
-        redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
-        try:
-            return await check(redis, prefix, args.max_silence, args.max_lag * 1000)
-        finally:
-            await redis.aclose()
-
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Print the verdict; 0 healthy, 1 unhealthy (an unreachable Redis escapes: exit 2)."""
+    target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
+    redis = aioredis.Redis.from_url(target.redis_url, decode_responses=True,
+                                    socket_connect_timeout=3)
     try:
-        report = asyncio.run(go())
-    except (RedisError, OSError) as exc:
-        print(f"polybus health: Redis at {url} unreachable: {exc}", file=sys.stderr)
-        return 2
+        report = await check(redis, target.prefix, args.max_silence, args.max_lag * 1000)
+    finally:
+        await redis.aclose()
     if args.json:
         print(orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -5,17 +5,41 @@ canonical strings from the bus stay available (`PriceLevel.price_str`, `.size_st
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
+from polybus.wire.errors import ConfigError
 from polybus.wire.events import ConnectionState
 
 
-__all__ = ["WS_STALE_DATA_THRESHOLD", "ConnectionState", "MarketData", "OrderBook", "PriceLevel"]
+__all__ = [
+    "ConnectionState",
+    "MarketData",
+    "OrderBook",
+    "PriceLevel",
+    "stale_data_threshold",
+]
 
-WS_STALE_DATA_THRESHOLD = float(os.environ.get("WS_STALE_DATA_THRESHOLD", "60.0"))
-"""Seconds without an update after which MarketData.is_stale (the seed's setting)."""
+DEFAULT_STALE_DATA_THRESHOLD = 60.0
+"""The seed's default. (Its `WS_STALE_DATA_THRESHOLD` constant lived in the seed's own
+config module; here the setting is read when `is_stale` asks, never at import.)"""
+
+
+def stale_data_threshold() -> float:
+    """Seconds without an update after which MarketData.is_stale: WS_STALE_DATA_THRESHOLD
+    (the seed's setting), read when asked, not at import — so `.env`, loaded later, counts."""
+    text = os.environ.get("WS_STALE_DATA_THRESHOLD", "").strip()
+    if not text:
+        return DEFAULT_STALE_DATA_THRESHOLD
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise ConfigError(f"WS_STALE_DATA_THRESHOLD={text!r}: must be a number > 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +108,4 @@ class MarketData:
         """No update for more than WS_STALE_DATA_THRESHOLD seconds (or none at all)."""
         if self.last_update_time == 0:
             return True
-        return (time.time() - self.last_update_time) > WS_STALE_DATA_THRESHOLD
+        return (time.time() - self.last_update_time) > stale_data_threshold()

@@ -13,7 +13,6 @@ from rich.live import Live
 from rich.table import Table
 
 from polybus.consumers.format import age, short
-from polybus.stopping import on_stop
 from polybus.wire import keys
 from polybus.wire.hashes import SUMMARY_FIELDS, BookHash, read_book
 
@@ -87,12 +86,12 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int) -> Table:
 
 
 async def top(
-    redis: aioredis.Redis, prefix: str, *, rows: int = 30, once: bool = False, interval: float = 1.0
+    redis: aioredis.Redis, prefix: str, *, rows: int = 30, once: bool = False,
+    interval: float = 1.0, stop: asyncio.Event | None = None,
 ) -> int:
-    """Refresh the table in place until Ctrl-C (or print it once)."""
+    """Refresh the table in place until `stop` is set (or print it once)."""
     console = Console()
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
+    stop = asyncio.Event() if stop is None else stop
     try:
         previous, then = await snapshot(redis, prefix), time.monotonic()
         if once:

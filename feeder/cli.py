@@ -1,13 +1,18 @@
-"""`polybus feed`: run the feeder (DESIGN.md §5; fixed: --tokens --ws-url --redis-url --prefix)."""
+"""`polybus feed`: run the feeder (DESIGN.md §5; fixed: --tokens --ws-url --redis-url --prefix).
+
+`--redis-url`, `--prefix` and the log flags are added by the console face (polybus/cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import os
+from collections.abc import Callable
 from typing import Any
 
-from polybus.wire.errors import ConfigError, WriterConflict
+from polybus.wire.errors import ConfigError
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["register", "run"]
@@ -25,8 +30,6 @@ def register(subparsers: Any) -> None:
                    help="token ids, one per line, # comments (env POLYBUS_TOKENS_FILE); "
                    "carried as well as --tokens")
     p.add_argument("--ws-url", help="market channel URL (env WS_MARKET_URL)")
-    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
-    p.add_argument("--prefix", help="key prefix (env POLYBUS_PREFIX, default pm)")
     p.add_argument("--feeder-id", help="health key id (env POLYBUS_FEEDER_ID, default host-pid)")
     p.add_argument("--tokens-per-connection", type=int,
                    help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")
@@ -42,47 +45,39 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metrics-host",
                    help="address the metrics port binds (env POLYBUS_METRICS_HOST, default "
                    "127.0.0.1; 0.0.0.0 exposes it)")
-    p.add_argument("--log-level", default=None, help="debug|info|warning (env POLYBUS_LOG_LEVEL)")
-    p.add_argument("--log-format", choices=["json", "console"], default=None,
-                   help="default: console on a terminal, json otherwise")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, uses_redis=True, stop_grace=1.6)  # its STOP_BUDGET is 1.3 s
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the configuration, run the feeder, return its exit code.
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Build the configuration, run the feeder until it ends or `stop` is set.
 
-    0 when stopped by SIGTERM/SIGINT, 1 when a connection gave up, 2 for a setting that can
-    never work (one line naming it), 3 when another live feeder writes these tokens.
+    0 when stopped (flushed, health key deleted), 1 when a connection gave up; a setting that
+    can never work raises ConfigError (exit 2), another live feeder writing these tokens
+    WriterConflict (exit 3).
     """
     from polybus.feeder.app import Feeder
     from polybus.feeder.config import FeederConfig
-    from polybus.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format)
+    target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
+    config = FeederConfig.from_env(
+        tokens=args.tokens, tokens_file=args.tokens_file, ws_url=args.ws_url,
+        redis_url=target.redis_url, prefix=target.prefix,
+        feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host, top=args.top,
+        min_volume=args.min_volume,
+        gamma_url=args.gamma_url, clob_url=args.clob_url, record=args.record,
+    )
+    if not config.tokens and not config.top:
+        raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")
+    feeder = Feeder(config)
+    stopping = asyncio.create_task(_stop_when(stop, feeder.stop))
     try:
-        config = FeederConfig.from_env(
-            tokens=args.tokens, tokens_file=args.tokens_file, ws_url=args.ws_url,
-            redis_url=args.redis_url, prefix=args.prefix,
-            feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
-            metrics_port=args.metrics_port, metrics_host=args.metrics_host, top=args.top,
-            min_volume=args.min_volume,
-            gamma_url=args.gamma_url, clob_url=args.clob_url, record=args.record,
-        )
-        if not config.tokens and not config.top:
-            raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")
-        return asyncio.run(_serve(Feeder(config)))
-    except ConfigError as exc:
-        print(f"polybus feed: {exc}", file=sys.stderr)
-        return 2
-    except WriterConflict as exc:
-        print(f"polybus feed: {exc}", file=sys.stderr)
-        return 3
-
-
-async def _serve(feeder: Any) -> int:
-    """Run the feeder with SIGTERM/SIGINT meaning: flush, delete the health key, exit 0."""
-    from polybus.stopping import on_stop
-
-    on_stop(feeder.stop, grace=1.6)  # the feeder's own STOP_BUDGET is 1.3 s
-    code: int = await feeder.run()
+        code: int = await feeder.run()
+    finally:
+        stopping.cancel()
     return code
+
+
+async def _stop_when(stop: asyncio.Event, graceful: Callable[[], None]) -> None:
+    await stop.wait()
+    graceful()

@@ -1,6 +1,8 @@
 """Feeder configuration: one frozen dataclass, built from flags > env > .env > defaults.
 
-`.env` is loaded by the CLI before `from_env` runs, so here env already includes it.
+`.env` is loaded by the console face (polybus/cli.py) before `from_env` runs, so here env
+already includes it. The Redis URL and prefix defaults are wire/settings.py's, shared with
+every command and client.
 
 Every setting is validated here, in one place, when the dataclass is built: each field is
 declared with a *kind* helper (`interval`, `limit`, `port`, `url`, …) that carries its check
@@ -24,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from polybus.wire import keys
 from polybus.wire.errors import ConfigError, InvalidToken
+from polybus.wire.keys import DEFAULT_PREFIX
+from polybus.wire.settings import DEFAULT_REDIS_URL, PREFIX_ENV, REDIS_URL_ENV
 
 
 __all__ = [
@@ -45,8 +49,8 @@ ENV: dict[str, str] = {
     "tokens": "POLYBUS_TOKENS",
     "tokens_file": "POLYBUS_TOKENS_FILE",
     "ws_url": "WS_MARKET_URL",
-    "redis_url": "REDIS_URL",
-    "prefix": "POLYBUS_PREFIX",
+    "redis_url": REDIS_URL_ENV,
+    "prefix": PREFIX_ENV,
     "feeder_id": "POLYBUS_FEEDER_ID",
     "tokens_per_connection": "WS_TOKENS_PER_CONNECTION",
     "ping_interval": "WS_PING_INTERVAL",
@@ -303,8 +307,8 @@ class FeederConfig:
     tokens: tuple[str, ...] = _kind((), _tokens_problem, "12,abc")
     tokens_file: str = in_path("")
     ws_url: str = url("wss://ws-subscriptions-clob.polymarket.com/ws/market", ("ws", "wss"))
-    redis_url: str = redis_url("redis://localhost:6379/0")
-    prefix: str = _kind(keys.DEFAULT_PREFIX, _prefix_problem, "a{b")
+    redis_url: str = redis_url(DEFAULT_REDIS_URL)
+    prefix: str = _kind(DEFAULT_PREFIX, _prefix_problem, "a{b")
     feeder_id: str = name(_default_id, factory=True)
     tokens_per_connection: int = _kind(
         200, _between(1, 500, " (the exchange stalls above ~500)"), "900")

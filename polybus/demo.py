@@ -17,14 +17,18 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from polybus.stopping import on_stop
 from polybus.wire import keys
 from polybus.wire.hashes import BookField, BookHash
+from polybus.wire.settings import bus_target
+
+
+T = TypeVar("T")
 
 
 __all__ = ["register", "run"]
@@ -44,29 +48,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--markets", type=int, default=10, help="simulated markets (default 10)")
     p.add_argument("--rate", type=float, default=100.0, help="simulated actions/s (default 100)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--prefix", default=None, help="key prefix (env POLYBUS_PREFIX, default pm)")
     p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
-    p.set_defaults(func=run)
+    # --redis-url (REDIS_URL: a shared server instead of a private one) and --prefix come
+    # from the console face
+    p.set_defaults(func=run, uses_redis=True, log_level_default="warning")
 
 
-def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Run the demo; exit 0 when every book synced, 1 otherwise, 2 when it cannot start."""
-    from polybus.logs import configure_logging
     from polybus.redisproc import LocalRedis, private_redis
 
-    configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
-    url = os.environ.get("REDIS_URL", "").strip()
+    target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
+    url = target.redis_url if target.redis_url_given else ""
     try:
-        redis = LocalRedis(url, "REDIS_URL") if url else private_redis()
+        # starting a private server blocks: in a thread, so that a stop signal is heard
+        redis = LocalRedis(url, "REDIS_URL") if url else await asyncio.to_thread(private_redis)
     except RuntimeError as exc:
         print(f"polybus demo: {exc}", file=sys.stderr)
         return 2
     print(f"demo.redis url={redis.url} origin={redis.origin!r}", flush=True)
-    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
     try:
         if url:  # someone else's server: only an unused prefix, and clean it afterwards
-            return asyncio.run(_in_shared_redis(args, url, prefix))
-        return asyncio.run(_demo(args, redis.url, prefix))
+            return await _in_shared_redis(args, stop, url, target.prefix)
+        return await _demo(args, stop, redis.url, target.prefix)
     except (RedisError, OSError) as exc:
         from polybus.feeder.config import redact
 
@@ -76,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
         redis.stop()
 
 
-async def _in_shared_redis(args: argparse.Namespace, url: str, prefix: str) -> int:
-    on_stop(lambda: None, grace=0.0)  # a stop before the demo runs: cancel at once
+async def _in_shared_redis(args: argparse.Namespace, stop: asyncio.Event, url: str,
+                           prefix: str) -> int:
     client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
     try:
-        used = [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
+        used = await _unless_stopped(stop, _keys_under(client, prefix))
         if used:
             print(
                 f"polybus demo: REDIS_URL {url} already holds {len(used)} keys under prefix "
@@ -91,21 +95,41 @@ async def _in_shared_redis(args: argparse.Namespace, url: str, prefix: str) -> i
             )
             return 2
         try:
-            return await _demo(args, url, prefix)
+            return await _demo(args, stop, url, prefix)
         finally:
             await _delete_prefix(client, prefix)
     finally:
         await client.aclose()
 
 
+async def _keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+    return [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result; a stop before it is done cancels it at once (nothing to clean yet)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise asyncio.CancelledError
+    return task.result()
+
+
 async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
     """Delete every key under `prefix`: what the demo wrote into a server it did not start."""
-    found = [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
+    found = await _keys_under(client, prefix)
     for at in range(0, len(found), 500):
         await client.delete(*found[at : at + 500])
 
 
-async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
+async def _demo(args: argparse.Namespace, stop: asyncio.Event, redis_url: str,
+                prefix: str) -> int:
     from polybus.feeder.app import Feeder
     from polybus.feeder.config import FeederConfig
     from polybus.simulator import SimConfig, Simulator
@@ -132,8 +156,6 @@ async def _demo(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
         feeder.describe(market.yes, question=market.question, outcome="Yes")
         feeder.describe(market.no, question=market.question, outcome="No")
     feeder_task = asyncio.create_task(feeder.run())
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     view = None if args.quiet else _View(client, prefix, tokens)
     started = time.monotonic()

@@ -22,10 +22,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from polybus.feeder.config import redact
 from polybus.replay.pacing import Progress
 from polybus.replay.sessions import SessionError, detect_format, parse_speed, parse_time, summarize
-from polybus.stopping import on_stop
 from polybus.wire.errors import BackendError, InvalidToken
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["register", "run"]
@@ -50,20 +51,18 @@ def register(subparsers: Any) -> None:
                    help="--serve: do not reproduce recorded connection drops")
     p.add_argument("--exit-when-done", action="store_true",
                    help="--serve: exit once every frame was sent (default: stay up)")
-    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
     p.add_argument("--prefix", default=None,
                    help=f"key prefix to replay into (default {DEFAULT_PREFIX!r}, never env)")
     p.add_argument("--clear", action="store_true",
                    help="delete the prefix's books and streams first (else refuse a used prefix)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.set_defaults(func=run)
+    # --redis-url comes from the console face; --prefix is this command's own (never env)
+    p.set_defaults(func=run, uses_redis=True, log_level_default="warning")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check the flags, then replay; 2 for bad input, 1 when Redis fails."""
-    from polybus.logs import configure_logging
-
-    configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Check the flags, then replay; 2 for bad input or a Redis unreachable at the start,
+    1 when Redis fails later."""
     try:
         speed = parse_speed(args.speed)
         start = parse_time(args.start) if args.start else None
@@ -79,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress(total, max(0, min(end or last, last) - max(start or first, first)),
                             speed, enabled=not args.quiet)
         if args.serve is not None:
-            return asyncio.run(_serve(args, speed, start, end, progress))
-        return asyncio.run(_into_redis(args, speed, start, end, progress))
+            return await _serve(args, stop, speed, start, end, progress)
+        return await _into_redis(args, speed, start, end, progress)
     except SessionError as exc:
         print(f"polybus replay: {exc}", file=sys.stderr)
         return 2
@@ -88,30 +87,38 @@ def run(args: argparse.Namespace) -> int:
 
 async def _into_redis(args: argparse.Namespace, speed: float, start: int | None,
                       end: int | None, progress: Progress) -> int:
+    url = bus_target(os.environ, redis_url=args.redis_url).redis_url
+    redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    try:
+        await redis.ping()  # unreachable now is a setting to fix (exit 2), not a failure
+        return await _replay_into(redis, redact(url), args, speed, start, end, progress)
+    finally:
+        await redis.aclose()
+
+
+async def _replay_into(redis: aioredis.Redis, shown_url: str, args: argparse.Namespace,
+                       speed: float, start: int | None, end: int | None,
+                       progress: Progress) -> int:
     from polybus.replay.into_redis import replay_into_redis
 
-    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
     prefix = args.prefix or DEFAULT_PREFIX
     try:
         result = await replay_into_redis(args.file, redis, prefix=prefix, speed=speed,
                                          start=start, end=end, progress=progress,
                                          clear=args.clear)
     except (RedisError, BackendError, OSError) as exc:
-        print(f"polybus replay: redis {url}: {exc}", file=sys.stderr)
+        print(f"polybus replay: redis {shown_url}: {exc}", file=sys.stderr)
         return 1
     except InvalidToken as exc:
         raise SessionError(str(exc)) from exc
-    finally:
-        await redis.aclose()
     print(f"replay.done lines={result.lines} published={result.published} "
           f"seconds={result.seconds:.3f} events_per_s={result.rate:.0f} prefix={prefix}",
           flush=True)
     return 0
 
 
-async def _serve(args: argparse.Namespace, speed: float, start: int | None, end: int | None,
-                 progress: Progress) -> int:
+async def _serve(args: argparse.Namespace, stop: asyncio.Event, speed: float,
+                 start: int | None, end: int | None, progress: Progress) -> int:
     from polybus.replay.serve import ReplayServer
 
     server = ReplayServer(args.file, speed=speed, start=start, end=end,
@@ -123,8 +130,6 @@ async def _serve(args: argparse.Namespace, speed: float, start: int | None, end:
               file=sys.stderr)
         return 1
     print(f"replay.serving ws_url={server.url}", flush=True)
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     done = asyncio.create_task(server.done.wait())
     stopped = asyncio.create_task(stop.wait())
     waiting = {done, stopped}

@@ -9,8 +9,8 @@ and mirror) or a stream file. `--token` may be a unique prefix of the id. Needs 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,25 +146,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("file", help="a raw recording or a stream file")
     p.add_argument("--token", required=True, help="token id (a unique prefix will do)")
     p.add_argument("-o", "--out", required=True, help="image file, e.g. out.png")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, log_level_default="warning")
 
 
-def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Plot; 2 for bad input or a missing matplotlib."""
-    from polybus.logs import configure_logging
-
-    configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
     try:
         importlib.import_module("matplotlib")
     except ImportError:
         print("polybus plot: needs matplotlib: pip install 'polybus[plot]'", file=sys.stderr)
         return 2
+    # Folding a session and drawing are blocking: in a thread, so that a stop signal is heard.
     try:
-        s = series(args.file, args.token)
+        s = await asyncio.to_thread(series, args.file, args.token)
     except SessionError as exc:
         print(f"polybus plot: {exc}", file=sys.stderr)
         return 2
-    render(s, args.out, f"{Path(args.file).name} — token {s.token[:12]}…")
+    await asyncio.to_thread(render, s, args.out, f"{Path(args.file).name} — token {s.token[:12]}…")
     print(f"plot.done token={s.token} changes={len(s.tops)} trades={len(s.trades)} "
           f"reconnects={len(s.drops)} out={args.out}", flush=True)
     return 0

@@ -17,9 +17,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from polybus.feeder.config import parse_tokens
-from polybus.stopping import on_stop
-from polybus.wire import keys
 from polybus.wire.errors import ConfigError
+from polybus.wire.settings import bus_target
 
 
 __all__ = ["register", "run"]
@@ -32,37 +31,35 @@ def register(subparsers: Any) -> None:
         description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("out", help="output file (.jsonl, or .jsonl.gz to compress)")
     p.add_argument("--tokens", help="token ids, comma separated (default: every book)")
-    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")
-    p.add_argument("--prefix", help="key prefix (env POLYBUS_PREFIX, default pm)")
     p.add_argument("--duration", type=float, default=0.0,
                    help="stop after this many seconds (default: until Ctrl-C)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, uses_redis=True, log_level_default="warning")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Record; 2 for bad flags, 1 when Redis fails."""
-    from polybus.logs import configure_logging
-
-    configure_logging(os.environ.get("POLYBUS_LOG_LEVEL", "warning"), None)
-    try:
-        tokens = list(parse_tokens(args.tokens)) if args.tokens else []
-    except ConfigError as exc:
-        print(f"polybus record: {exc}", file=sys.stderr)
-        return 2
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Record until `--duration` or stopped; 2 for bad flags (ConfigError) or a Redis
+    unreachable at the start, 1 when Redis fails later."""
+    tokens = list(parse_tokens(args.tokens)) if args.tokens else []
     if args.duration < 0:
-        print("polybus record: --duration must be >= 0", file=sys.stderr)
-        return 2
-    return asyncio.run(_record(args, tokens))
+        raise ConfigError("--duration must be >= 0")
+    return await _record(args, stop, tokens)
 
 
-async def _record(args: argparse.Namespace, tokens: list[str]) -> int:
+async def _record(args: argparse.Namespace, stop: asyncio.Event, tokens: list[str]) -> int:
+    target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
+    redis = aioredis.Redis.from_url(target.redis_url, decode_responses=True,
+                                    socket_connect_timeout=2)
+    try:
+        await redis.ping()  # unreachable now is a setting to fix (exit 2), not a failure
+        return await _record_from(redis, target.prefix, args, stop, tokens)
+    finally:
+        await redis.aclose()
+
+
+async def _record_from(redis: aioredis.Redis, prefix: str, args: argparse.Namespace,
+                       stop: asyncio.Event, tokens: list[str]) -> int:
     from polybus.replay.streamrec import all_tokens, record_streams
 
-    url = args.redis_url or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    prefix = args.prefix or os.environ.get("POLYBUS_PREFIX") or keys.DEFAULT_PREFIX
-    redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     try:
         tokens = tokens or await all_tokens(redis, prefix)
         if not tokens:
@@ -74,8 +71,6 @@ async def _record(args: argparse.Namespace, tokens: list[str]) -> int:
     except (RedisError, OSError) as exc:
         print(f"polybus record: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await redis.aclose()
     print(f"record.done tokens={result.tokens} entries={result.entries} path={args.out}",
           flush=True)
     return 0

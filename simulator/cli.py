@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING, Any
-
-
-if TYPE_CHECKING:
-    from polybus.simulator.config import SimConfig
+from typing import Any
 
 
 __all__ = ["register", "run"]
@@ -51,12 +47,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; print one ready line with the URLs."""
-    from polybus.logs import configure_logging
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Serve until stopped; print one ready line with the URLs."""
     from polybus.simulator.config import SimConfig
+    from polybus.simulator.server import Simulator
 
-    configure_logging(None, None)
     config = SimConfig(markets=args.markets, seed=args.seed, rate=args.rate,
                        new_market_every=args.new_market_every, resolve_every=args.resolve_every,
                        silence_timeout=args.silence_timeout, v2_fraction=args.v2_fraction,
@@ -64,21 +59,12 @@ def run(args: argparse.Namespace) -> int:
                        ltp_delay_ms=args.ltp_delay_ms, odd_ticks=args.odd_ticks)
     http_port = args.http_port if args.http_port is not None else (
         args.port + 1 if args.port else 0)
-    asyncio.run(_serve(config, args.host, args.port, http_port))
-    return 0
-
-
-async def _serve(config: SimConfig, host: str, port: int, http_port: int) -> None:
-    from polybus.simulator.server import Simulator
-    from polybus.stopping import on_stop
-
     sim = Simulator(config)
-    await sim.start(host, port, http_port)
+    await sim.start(args.host, args.port, http_port)
     print(f"simulator.ready ws_url={sim.ws_url} http_url={sim.http_url} "
           f"markets={len(sim.engine.markets())} tokens={len(sim.engine.tokens())}", flush=True)
-    stop = asyncio.Event()
-    on_stop(stop.set)  # SIGTERM/SIGINT: stop, and within 2 s whatever it awaits
     try:
         await stop.wait()
     finally:
         await sim.stop()
+    return 0

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from polybus import MarketFeed
-from polybus.logs import configure_logging
+from polybus.cli import configure_logging
 
 
 async def main(url: str, tokens: list[str], report: str, name: str) -> None:

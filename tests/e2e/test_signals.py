@@ -159,3 +159,83 @@ def test_sigterm_ends_the_command_while_redis_refuses_connections(command: str) 
     if command == "feed":  # a clean stop, even before Redis was ever reached
         assert proc.returncode == 0
     assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+
+# --- the face's three layers, with a command that never finishes its graceful stop --------
+STUBBORN = """
+import asyncio, time
+
+def register(subparsers):
+    p = subparsers.add_parser("stubborn")
+    p.add_argument("--wedge", action="store_true", help="block the event loop once stopped")
+    p.set_defaults(func=run)
+
+async def run(args, stop):
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    if args.wedge:
+        time.sleep(30)  # the loop itself is stuck: only the watchdog can end this
+    await asyncio.Event().wait()  # a graceful stop that never ends
+    return 0
+"""
+RUN_STUBBORN = """
+import sys
+import polybus.cli as face
+face._PACKAGES = (*face._PACKAGES, "stubborn_cmd")
+sys.exit(face.main(sys.argv[1:]))
+"""
+
+
+def _stubborn(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
+    (tmp_path / "stubborn_cmd.py").write_text(STUBBORN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    return subprocess.Popen([sys.executable, "-c", RUN_STUBBORN, "stubborn", *argv],
+                            cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _stop_stubborn(proc: subprocess.Popen[str], second: bool = False) -> float:
+    """SIGTERM once the command is ready (again once it saw the first); seconds to exit."""
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "stopping\n"
+        if second:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(BUDGET + MARGIN + 5)
+        return time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lingering_stop_is_cancelled_after_the_grace(tmp_path: Path) -> None:
+    """A graceful stop still running after the grace (1 s) is cancelled: exit 128+15,
+    between 1 s and the 2 s promise, no traceback."""
+    proc = _stubborn(tmp_path)
+    elapsed = _stop_stubborn(proc)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert 1.0 <= elapsed < BUDGET + MARGIN, f"{elapsed:.2f}s"
+    assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_a_second_signal_cancels_at_once(tmp_path: Path) -> None:
+    """A second SIGTERM does not wait for the grace: the command is cancelled at once."""
+    proc = _stubborn(tmp_path)
+    elapsed = _stop_stubborn(proc, second=True)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert elapsed < 1.0, f"took {elapsed:.2f}s: the second signal waited for the grace"
+
+
+def test_a_stuck_loop_ends_by_the_watchdog(tmp_path: Path) -> None:
+    """A command that blocks the event loop itself is ended by the watchdog at 1.9 s, with
+    one line saying so."""
+    proc = _stubborn(tmp_path, "--wedge")
+    elapsed = _stop_stubborn(proc)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert 1.9 <= elapsed < BUDGET + MARGIN, f"{elapsed:.2f}s"
+    assert "still running 1.9s after signal 15; exiting" in proc.stderr.read()  # type: ignore[union-attr]

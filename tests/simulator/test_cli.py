@@ -12,13 +12,11 @@ from tests.simulator.client import Client, http
 
 
 SCRIPT = """
-import argparse, sys
-from polybus.simulator import cli
-parser = argparse.ArgumentParser()
-cli.register(parser.add_subparsers())
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
+import sys
+from polybus.cli import main
+sys.exit(main(sys.argv[1:]))
 """
+"""The console face runs the command: its signal handling makes SIGTERM a clean stop."""
 
 
 def test_register_adds_simulate_with_defaults() -> None:
