@@ -8,8 +8,9 @@ Redis failures never stop the feed once it runs, and they come in two kinds:
   so the feeder keeps its sockets, drops events (counted), says why in its logs (once per
   change), metrics and health hash, probes with backoff, and resyncs once writes work again.
 At start-up, an error no retry can fix (bad password, unknown DB, ACL) ends the process with
-a ConfigError naming REDIS_URL, and tokens another live feeder writes end it with a
-WriterConflict naming that feeder. SIGTERM is honoured at every stage.
+a ConfigError naming REDIS_URL. Several feeders on one prefix share the tokens by partition,
+one writing each, the others standing by (feeder/redundancy.py, docs/ha.md). SIGTERM is
+honoured at every stage, and hands this feeder's partitions over at once.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ from polybus.feeder.mirror import Mirror
 from polybus.feeder.outbox import Outbox
 from polybus.feeder.publisher import Publisher, refusal
 from polybus.feeder.recorder import Recorder
+from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
 from polybus.wire import keys
-from polybus.wire.errors import BackendError, ConfigError, WriterConflict, WriteRefused
+from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
-from polybus.wire.hashes import BookField, ConnectionHealth, FeederHealth, book_meta, encode_health
+from polybus.wire.hashes import ConnectionHealth, FeederHealth, book_meta, encode_health
 from polybus.wire.version import VERSION as __version__
 
 
@@ -65,9 +67,6 @@ health key's deletion share it, so the process keeps the 2 s every command promi
 CLI cancels what is left at 1.6 s). A last flush too big for what remains is cut short: its
 `disconnected` statuses are lost, not the promise."""
 
-
-CONFLICT_MEMORY = 60.0
-"""Seconds a token given up to another writer stays reported in the health hash."""
 
 
 class _Stopped(Exception):
@@ -93,11 +92,12 @@ class Feeder:
         self.redis = redis or aioredis.Redis.from_url(
             config.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
         )
-        self.outbox = Outbox(config.outbox_capacity)
+        self.redundancy = Redundancy(self)
+        gate = self.redundancy.gate
+        self.outbox = Outbox(config.outbox_capacity, gate=gate)
         self.mirror = Mirror()
         self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen,
-                                   writer=config.feeder_id,
-                                   lease_ms=int(config.health_ttl * 1000))
+                                   writer=config.feeder_id, fences=gate.fence)
         epochs = itertools.count(1)
         self.recorder = Recorder(config.record) if config.record else None
         self.rest = RestBooks(config.clob_url)
@@ -125,11 +125,6 @@ class Feeder:
         """While Redis refuses writes: why (OOM, READONLY, NOPERM, …); empty otherwise."""
         self.refusals = 0
         """How many times writes started being refused (or the reason changed)."""
-        self.conflicts: dict[str, tuple[str, float]] = {}
-        """token -> (the other live feeder that holds it, when): leased tokens given up to
-        it, reported in the health hash for CONFLICT_MEMORY seconds."""
-        self._lease_wait: set[str] = set()
-        """Tokens refused under a dead writer's lingering lease: retried every health beat."""
         self._reached = False
         self._deadline = 0.0
         self._health_refused = ""
@@ -206,13 +201,13 @@ class Feeder:
         """Run until stopped (exit code 0) or a connection gives up (exit code 1).
 
         Raises ConfigError for a setting that can never work (metrics port in use, Redis
-        refusing the credentials or the database) and WriterConflict when another live
-        feeder writes these tokens; a stop during start-up returns 0 at once.
+        refusing the credentials or the database, another partition count recorded on this
+        prefix); a stop during start-up returns 0 at once.
         """
         metrics = await self._serve_metrics()
         try:
             await self._wait_for_redis(fatal=True)
-            await self._claim_check()
+            await self._unless_stopped(self.redundancy.start())
         except _Stopped:
             await self._shutdown()
             return 0
@@ -245,34 +240,29 @@ class Feeder:
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
         loops = [self._publish_loop(), self._health_loop(), self._stats_loop(),
-                 self._interest_loop(), self._check_loop()]
+                 self._interest_loop(), self._check_loop(), self.redundancy.run()]
         if self.discovery is not None:
             loops.append(self.discovery.run())
         helpers = [asyncio.create_task(loop) for loop in loops]
         stopper = asyncio.create_task(self._stop.wait())
         everything = [stopper, fatal, *helpers]
         done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
-        code, conflict = 0, None
+        code = 0
         for task in done:
             error = None if task is stopper else task.exception()
             if isinstance(error, _Stopped):  # a wait inside a loop saw the stop first
                 continue
-            if isinstance(error, WriterConflict):
-                conflict = error
-                log.error("feeder.conflict", other=error.other, tokens=len(error.tokens))
-            elif error is not None:
+            if error is not None:
                 code = 1
                 log.error("feeder.fatal", error=repr(error))
         # connections first (their `disconnected` statuses go to the outbox), the publisher
         # last, so that what it was writing is not cut off; _shutdown flushes the rest
         publish, others = helpers[0], [*self._tasks, *helpers[1:], stopper]
-        if not self._deadline:  # ended by a connection or a conflict, not by stop()
+        if not self._deadline:  # ended by a connection, not by stop()
             self._deadline = time.monotonic() + STOP_BUDGET
         await asyncio.gather(*(_cancel_firmly(task, self._left(0.4)) for task in others))
         await _cancel_firmly(publish, self._left(0.3))
         await self._shutdown()
-        if conflict is not None:
-            raise conflict
         return code
 
     def _spawn(self, conn: Connection, delay: float) -> None:
@@ -304,6 +294,7 @@ class Feeder:
             batch = await self.outbox.take()
             started = time.perf_counter()
             try:
+                await self.redundancy.take_over_pending()
                 broken = await self.publisher.write(batch)
             except WriteRefused as exc:
                 await self._writes_refused(exc)
@@ -318,8 +309,9 @@ class Feeder:
             self.published += batch.size
             if broken:  # Redis lost these tokens' state under us (restart, failover, flush)
                 self._resync(broken, "redis_lost")
-            if self.publisher.contested:
-                await self._contested()
+            if self.publisher.fenced:
+                fenced, self.publisher.fenced = self.publisher.fenced, {}
+                self.redundancy.fenced(fenced)
 
     async def _writes_refused(self, exc: WriteRefused) -> None:
         """Redis answers but refuses writes: keep the sockets, back off, resync once it takes.
@@ -361,44 +353,16 @@ class Feeder:
     async def _probe_write(self) -> None:
         """One real write: the first carried token's book marked suspect (it is resynced
         next anyway), else the health hash. Raises what the publisher raises."""
-        conn = next((c for c in self.connections if c.tokens), None)
+        fence = self.redundancy.gate.fence
+        conn, token = next(((c, t) for c in self.connections for t in c.tokens
+                            if fence(t) is not None), (None, ""))
         if conn is None:
             await self._write_health()
             return
         probe = Outbox(1)
-        probe.put_nowait([Status(conn.tokens[0], "suspect", "redis_refused")], conn.epoch,
+        probe.put_nowait([Status(token, "suspect", "redis_refused")], conn.epoch,
                          time.time_ns() // 1000)
         await self.publisher.write(probe.take_nowait())
-
-    async def _contested(self) -> None:
-        """Tokens another feeder holds a live lease on (nothing of them was written).
-
-        The other writer alive (its health key exists): a configured token ends this feeder
-        (WriterConflict: one writer per token until redundant feeders exist); a token leased
-        for a consumer is left to the other. The other writer gone (its lease lingers up to
-        its health TTL after a crash): retried every health beat until the lease is over.
-        """
-        contested, self.publisher.contested = self.publisher.contested, {}
-        carried = set(self.carried())
-        by_writer: dict[str, list[str]] = {}
-        for token, other in contested.items():
-            if token in carried:
-                by_writer.setdefault(other, []).append(token)
-        for other, tokens in by_writer.items():
-            try:
-                alive = bool(await self.redis.exists(keys.feeder(other, self.config.prefix)))
-            except (RedisError, OSError):
-                alive = False
-            if not alive:
-                self._lease_wait.update(tokens)
-                continue
-            configured = [t for t in tokens if t not in self.dynamic]
-            if configured:
-                raise WriterConflict(other, configured)
-            self.conflicts.update(dict.fromkeys(tokens, (other, time.monotonic())))
-            log.warning("feeder.writer.other", other=other, tokens=len(tokens),
-                        sample=tokens[:3])
-            self.retire(tokens, "other_writer")
 
     async def _recover_redis(self, error: str) -> None:
         """Wait for Redis, then resync every book: events since the failure were not written."""
@@ -412,6 +376,10 @@ class Feeder:
         self._resync(self.carried(), "redis_lost")
         self._meta_dirty |= set(self.meta)
         log.info("feeder.redis.recovered", discarded=self.outbox.discarded)
+
+    def resync(self, tokens: list[str], reason: str) -> None:
+        """Mark tokens suspect in band and ask for fresh snapshots (a takeover's cold tokens)."""
+        self._resync(tokens, reason)
 
     def _resync(self, tokens: list[str], reason: str) -> None:
         """Mark tokens suspect in band and ask the connections owning them for snapshots."""
@@ -469,28 +437,6 @@ class Feeder:
             raise _Stopped
         return work.result()
 
-    async def _claim_check(self) -> None:
-        """Refuse to start on tokens another live feeder writes (one writer per token).
-
-        Reads each configured token's `writer` from its book hash (one pipelined round trip)
-        and looks for those writers' health keys; the Lua step's lease check covers two
-        feeders that pass this check at the same moment.
-        """
-        me, prefix, tokens = self.config.feeder_id, self.config.prefix, list(self.config.tokens)
-        if not tokens:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for token in tokens:
-            pipe.hget(keys.book(token, prefix), BookField.WRITER)
-        writers = await self._unless_stopped(pipe.execute())
-        held: dict[str, list[str]] = {}
-        for token, writer in zip(tokens, writers, strict=True):
-            if writer and writer != me:
-                held.setdefault(str(writer), []).append(token)
-        for other, theirs in held.items():
-            if await self._unless_stopped(self.redis.exists(keys.feeder(other, prefix))):
-                raise WriterConflict(other, theirs)
-
     # --- dynamic interest -----------------------------------------------------------------
     async def _interest_loop(self) -> None:
         key, cfg = keys.interest(self.config.prefix), self.config
@@ -536,8 +482,9 @@ class Feeder:
         leases (or a Gamma poll) must not open many sockets at once and draw HTTP 429.
         """
         carried = set(self.carried())
-        pending = [t for t in dict.fromkeys(tokens) if t not in carried]
-        added: list[str] = []
+        pending, parked = self.redundancy.split(
+            [t for t in dict.fromkeys(tokens) if t not in carried])
+        added: list[str] = list(parked)  # wanted: carried once their partition is ours
         size, stagger = self.config.tokens_per_connection, self.config.connect_stagger
         for conn in self.connections:
             room = 0 if conn.retiring else size - len(conn.tokens)
@@ -582,8 +529,16 @@ class Feeder:
         gone: list[str] = []
         for conn in self.connections:
             gone += conn.remove_tokens(tokens, reason)
+        parked = self.redundancy.parked & set(tokens)
+        self.redundancy.parked -= parked
+        gone += sorted(parked)
         self.dynamic.difference_update(gone)
         return gone
+
+    def shed(self, tokens: list[str]) -> None:
+        """Unsubscribe tokens of partitions other feeders carry now (no status: not ours)."""
+        for conn in self.connections:
+            conn.remove_tokens(tokens, "shed")
 
     def _on_market(self, event: MarketEvent) -> None:
         if self.discovery is not None:
@@ -604,8 +559,6 @@ class Feeder:
             state="ok" if writable and live == len(conns) else "degraded",
             redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
             redis_error=self.redis_refused,
-            conflicts=len(self.conflicts),
-            conflict_with=",".join(sorted({other for other, _ in self.conflicts.values()})),
             version=__version__,
             pid=os.getpid(),
             started=str(int(self.started * 1000)),
@@ -644,11 +597,6 @@ class Feeder:
                 await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
             raise
         self._health_refused = ""
-        old = time.monotonic() - CONFLICT_MEMORY
-        self.conflicts = {t: c for t, c in self.conflicts.items() if c[1] > old}
-        if self._lease_wait and not self.redis_refused:
-            waiting, self._lease_wait = list(self._lease_wait), set()
-            self._resync([t for t in waiting if t in set(self.carried())], "writer_lease")
 
     async def _health_loop(self) -> None:
         run_id = ""
@@ -696,9 +644,13 @@ class Feeder:
         log.info("feeder.stop", published=self.published)
 
     async def _last_words(self, batch: Any) -> None:
+        """Flush, hand every partition over, leave the members, delete the health key."""
+        prefix = self.config.prefix
         if batch.size and self.redis_ok and not self.redis_refused:
-            await self.publisher.write(batch, release=True)
-        await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
+            await self.publisher.write(batch)
+        await self.redundancy.release()
+        await self.redis.zrem(keys.members(prefix), self.config.feeder_id)
+        await self.redis.delete(keys.feeder(self.config.feeder_id, prefix))
 
     async def _close_redis(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):

@@ -81,6 +81,9 @@ ENV: dict[str, str] = {
     "gamma_interval": "POLYBUS_GAMMA_INTERVAL",
     "clob_url": "CLOB_URL",
     "record": "POLYBUS_RECORD",
+    "partitions": "POLYBUS_PARTITIONS",
+    "replicas": "POLYBUS_REPLICAS",
+    "lease_ms": "POLYBUS_LEASE_MS",
 }
 """Field -> environment variable. `.env.example` lists each of them."""
 
@@ -340,6 +343,9 @@ class FeederConfig:
     gamma_interval: float = interval(60.0)
     clob_url: str = url("https://clob.polymarket.com", ("http", "https"))
     record: str = out_path("")
+    partitions: int = _kind(16, _between(1, 1024), "0")
+    replicas: int = _kind(2, _between(1, 16), "0")
+    lease_ms: int = _kind(3000, _between(200, 600_000, " ms"), "10")
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -24,6 +24,8 @@ class Gate:
         self.buffer = buffer or StandbyBuffer()
         self.open: dict[int, int] = {}
         """partition -> fence, for partitions this feeder writes now."""
+        self.taking: dict[int, int] = {}
+        """partition -> fence, while its takeover's own writes are made (events still held)."""
         self._of: dict[str, int] = {}
 
     def partition(self, token: str) -> int:
@@ -35,7 +37,8 @@ class Gate:
 
     def fence(self, token: str) -> int | None:
         """The fence to write `token` with, or None when this feeder does not write it."""
-        return self.open.get(self.partition(token))
+        p = self.partition(token)
+        return self.open.get(p, self.taking.get(p))
 
     def admit(self, event: Event, epoch: int, rx: int) -> bool:
         """True to publish the event; otherwise it is held (or, a status, dropped)."""

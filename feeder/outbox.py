@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from polybus.wire.codec import encode_items, encode_market
 from polybus.wire.events import Event, MarketEvent
+
+
+if TYPE_CHECKING:
+    from polybus.feeder.gate import Gate
 
 
 __all__ = ["SEP", "Batch", "Outbox"]
@@ -34,6 +39,8 @@ class Batch:
     quarantine: list[dict[str, str]] = field(default_factory=list)
     markets: list[dict[str, str]] = field(default_factory=list)
     size: int = 0
+    peek: set[str] = field(default_factory=set)
+    """Tokens whose stream's last entries the write returns (a takeover's first write)."""
 
     def add(self, event: Event, epoch: int, rx: int) -> None:
         """Encode one token event into this batch."""
@@ -53,8 +60,10 @@ class Batch:
 class Outbox:
     """Bounded, batching hand-off from many producers to one publisher."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 100_000, gate: Gate | None = None) -> None:
         self.capacity = capacity
+        self.gate = gate
+        """Redundant feeders: events of tokens this feeder does not write are held there."""
         self._batch = Batch()
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
@@ -76,10 +85,11 @@ class Outbox:
         while self._batch.size >= self.capacity:
             self._space.clear()
             await self._space.wait()
-        batch = self._batch
+        batch, gate = self._batch, self.gate
         for event in events:
-            batch.add(event, epoch, rx)
-        if events:
+            if gate is None or gate.admit(event, epoch, rx):
+                batch.add(event, epoch, rx)
+        if batch.size:
             self._ready.set()
 
     def put_nowait(self, events: list[Event], epoch: int, rx: int) -> None:
@@ -87,10 +97,16 @@ class Outbox:
         if self.discarding:
             self.discarded += len(events)
             return
+        gate = self.gate
         for event in events:
-            self._batch.add(event, epoch, rx)
-        if events:
+            if gate is None or gate.admit(event, epoch, rx):
+                self._batch.add(event, epoch, rx)
+        if self._batch.size:
             self._ready.set()
+
+    def poke(self) -> None:
+        """Wake the publisher with whatever is queued (perhaps nothing): it has work besides."""
+        self._ready.set()
 
     def quarantine(self, raw: str, reason: str, rx: int) -> None:
         """Queue a raw frame that could not be used."""
@@ -104,6 +120,9 @@ class Outbox:
         if key in self._seen_markets:
             return False
         self._seen_markets.add(key)
+        gate = self.gate
+        if gate is not None and event.asset_ids and gate.fence(event.asset_ids[0]) is None:
+            return True  # new to us, but the writer of its first token's partition writes it
         self._batch.markets.append(encode_market(event, rx=rx))
         self._batch.size += 1
         self._ready.set()

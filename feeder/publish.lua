@@ -3,36 +3,37 @@
 -- KEYS[1] = P:book:{T}   KEYS[2] = P:stream:{T}
 -- ARGV[1] = MAXLEN (approximate)   ARGV[2] = token id
 -- ARGV[3] = the seq the feeder last wrote for this token, or "" when it does not know
--- ARGV[4] = the writer's feeder id ("" = anonymous: no writer check, e.g. a replay)
--- ARGV[5] = the writer's lease, ms: how long after this write another feeder id is refused
--- ARGV[6..] = one argument per entry: its field/value items joined by the unit separator
+-- ARGV[4] = the writer's feeder id ("" = anonymous: no fence check, e.g. a replay)
+-- ARGV[5] = the writer's fence: its partition lease's fencing number ("" = none)
+-- ARGV[6] = how many of the stream's last entries to return before writing ("0" = none):
+--           a new leader's first write reads where the old one stopped, atomically
+-- ARGV[7..] = one argument per entry: its field/value items joined by the unit separator
 --            \31, the first pair ("type", t). One argument per entry instead of ~20 keeps
 --            the client's command packing (the feeder's hottest cost) small.
 -- seq is assigned here, so it is contiguous per token whatever the feeder does.
--- Returns {last_id, seq, code, writer}: code 0 = written; 1 = written, but the hash's seq is
--- not the one this feeder last wrote, or another feeder wrote it since (Redis restarted,
--- failed over or was flushed; a writer took over an expired lease): resync the token;
--- 2 = refused, NOTHING written: another feeder (`writer`) holds a live lease on the token.
--- One writer per token (docs/wire.md): the book hash records `writer` and `lease` (server
--- ms); only the book hash is read, so the step stays single-slot for Redis Cluster.
+-- Returns {last_id, seq, code, writer, before}: code 0 = written; 1 = written, but the hash's
+-- seq is not the one this feeder last wrote, or another feeder wrote it since (Redis
+-- restarted, failed over or was flushed; a partition changed hands): resync the token;
+-- 2 = refused, NOTHING written: the hash holds a higher fence (`writer` took the partition
+-- over; this feeder's lease is gone). `before` = the last ARGV[6] entries, newest first.
+-- Fencing (docs/ha.md): the book hash records `writer` and `fence`; only the book hash is
+-- read, so the step stays single-slot for Redis Cluster.
 local book, stream = KEYS[1], KEYS[2]
 local maxlen, token = ARGV[1], ARGV[2]
-local me, lease_ms = ARGV[4], tonumber(ARGV[5]) or 0
+local me, fence = ARGV[4], tonumber(ARGV[5])
 local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
-local now = 0
-local writer = false
-if me ~= '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local held = redis.call('HMGET', book, 'writer', 'lease')
-  writer = held[1]
-  if writer and writer ~= me and (tonumber(held[2]) or 0) > now then
-    return {'', seq, 2, writer}
-  end
+local held = redis.call('HMGET', book, 'writer', 'fence')
+local writer = held[1]
+if fence and (tonumber(held[2]) or 0) > fence then
+  return {'', seq, 2, writer or '', {}}
 end
 local broken = 0
 if ARGV[3] ~= '' and (tonumber(ARGV[3]) ~= seq or (writer and writer ~= me)) then
   broken = 1
+end
+local before = {}
+if (tonumber(ARGV[6]) or 0) > 0 then
+  before = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', tonumber(ARGV[6]))
 end
 -- The status rules, kind -> status before -> status after: wire/status_rules.py is the one
 -- table; publisher.py renders it in here when it loads the script (never edit it here).
@@ -126,7 +127,7 @@ local fold = {
   end,
 }
 
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local items = split(ARGV[i])
   seq = seq + 1
   local cmd = {'XADD', stream, 'MAXLEN', '~', maxlen, '*',
@@ -135,6 +136,9 @@ for i = 6, #ARGV do
   for j = 1, #items - 1, 2 do
     f[items[j]] = items[j + 1]
     if j > 1 then cmd[#cmd + 1] = items[j]; cmd[#cmd + 1] = items[j + 1] end
+  end
+  if me ~= '' and (items[2] == 'book' or items[2] == 'status') then
+    cmd[#cmd + 1] = 'writer'; cmd[#cmd + 1] = me  -- who vouches for this snapshot or marker
   end
   last_id = redis.call(unpack(cmd))
   epoch = f.epoch
@@ -159,7 +163,8 @@ if last_id then
     redis.call('PERSIST', stream)
   end
   if me ~= '' then
-    redis.call('HSET', book, 'writer', me, 'lease', tostring(now + lease_ms))
+    redis.call('HSET', book, 'writer', me)
+    if fence then redis.call('HSET', book, 'fence', ARGV[5]) end
   end
 end
-return {last_id or '', seq, broken, me}
+return {last_id or '', seq, broken, me, before}

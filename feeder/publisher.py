@@ -8,6 +8,7 @@ different Redis Cluster slots; each script call only touches one token's two key
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -45,10 +46,15 @@ def render(script: str) -> str:
     return script
 
 
+PEEK = 16
+"""How many of a stream's last entries a takeover's first write reads (the anchor is the newest
+exchange event among them; our own statuses may sit on top)."""
+
 LUA = render(resources.files("polybus.feeder").joinpath("publish.lua").read_text())
 
-REFUSED_BY_OTHER = 2
-"""The Lua step's code for "another feeder holds this token's lease; nothing written"."""
+FENCED = 2
+"""The Lua step's code for "the hash holds a higher fence (a successor writes this token's
+partition); nothing written"."""
 
 
 def refusal(exc: BaseException) -> WriteRefused | None:
@@ -78,9 +84,10 @@ class Publisher:
     """Writes batches to Redis.
 
     Raises WriteRefused when Redis answers a write with an error (out of memory, read-only
-    replica, ACL), BackendError when the connection is lost. With a `writer` id, each token is
-    written by one feeder at a time (publish.lua): tokens another live writer holds are
-    refused, nothing of them written, and reported in `contested`.
+    replica, ACL), BackendError when the connection is lost. With `fences` (token -> the fence
+    of the partition lease it is written under), the Lua step refuses a token whose book hash
+    holds a higher fence — a successor has written it — writes nothing of it, and reports it in
+    `fenced` (docs/ha.md). Without, writes are anonymous (replays, tests).
     """
 
     def __init__(
@@ -92,19 +99,22 @@ class Publisher:
         quarantine_maxlen: int = 10_000,
         markets_maxlen: int = 100_000,
         writer: str = "",
-        lease_ms: int = 10_000,
+        fences: Callable[[str], int | None] | None = None,
     ) -> None:
         self.redis = redis
         self.writer = writer
-        self.lease_ms = lease_ms
-        self.contested: dict[str, str] = {}
-        """token -> the other writer, for tokens refused since the caller last cleared this."""
+        self.fences = fences
+        self.fenced: dict[str, str] = {}
+        """token -> the writer holding a higher fence, for tokens refused since the caller
+        last cleared this."""
+        self.before: dict[str, list[Any]] = {}
+        """token -> its stream's last entries before this write (newest first), for the
+        tokens of a batch's `peek`; raw XREVRANGE replies."""
         self.prefix = prefix
         self.maxlen = str(maxlen)
         self.quarantine_maxlen = quarantine_maxlen
         self.markets_maxlen = markets_maxlen
         self._sha: str | None = None
-        self._lease = str(lease_ms)
         self.seqs: dict[str, int] = {}
         """token -> the seq this feeder last wrote; the Lua step checks Redis still has it."""
 
@@ -115,22 +125,20 @@ class Publisher:
         except RedisError as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
-    def _script_args(self, token: str, args: list[str]) -> list[Any]:
+    def _script_args(self, token: str, args: list[str], peek: int) -> list[Any]:
         prefix = self.prefix
         expected = self.seqs.get(token)
+        fence = self.fences(token) if self.fences is not None else None
         return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token,
-                "" if expected is None else str(expected), self.writer, self._lease, *args]
+                "" if expected is None else str(expected), self.writer,
+                "" if fence is None else str(fence), str(peek), *args]
 
-    async def write(self, batch: Batch, *, release: bool = False) -> list[str]:
-        """Write a batch in one round trip; return tokens whose Redis state lost continuity.
-
-        `release` (the last write before a clean exit) ends this writer's leases at once, so a
-        successor with another id need not wait them out.
-        """
+    async def write(self, batch: Batch) -> list[str]:
+        """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
         if self._sha is None:
             await self.load()
-        self._lease = "0" if release else str(self.lease_ms)
-        calls = [(token, self._script_args(token, args)) for token, args in batch.entries.items()]
+        calls = [(token, self._script_args(token, args, PEEK if token in batch.peek else 0))
+                 for token, args in batch.entries.items()]
         try:
             results = await self._run(calls, batch)
             missing = [i for i, res in enumerate(results[: len(calls)])
@@ -149,9 +157,11 @@ class Publisher:
                 self.seqs.pop(token, None)  # what Redis holds for it is unknown now
                 failed = failed or res
                 continue
-            _, seq, code, writer = res
-            if int(code) == REFUSED_BY_OTHER:
-                self.contested[token] = str(writer)
+            _, seq, code, writer, before = res
+            if token in batch.peek:
+                self.before[token] = list(before or [])
+            if int(code) == FENCED:
+                self.fenced[token] = str(writer)
                 self.seqs[token] = -1  # nothing written: resync if it is ever ours again
                 continue
             self.seqs[token] = int(seq)

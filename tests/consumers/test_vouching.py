@@ -60,7 +60,7 @@ async def burst_then_trim(bus: Bus, token: str, n: int) -> None:
     await publisher.load()
     pipe = bus.redis.pipeline(transaction=True)
     for tok, args in batch.entries.items():
-        pipe.evalsha(publisher._sha or "", *publisher._script_args(tok, args))
+        pipe.evalsha(publisher._sha or "", *publisher._script_args(tok, args, 0))
     pipe.xtrim(keys.stream(token), maxlen=0)
     await pipe.execute()
 

@@ -24,8 +24,11 @@ def expected(name: str) -> Path:
     return SESSIONS / f"{name}.expected.jsonl"
 
 
-WRITER = ("last_id", "writer", "lease")
+WRITER = ("last_id", "writer", "lease", "fence")
 """Hash fields of the writer's bookkeeping, not book state: a replay has no writer."""
+ENTRY_SKIP = ("rx", "writer")
+"""Entry fields a replay cannot reproduce: when it was received, and who wrote it (a replay
+writes anonymously: no feeder maintains a replayed prefix)."""
 
 
 async def dump(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
@@ -37,7 +40,7 @@ async def dump(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
         token = keys.token_of(key)
         for _, fields in await redis.xrange(key):
             out.append({"kind": "entry", "token": token,
-                        **{k: v for k, v in fields.items() if k != "rx"}})
+                        **{k: v for k, v in fields.items() if k not in ENTRY_SKIP}})
         book = await redis.hgetall(keys.book(token, prefix))
         out.append({"kind": "hash", "token": token,
                     **dict(sorted((k, v) for k, v in book.items() if k not in WRITER))})
