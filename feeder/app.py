@@ -555,7 +555,7 @@ class Feeder:
         silence = min((c.silence_s for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
         writable = self.redis_ok and not self.redis_refused
-        return encode_health(FeederHealth(
+        fields = encode_health(FeederHealth(
             state="ok" if writable and live == len(conns) else "degraded",
             redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
             redis_error=self.redis_refused,
@@ -571,6 +571,7 @@ class Feeder:
             interval_ms=int(self.config.health_interval * 1000),
             ws_url=self.config.ws_url,
         ))
+        return {**fields, **self.redundancy.health()}
 
     async def _write_health(self) -> None:
         """Write the health hash with its TTL (raises WriteRefused / BackendError)."""

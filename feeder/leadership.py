@@ -110,11 +110,15 @@ class Leadership:
                 f"{self.prefix!r} use {recorded} ({key}): every feeder on a prefix must use the "
                 f"same count; set POLYBUS_PARTITIONS={recorded} (or use another prefix)")
 
+    async def _load(self, source: str) -> str:
+        sha = self._sha.get(source)
+        if sha is None:
+            sha = self._sha[source] = str(await self.redis.script_load(source))
+        return sha
+
     async def _script(self, source: str, keys_: list[str], args: list[Any]) -> Any:
         for _ in range(2):
-            sha = self._sha.get(source)
-            if sha is None:
-                sha = self._sha[source] = str(await self.redis.script_load(source))
+            sha = await self._load(source)
             try:
                 return await self.redis.evalsha(sha, len(keys_), *keys_, *args)
             except NoScriptError:  # a restarted server lost its script cache
@@ -188,9 +192,10 @@ class Leadership:
         chosen = sorted(self.led) if partitions is None else partitions
         if not chosen:
             return []
+        sha = await self._load(_RELEASE)
         pipe = self.redis.pipeline(transaction=False)
         for p in chosen:
-            pipe.eval(_RELEASE, 1, keys.lease(p, self.prefix), self.me)
+            pipe.evalsha(sha, 1, keys.lease(p, self.prefix), self.me)
         pipe.publish(keys.handover(self.prefix), ",".join(map(str, chosen)))
         await pipe.execute()
         for p in chosen:

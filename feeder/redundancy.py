@@ -234,6 +234,17 @@ class Redundancy:
         return Book(token, b.market, b.ts, tuple(b.bids), tuple(b.asks), b.hash,
                     source="standby", tick_size=b.tick_size)
 
+    def health(self) -> dict[str, str]:
+        """The health hash's partition fields: what this feeder carries, leads, has warm."""
+        def listed(ps: frozenset[int] | set[int] | dict[int, int]) -> str:
+            return ",".join(map(str, sorted(ps)))
+
+        return {"partitions": str(self.gate.partitions),
+                "lease_ms": str(self.leadership.lease_ms),
+                "led": listed(self.gate.open),
+                "carrying": listed(self.leadership.carrying),
+                "warm": listed(self.warm())}
+
     async def release(self) -> None:
         """SIGTERM: give every lease up now, so a standby leads within milliseconds."""
         for p in list(self.gate.open):
