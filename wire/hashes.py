@@ -94,8 +94,11 @@ SUMMARY_FIELDS = (
     BookField.TS,
     BookField.STATUS,
     BookField.SEQ,
+    BookField.WRITER,
+    BookField.FENCE,
 )
-"""What a table of many books reads of each (one HMGET, no levels): `read_book` takes them."""
+"""What a table of many books reads of each (one HMGET, no levels): `read_book` takes them;
+`writer` and `fence` say who maintains the book (wire/maintained.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,9 +53,10 @@ def test_read_book_shows_what_it_can() -> None:
                             b"best_bid": b"nan", b"seq": b"7a", b"status": b"\xffok",
                             b"question": None})
     assert got == BookHash(status="\ufffdok", bids=(("0.4", "5"),), asks=(("0.6", "x"),))
-    summary = ["Q", None, "0.4", "0.6", "", "9", "synced", "12"]
+    summary = ["Q", None, "0.4", "0.6", "", "9", "synced", "12", "a", "3"]
     assert hashes.read_book(dict(zip(hashes.SUMMARY_FIELDS, summary, strict=True))) == BookHash(
-        question="Q", best_bid="0.4", best_ask="0.6", ts="9", status="synced", seq=12)
+        question="Q", best_bid="0.4", best_ask="0.6", ts="9", status="synced", seq=12,
+        writer="a", fence="3")
 
 
 def test_seq_meta_and_replay_start() -> None:
