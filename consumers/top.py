@@ -49,6 +49,10 @@ async def snapshot(redis: aioredis.Redis, prefix: str) -> dict[str, Row]:
     }
 
 
+_MIN_WIDTH = {"status": len("suspect"), "writer": len("handover")}
+"""Never cut these to `sync…` on a narrow terminal: the market column wraps instead."""
+
+
 async def maintainers(redis: aioredis.Redis, prefix: str,
                       rows: dict[str, Row]) -> dict[str, Verdict]:
     """token -> who maintains its book (wire/maintained.py), in two round trips."""
@@ -88,7 +92,8 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int,
         *([("writer", "left")] if writers else []),
         ("ev/s", "right"),
     ]:
-        t.add_column(name, justify=justify, no_wrap=name != "market")  # type: ignore[arg-type]
+        t.add_column(name, justify=justify, no_wrap=name != "market",  # type: ignore[arg-type]
+                     min_width=_MIN_WIDTH.get(name))
     order = sorted(rows, key=lambda tk: (-rates.get(tk, 0.0), -(rows[tk].seq or 0)))
     for token in order[:limit]:
         r = rows[token]
