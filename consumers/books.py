@@ -13,8 +13,9 @@ Two statuses are kept apart:
   `retired` → retired), so it is always what the hash says after the same entries.
 - `doubt` is this client's own reason not to trust the book, whatever the bus says:
   `"reload"` (a gap was seen or Redis was lost: cleared by loading the hash) or `"feeder"`
-  (the feeder's health key vanished: cleared by the next data entry, or by the same feeder
-  run coming back, since either proves the stream kept flowing).
+  (the feeder's health key vanished, or the token's partition has had no live lease for
+  longer than the lease time: cleared by the next data entry, or by the same feeder run —
+  the same writer's lease — coming back, since either proves the stream kept flowing).
 
 `status` — what the API serves: pending | synced | suspect — is `suspect` while in doubt or
 while retired (nothing updates a retired book), else `wire_status`.
@@ -73,6 +74,8 @@ class TokenBook:
         self.seq: int | None = None
         """seq of the last entry applied; None while unknown (no hash yet)."""
         self.had_book = False
+        self.writer = ""
+        """The feeder that wrote the book last, as far as known (hash `writer`, entries')."""
         self.market = ""
         self.last_trade: tuple[str, str, str] | None = None
         self.updated = 0.0
@@ -120,6 +123,7 @@ class TokenBook:
         self.last_trade = trade if h.last_trade_price else None
         self.book.hash, self.book.ts, self.book.tick_size = h.hash, h.ts, h.tick_size
         self.wire_status = h.status
+        self.writer = h.writer
         self.had_book |= self.wire_status != "pending"
         self.cursor = h.last_id or "0-0"
         self.seq = h.seq
@@ -157,6 +161,7 @@ class TokenBook:
             raise DecodeError(f"status state {entry.event.state!r:.20} is not one of the bus's")
         before = self.status
         self.seq, self.cursor, self.rx = entry.seq, entry.id or self.cursor, entry.rx
+        self.writer = entry.writer or self.writer
         self.updated = time.time()
         event = entry.event
         state = event.state if isinstance(event, Status) else ""

@@ -11,8 +11,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from polybus.consumers.format import age, entry_line, short
+from polybus.consumers.writers import verdicts
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
+from polybus.wire.maintained import Verdict
 from polybus.wire.settings import bus_target
 
 
@@ -88,22 +90,16 @@ async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
     return 0
 
 
-def writer_line(fields: dict[str, str], health: dict[str, str]) -> str:
-    """Who maintains this book: its writer's id and what that feeder's health key says."""
-    writer = hashes.read_book(fields).writer
-    if not writer:
-        return "writer unknown (written before writers were recorded)"
-    if not health:
-        return f"writer {writer} GONE: its health key expired, nobody maintains this book"
-    h = hashes.decode_health(health)
-    why = f", redis {h.redis} {h.redis_error}".rstrip() if h.redis not in ("", "ok") else ""
-    return f"writer {writer} {h.state or '?'}{why}"
+def writer_line(verdict: Verdict) -> str:
+    """Who maintains this book, by the one rule (wire/maintained.py): `maintained: writer a
+    holds lease p3 fence 7`, `handover: …`, `unmaintained: no live lease …`."""
+    return f"{verdict.state}: {verdict.reason}"
 
 
 def book_lines(token: str, fields: dict[str, str], depth: int,
-               health: dict[str, str] | None = None) -> list[str]:
-    """The text `polybus book` prints for one hash (and its writer's health hash); garbage
-    in the hash is left out (wire/hashes.py `read_book`), never a crash."""
+               verdict: Verdict | None = None) -> list[str]:
+    """The text `polybus book` prints for one hash (and the verdict on who maintains it);
+    garbage in the hash is left out (wire/hashes.py `read_book`), never a crash."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
     b = hashes.read_book(fields)
@@ -112,7 +108,7 @@ def book_lines(token: str, fields: dict[str, str], depth: int,
              f"status {b.status or '?'}  age {age(b.ts)}  "
              f"seq {'?' if b.seq is None else b.seq}  last_id {b.last_id or '-'}  "
              f"tick {b.tick_size or '-'}"
-             + (f"  {writer_line(fields, health)}" if health is not None else ""),
+             + (f"  {writer_line(verdict)}" if verdict is not None else ""),
              f"last trade {b.last_trade_side} {b.last_trade_size} "
              f"@ {b.last_trade_price or '-'}",
              f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
@@ -129,12 +125,11 @@ async def _book(args: argparse.Namespace) -> int:
     token = keys.validate_token(args.token)
     try:
         fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
-        health: dict[str, str] = {}
-        if writer := hashes.read_book(fields).writer:  # a book is only as good as its feeder
-            health = await redis.hgetall(keys.feeder(writer, prefix))  # type: ignore[assignment]
+        # a book is only as good as its writer: does it still hold the token's lease?
+        verdict = (await verdicts(redis, prefix, {token: fields}))[token] if fields else None
     finally:
         await redis.aclose()
-    print("\n".join(book_lines(token, fields, args.depth, health)))
+    print("\n".join(book_lines(token, fields, args.depth, verdict)))
     return 0 if fields else 1
 
 

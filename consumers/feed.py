@@ -15,10 +15,16 @@ One background task keeps the books (reader.py: hash, then XREAD from its `last_
 on any gap) and fires the callbacks, one call per change, in stream order per token.
 
 Liveness: the client *vouches* for its books after `connect()`. It stops — `on_disconnect` —
-when Redis is lost, when a feeder's health key expires, or when a `status` entry says the
-upstream connection of one of its tokens dropped (or was replaced); those books turn
-`suspect`. It vouches again — `on_connect` — once Redis answers, a feeder is alive, and every
-subscribed token that ever had a book is `synced` again. Redis is reconnected with capped,
+when Redis is lost, when nobody writes one of its tokens any more, or when a `status` entry
+says the upstream connection of one of its tokens dropped (or was replaced); those books turn
+`suspect`. "Nobody writes": with redundant feeders (`P:partitions` exists), the token's
+partition has had no live lease for longer than `lease_ms` (POLYBUS_LEASE_MS, default 3000;
+liveness.py `LeaseWatch`, one pipelined GET of the leases per health interval) — a failover,
+the lease moving to a standby, is not that: it fires no `on_disconnect`, only `on_status`
+with the new leader's `failover` entries; with older feeders (no `P:partitions`), a feeder's
+health key expired. It vouches again — `on_connect` — once Redis answers, every token's
+partition has a live lease (or a feeder is alive), and every subscribed token that ever had a
+book is `synced` again. Redis is reconnected with capped,
 jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
 cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
 
@@ -55,7 +61,7 @@ from redis.exceptions import RedisError, ResponseError
 from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
 from polybus.consumers.interest import DEFAULT_LEASE_S, Leases
-from polybus.consumers.liveness import FeederChange, FeederWatch
+from polybus.consumers.liveness import FeederChange, FeederWatch, LeaseChange, LeaseWatch
 from polybus.consumers.models import ConnectionState, MarketData, OrderBook
 from polybus.consumers.reader import Reader
 from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
@@ -72,6 +78,10 @@ Handler = Callable[..., Any] | None
 
 _REDIS_TICK = 0.1
 """Redis times blocked clients out on its `hz` timer (10 Hz by default), not to the ms."""
+
+DEFAULT_LEASE_MS = 3000
+"""POLYBUS_LEASE_MS, the feeders' partition lease time, when neither the parameter nor the
+environment says."""
 
 _EVENT_CALLBACKS = {
     "price_change": "on_price_change",
@@ -100,7 +110,11 @@ class MarketFeed:
         reconnect_max_delay: float = 5.0,
         socket_timeout: float | None = None,
         redis: aioredis.Redis | None = None,
+        lease_ms: int | None = None,
     ) -> None:
+        """`lease_s`: how long this client's interest in a token lasts (P:interest);
+        `lease_ms`: the feeders' partition lease time (POLYBUS_LEASE_MS, default 3000): a
+        token's partition without a live lease for longer than that fires on_disconnect."""
         # `url` is the seed's keyword (it named the WebSocket); here it is a Redis URL too.
         target = bus_target(os.environ, redis_url=redis_url or url, prefix=prefix)
         self.url = target.redis_url
@@ -118,6 +132,8 @@ class MarketFeed:
         self._reader = Reader(self._books, prefix, self._report, count=count, block_ms=block_ms)
         self._leases = Leases(prefix, lease_s)
         self._watch = FeederWatch(prefix)
+        self.lease_ms = lease_ms or _env_ms("POLYBUS_LEASE_MS", DEFAULT_LEASE_MS)
+        self._writers = LeaseWatch(prefix, self.lease_ms)
         self._pending: list[Callback] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -310,7 +326,13 @@ class MarketFeed:
         soon = now + _REDIS_TICK  # due within a tick: now, or the next BLOCK would overshoot
         if soon >= self._next_health:
             self._next_health = now + self.health_interval
-            await self._feeders(await self._watch.check(redis))
+            leases = await self._writers.check(redis, self._books, now)
+            if self._writers.partitioned:  # leases decide; the health keys no longer do
+                if self._watch.seen:
+                    self._watch = FeederWatch(self.prefix)
+                await self._lease_change(leases)
+            else:
+                await self._feeders(await self._watch.check(redis))
         if self._leases.due(now):
             await self._optional("lease", self._leases.renew(redis, list(self._books)))
         if soon >= self._next_audit:
@@ -354,6 +376,24 @@ class MarketFeed:
             for book in list(self._books.values()):
                 await self._fire_calls(book.release("feeder_back"))
 
+    async def _lease_change(self, change: LeaseChange) -> None:
+        if change.lost:
+            log.warning("consumers.writer.lost", partitions=change.lost, lease_ms=self.lease_ms)
+            for token, book in list(self._books.items()):  # suspect first: on_disconnect sees it
+                if self._writers.partition(token) in change.lost:
+                    await self._fire_calls(book.suspect("feeder", "no_writer"))
+            await self._stop_vouching()
+        for p, (before, after) in change.moved.items():
+            log.info("consumers.writer.failover", partition=p, old=before.holder,
+                     new=after.holder, fence=after.fence)
+        for p, lease in change.back.items():
+            log.info("consumers.writer.back", partition=p, holder=lease.holder, fence=lease.fence)
+            for token, book in list(self._books.items()):
+                # Its writer leads again: the stream never lost a writer's entries. Another
+                # holder's `failover` and snapshot clear the doubt when they arrive.
+                if self._writers.partition(token) == p and book.writer == lease.holder:
+                    await self._fire_calls(book.release("writer_back"))
+
     async def _stop_vouching(self) -> None:
         if self._vouching:
             self._vouching = False
@@ -365,7 +405,10 @@ class MarketFeed:
         bad = self._reader.bad
         if self._vouching or not self._redis_ok or self._reader.reload - bad:
             return
-        if self._watch.seen and not self._watch.live:
+        if self._writers.partitioned:
+            if self._writers.unleased(self._books):
+                return
+        elif self._watch.seen and not self._watch.live:
             return
         # A token that never had a book (pending) cannot have become wrong: it does not block.
         if all(b.status != "suspect" for t, b in self._books.items() if t not in bad):
@@ -435,6 +478,12 @@ class MarketFeed:
                 log.error("consumers.feed.on_error_failed", error=repr(exc))
             else:
                 await self._fire(self.on_error, exc)
+
+
+def _env_ms(name: str, default: int) -> int:
+    """A positive integer of ms from the environment; anything else is `default`."""
+    text = os.environ.get(name, "").strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else default
 
 
 def _cancel_requested() -> bool:

@@ -1,4 +1,17 @@
-"""Is a feeder alive? Its health key (`P:feeder:<id>`, a hash with a TTL) says so.
+"""Is somebody writing my books? Partition leases say so; with older feeders, health keys.
+
+**Redundant feeders** (a prefix with `P:partitions`): a token's book is written by whoever
+holds the lease of its partition (`P:lease:{pN}`, docs/ha.md; the rule: wire/maintained.py).
+`LeaseWatch` reads `P:partitions` and the lease of each partition the followed tokens fall in,
+in one pipelined round trip per check. A partition whose lease has been missing for longer
+than the lease time (POLYBUS_LEASE_MS) is *lost*: nobody may write its tokens. A lease that
+changes holder or fence between checks — a failover, even with a short gap — is not a loss:
+the new leader's `failover` entry, the missed events and its snapshot follow in the stream.
+Garbage (a count or lease value no feeder writes, a key of another type) reads as no lease,
+logged once per reason; a denied GET (an ACL without it) is raised, like any refused read.
+
+**Older feeders** (no `P:partitions`): a feeder's health key (`P:feeder:<id>`, a hash with a
+TTL) says it is alive.
 
 A feeder rewrites its key every couple of seconds; a killed or hung one lets it expire. The
 watch remembers each feeder it has seen with its run (the `started` field): when a known key
@@ -11,19 +24,28 @@ a name or `started` that is not UTF-8) is not a feeder: ignored, never an error 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import NoPermissionError
 
 from polybus.consumers.redisio import RAW, classify, raw, text
 from polybus.wire import keys
 from polybus.wire.errors import DecodeError
 from polybus.wire.hashes import HealthField, decode_run
+from polybus.wire.maintained import partition_count, read_lease
+from polybus.wire.partitions import Lease, partition_of
 
 
-__all__ = ["FeederChange", "FeederWatch"]
+__all__ = ["NO_COUNT", "FeederChange", "FeederWatch", "LeaseChange", "LeaseWatch"]
+
+log = structlog.get_logger("consumers.liveness")
+
+NO_COUNT = -1
+"""The partition of every token while `P:partitions` holds garbage: it never has a lease."""
 
 
 @dataclass(slots=True)
@@ -107,3 +129,124 @@ class FeederWatch:
                 change.found.append(key)
         self.live = now
         return change
+
+
+@dataclass(slots=True)
+class LeaseChange:
+    """What one lease check found."""
+
+    lost: list[int] = field(default_factory=list)
+    """Partitions that have just been without a live lease for longer than the lease time."""
+    back: dict[int, Lease] = field(default_factory=dict)
+    """Lost partitions with a live lease again: their lease now."""
+    moved: dict[int, tuple[Lease, Lease]] = field(default_factory=dict)
+    """Partitions whose lease changed (before, after) without being lost: a failover."""
+
+
+class LeaseWatch:
+    """Tracks the leases of the partitions a set of tokens falls in, under one prefix."""
+
+    def __init__(self, prefix: str = keys.DEFAULT_PREFIX, lease_ms: int = 3000) -> None:
+        self.prefix, self.lease_ms = prefix, lease_ms
+        self.partitioned = False
+        """Whether `P:partitions` exists (else the older feeders' health keys decide)."""
+        self.count: int | None = None
+        self.leases: dict[int, Lease] = {}
+        """partition -> the last live lease seen (kept through a gap, to tell a failover)."""
+        self.missing: dict[int, float] = {}
+        """partition -> when (monotonic) a check first found it without a live lease."""
+        self.lost: set[int] = set()
+        self._logged: set[str] = set()
+
+    def partition(self, token: str) -> int:
+        """The token's partition under the recorded count (NO_COUNT while it is garbage)."""
+        return NO_COUNT if self.count is None else partition_of(token, self.count)
+
+    def unleased(self, tokens: Iterable[str]) -> set[int]:
+        """Partitions of these tokens without a live lease at the last check."""
+        if not self.partitioned:
+            return set()
+        return {self.partition(t) for t in tokens} & (set(self.missing) | self.lost)
+
+    async def check(self, redis: aioredis.Redis, tokens: Iterable[str],
+                    now: float) -> LeaseChange:
+        """One round trip (two when the count is first seen or changes); what changed."""
+        tokens = list(tokens)
+        raw_count, leases = await self._read(redis, self._wanted(tokens))
+        if raw_count is None:
+            if self.partitioned:
+                log.info("consumers.leases.gone", key=keys.partitions(self.prefix))
+            self._reset()
+            return LeaseChange()
+        count = partition_count(raw_count)
+        if count is None:
+            self._once(f"{keys.partitions(self.prefix)} holds {raw_count!r:.40}: not a "
+                       "partition count, read as no lease")
+        if not self.partitioned or count != self.count:
+            self.partitioned, self.count = True, count
+            _, leases = await self._read(redis, self._wanted(tokens))
+        return self._update(leases, {self.partition(t) for t in tokens}, now)
+
+    def _wanted(self, tokens: list[str]) -> list[int]:
+        if not self.partitioned or self.count is None:
+            return []
+        return sorted({self.partition(t) for t in tokens})
+
+    async def _read(self, redis: aioredis.Redis,
+                    wanted: list[int]) -> tuple[Any, dict[int, Lease | None]]:
+        pipe = redis.pipeline(transaction=False)
+        pipe.execute_command("GET", keys.partitions(self.prefix), **RAW)
+        for p in wanted:
+            pipe.execute_command("GET", keys.lease(p, self.prefix), **RAW)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and (
+                isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+            ):
+                raise reply
+        count = replies[0]
+        if isinstance(count, Exception):  # WRONGTYPE: exists, but no feeder wrote it
+            count = f"<{count}>"
+        leases: dict[int, Lease | None] = {}
+        for p, reply in zip(wanted, replies[1:], strict=True):
+            lease = None if isinstance(reply, Exception) else read_lease(reply)
+            if lease is None and reply is not None:
+                self._once(f"{keys.lease(p, self.prefix)} holds {reply!r:.40}: not a lease, "
+                           "read as none")
+            leases[p] = lease
+        return count, leases
+
+    def _update(self, leases: dict[int, Lease | None], wanted: set[int],
+                now: float) -> LeaseChange:
+        change = LeaseChange()
+        for p in wanted:
+            lease = leases.get(p)
+            if lease is not None:
+                self.missing.pop(p, None)
+                if p in self.lost:
+                    self.lost.discard(p)
+                    change.back[p] = lease
+                elif p in self.leases and self.leases[p] != lease:
+                    change.moved[p] = (self.leases[p], lease)
+                self.leases[p] = lease
+                continue
+            since = self.missing.setdefault(p, now)
+            if p not in self.lost and now - since > self.lease_ms / 1000:
+                self.lost.add(p)
+                change.lost.append(p)
+        for gone in (set(self.leases) | set(self.missing) | self.lost) - wanted:
+            self.leases.pop(gone, None)  # no followed token there any more
+            self.missing.pop(gone, None)
+            self.lost.discard(gone)
+        return change
+
+    def _reset(self) -> None:
+        self.partitioned, self.count = False, None
+        self.leases.clear()
+        self.missing.clear()
+        self.lost.clear()
+
+    def _once(self, reason: str) -> None:
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("consumers.leases.garbage", reason=reason)

@@ -90,6 +90,7 @@ async def probe(redis: aioredis.Redis, prefix: str) -> None:
     pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, prefix), "0-0", **RAW)
     pipe.execute_command("HGET", keys.feeder(token, prefix), HealthField.STARTED, **RAW)
     pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
+    pipe.execute_command("GET", keys.partitions(prefix), **RAW)  # who writes: leases
     await pipe.execute()
 
 

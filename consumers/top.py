@@ -1,4 +1,10 @@
-"""`polybus top`: a live table of every book in Redis, most active first (rich)."""
+"""`polybus top`: a live table of every book in Redis, most active first (rich).
+
+The `writer` column is the one rule of wire/maintained.py: `ok` (its writer holds the lease
+of the token's partition, or — older feeders — its health key exists), `handover` (another
+feeder holds the lease and has not written it yet), `NONE` (nobody may write it: a `synced`
+there is only what a dead feeder left behind), `?` (no writer recorded).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,17 @@ from rich.live import Live
 from rich.table import Table
 
 from polybus.consumers.format import age, short
+from polybus.consumers.writers import verdicts
 from polybus.wire import keys
 from polybus.wire.hashes import SUMMARY_FIELDS, BookHash, read_book
+from polybus.wire.maintained import HANDOVER, MAINTAINED, UNMAINTAINED, Verdict
 
 
-__all__ = ["Row", "rates", "snapshot", "table", "top"]
+__all__ = ["Row", "maintainers", "rates", "snapshot", "table", "top"]
 
 STATUS_STYLE = {"synced": "green", "pending": "yellow", "suspect": "bold red"}
+WRITER_CELL = {MAINTAINED: "[green]ok[/]", HANDOVER: "[yellow]handover[/]",
+               UNMAINTAINED: "[bold red]NONE[/]"}
 
 Row = BookHash
 """One book as `top` shows it: its SUMMARY_FIELDS, read leniently (no levels)."""
@@ -38,6 +48,17 @@ async def snapshot(redis: aioredis.Redis, prefix: str) -> dict[str, Row]:
     }
 
 
+_MIN_WIDTH = {"status": len("suspect"), "writer": len("handover")}
+"""Never cut these to `sync…` on a narrow terminal: the market column wraps instead."""
+
+
+async def maintainers(redis: aioredis.Redis, prefix: str,
+                      rows: dict[str, Row]) -> dict[str, Verdict]:
+    """token -> who maintains its book (wire/maintained.py), in two round trips."""
+    return await verdicts(redis, prefix, {
+        t: {"writer": r.writer, "fence": r.fence} for t, r in rows.items()})
+
+
 def rates(previous: dict[str, Row], current: dict[str, Row], seconds: float) -> dict[str, float]:
     """Entries per second of each book between two snapshots `seconds` apart."""
     return {
@@ -46,9 +67,17 @@ def rates(previous: dict[str, Row], current: dict[str, Row], seconds: float) -> 
     }
 
 
-def table(rows: dict[str, Row], rates: dict[str, float], limit: int) -> Table:
-    """The table: one row per book, sorted by events/s then seq."""
-    t = Table(title=f"polybus top — {len(rows)} books", expand=True)
+def table(rows: dict[str, Row], rates: dict[str, float], limit: int,
+          writers: dict[str, Verdict] | None = None) -> Table:
+    """The table: one row per book, sorted by events/s then seq; with `writers`, a column
+    saying who maintains each and the title counting the unmaintained."""
+    writers = writers or {}
+    orphans = sum(not v.live for t, v in writers.items() if rows.get(t) and
+                  rows[t].status == "synced")
+    title = f"polybus top — {len(rows)} books"
+    if orphans:
+        title += f", {orphans} synced but unmaintained"
+    t = Table(title=title, expand=True)
     for name, justify in [
         ("market", "left"),
         ("outcome", "left"),
@@ -59,9 +88,11 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int) -> Table:
         ("last", "right"),
         ("age", "right"),
         ("status", "left"),
+        *([("writer", "left")] if writers else []),
         ("ev/s", "right"),
     ]:
-        t.add_column(name, justify=justify, no_wrap=name != "market")  # type: ignore[arg-type]
+        t.add_column(name, justify=justify, no_wrap=name != "market",  # type: ignore[arg-type]
+                     min_width=_MIN_WIDTH.get(name))
     order = sorted(rows, key=lambda tk: (-rates.get(tk, 0.0), -(rows[tk].seq or 0)))
     for token in order[:limit]:
         r = rows[token]
@@ -80,9 +111,14 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int) -> Table:
             r.last_trade_price or "-",
             age(r.ts),
             f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            *([_writer_cell(writers.get(token))] if writers else []),
             f"{rates.get(token, 0.0):.1f}",
         )
     return t
+
+
+def _writer_cell(verdict: Verdict | None) -> str:
+    return "?" if verdict is None else WRITER_CELL.get(verdict.state, "?")
 
 
 async def top(
@@ -94,15 +130,19 @@ async def top(
     stop = asyncio.Event() if stop is None else stop
     try:
         previous, then = await snapshot(redis, prefix), time.monotonic()
+        writers = await maintainers(redis, prefix, previous)
         if once:
-            console.print(table(previous, {}, rows))
+            console.print(table(previous, {}, rows, writers))
             return 0
-        with Live(table(previous, {}, rows), console=console, refresh_per_second=4) as live:
+        with Live(table(previous, {}, rows, writers), console=console,
+                  refresh_per_second=4) as live:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
                 current, now = await snapshot(redis, prefix), time.monotonic()
-                live.update(table(current, rates(previous, current, now - then), rows))
+                writers = await maintainers(redis, prefix, current)
+                live.update(table(current, rates(previous, current, now - then), rows,
+                                  writers))
                 previous, then = current, now
         return 0
     finally:

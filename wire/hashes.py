@@ -45,9 +45,11 @@ __all__ = [
     "book_meta",
     "decode_book",
     "decode_health",
+    "decode_partition_set",
     "decode_run",
     "decode_seq",
     "encode_health",
+    "encode_partition_set",
     "health_report",
     "read_book",
     "replay_start",
@@ -92,8 +94,11 @@ SUMMARY_FIELDS = (
     BookField.TS,
     BookField.STATUS,
     BookField.SEQ,
+    BookField.WRITER,
+    BookField.FENCE,
 )
-"""What a table of many books reads of each (one HMGET, no levels): `read_book` takes them."""
+"""What a table of many books reads of each (one HMGET, no levels): `read_book` takes them;
+`writer` and `fence` say who maintains the book (wire/maintained.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ class BookHash:
     question: str = ""
     outcome: str = ""
     writer: str = ""
+    fence: str = ""
     lease: str = ""
     bids: tuple[Level, ...] = ()
     asks: tuple[Level, ...] = ()
@@ -278,12 +284,12 @@ def book_meta(*, question: str = "", outcome: str = "") -> dict[str, str]:
 def replay_start(fields: Mapping[str, str]) -> dict[str, str]:
     """A recorded book hash as the start of its replayed stream: `seq` kept (the Lua step
     numbers the replayed entries as recorded), `last_id` `0-0` (the new stream holds none of
-    the entries folded in), and no `writer`/`lease` (the recorded feeder does not write
+    the entries folded in), and no `writer`/`fence`/`lease` (the recorded feeder does not write
     here). Every other field as recorded."""
     out = {str(k): str(v) for k, v in fields.items()}
     if BookField.LAST_ID in out:
         out[BookField.LAST_ID] = "0-0"
-    for bookkeeping in (BookField.WRITER, BookField.LEASE):
+    for bookkeeping in (BookField.WRITER, BookField.FENCE, BookField.LEASE):
         out.pop(bookkeeping, None)
     return out
 
@@ -310,6 +316,11 @@ class HealthField:
     UPDATED_MS = "updated_ms"
     INTERVAL_MS = "interval_ms"
     WS_URL = "ws_url"
+    PARTITIONS = "partitions"
+    LEASE_MS = "lease_ms"
+    LED = "led"
+    CARRYING = "carrying"
+    WARM = "warm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,12 +365,23 @@ class FeederHealth:
     updated_ms: int = 0
     interval_ms: int = DEFAULT_INTERVAL_MS
     ws_url: str = ""
+    partitions: int = 0
+    """The partition count it runs with (0: an older feeder, no partitions)."""
+    lease_ms: int = 0
+    """Its POLYBUS_LEASE_MS."""
+    led: frozenset[int] = frozenset()
+    """Partitions it leads (holds the lease of): it writes their tokens."""
+    carrying: frozenset[int] = frozenset()
+    """Partitions whose tokens it subscribes: the led ones and those it stands by for."""
+    warm: frozenset[int] = frozenset()
+    """Partitions whose tokens it has all synced (a standby ready to take over)."""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
     """Fields this codec does not know (a newer feeder's), kept for reports."""
 
 
 _INT_FIELDS = {"conflicts", "pid", "tokens", "synced", "last_frame_age_ms", "published",
-               "updated_ms", "interval_ms"}
+               "updated_ms", "interval_ms", "partitions", "lease_ms"}
+_SET_FIELDS = {"led", "carrying", "warm"}
 _HEALTH_NAMES = tuple(f.name for f in dataclass_fields(FeederHealth) if f.name != "extra")
 
 
@@ -370,6 +392,8 @@ def encode_health(h: FeederHealth) -> dict[str, str]:
         value = getattr(h, name)
         if name == HealthField.CONNECTIONS:
             out[name] = orjson.dumps([asdict(c) for c in value]).decode()
+        elif name in _SET_FIELDS:
+            out[name] = encode_partition_set(value)
         else:
             out[name] = str(value)
     return out
@@ -394,6 +418,8 @@ def decode_health(raw: Mapping[Any, Any]) -> FeederHealth:
                 values[name] = int(text)
         elif name == HealthField.CONNECTIONS:
             values[name] = _connections(f[name])
+        elif name in _SET_FIELDS:
+            values[name] = decode_partition_set(f[name])
         else:
             values[name] = f[name]
     extra = {k: v for k, v in f.items() if k not in _HEALTH_NAMES}
@@ -428,6 +454,19 @@ def _connections(text: str) -> tuple[ConnectionHealth, ...]:
                 values[name] = value
         out.append(ConnectionHealth(**values))
     return tuple(out)
+
+
+def encode_partition_set(partitions: frozenset[int]) -> str:
+    """`led`/`carrying`/`warm` as the health hash holds them: "0,3,7" ("" for none)."""
+    return ",".join(str(p) for p in sorted(partitions))
+
+
+def decode_partition_set(value: Any) -> frozenset[int]:
+    """A "0,3,7" field as HGET returned it; items that are not partition numbers are left
+    out, garbage reads as none."""
+    text = _lenient(value) if isinstance(value, str | bytes) else ""
+    return frozenset(int(x) for x in text.split(",") if x.isascii() and x.isdigit()
+                     and len(x) <= 8)
 
 
 def decode_run(value: Any) -> str:

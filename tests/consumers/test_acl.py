@@ -46,6 +46,7 @@ async def test_a_read_only_user_reads_and_reports_each_refused_write_once(
         "+scan",
         "+xread",
         "+xrange",
+        "+get",
     )
     feed = MarketFeed(url_of(redis_server, "ro", "pw"), **FAST)
     errors: list[Exception] = []

@@ -53,9 +53,10 @@ def test_read_book_shows_what_it_can() -> None:
                             b"best_bid": b"nan", b"seq": b"7a", b"status": b"\xffok",
                             b"question": None})
     assert got == BookHash(status="\ufffdok", bids=(("0.4", "5"),), asks=(("0.6", "x"),))
-    summary = ["Q", None, "0.4", "0.6", "", "9", "synced", "12"]
+    summary = ["Q", None, "0.4", "0.6", "", "9", "synced", "12", "a", "3"]
     assert hashes.read_book(dict(zip(hashes.SUMMARY_FIELDS, summary, strict=True))) == BookHash(
-        question="Q", best_bid="0.4", best_ask="0.6", ts="9", status="synced", seq=12)
+        question="Q", best_bid="0.4", best_ask="0.6", ts="9", status="synced", seq=12,
+        writer="a", fence="3")
 
 
 def test_seq_meta_and_replay_start() -> None:
@@ -73,7 +74,8 @@ HEALTH = FeederHealth(
     tokens=2, synced=2,
     connections=(ConnectionHealth(id=0, state="subscribed", epoch=3, tokens=2, silence_s=0.5),),
     last_frame_age_ms=500, published=10, updated_ms=1700000001000, interval_ms=2000,
-    ws_url="ws://x",
+    ws_url="ws://x", partitions=16, lease_ms=3000, led=frozenset({0, 3, 7}),
+    carrying=frozenset({0, 3, 7, 12}), warm=frozenset({0, 3}),
 )
 HEALTH_FIELDS = {
     "state": "ok", "redis": "ok", "redis_error": "", "conflicts": "0", "conflict_with": "",
@@ -81,7 +83,8 @@ HEALTH_FIELDS = {
     "connections": '[{"id":0,"state":"subscribed","epoch":3,"tokens":2,"silence_s":0.5,'
                    '"reconnects":0,"resubscribes":0,"last_reason":""}]',
     "last_frame_age_ms": "500", "published": "10", "updated_ms": "1700000001000",
-    "interval_ms": "2000", "ws_url": "ws://x",
+    "interval_ms": "2000", "ws_url": "ws://x", "partitions": "16", "lease_ms": "3000",
+    "led": "0,3,7", "carrying": "0,3,7,12", "warm": "0,3",
 }
 
 
@@ -108,3 +111,15 @@ def test_health_garbage_reads_as_defaults() -> None:
     assert hashes.health_report(got)["new_field"] == "v"
     assert hashes.decode_run(b"\xff") == "" and hashes.decode_run(None) == ""
     assert hashes.decode_run(b"17") == "17"
+
+
+def test_health_partition_fields_read_leniently() -> None:
+    """The redundant feeders' fields: an older feeder's hash reads as no partitions, garbage
+    items of a partition list are left out, and the lists are written sorted."""
+    assert hashes.decode_health({"state": "ok"}) == FeederHealth(state="ok")
+    got = hashes.decode_health({"led": "3,x,,1,-2,999999999", "warm": b"\xff", "carrying": "",
+                                "partitions": "sixteen", "lease_ms": "300"})
+    assert (got.led, got.warm, got.carrying) == (frozenset({1, 3}), frozenset(), frozenset())
+    assert (got.partitions, got.lease_ms) == (0, 300)
+    assert hashes.encode_partition_set(frozenset({10, 2, 0})) == "0,2,10"
+    assert hashes.decode_partition_set(None) == frozenset()
