@@ -35,7 +35,7 @@ from polybus.wire.maintained import partition_count, read_lease
 from polybus.wire.settings import bus_target
 
 
-__all__ = ["Report", "check", "partition_leaders", "register", "text_lines", "writer_conflicts"]
+__all__ = ["Report", "check", "partition_leaders", "register", "text_lines"]
 
 DEFAULT_LEASE_MS = 3000
 
@@ -93,8 +93,6 @@ async def check(
                 report.fail(f"feeder {name} connection {conn.id} silent {conn.silence_s:.0f}s")
     if not report.feeders:
         report.fail("no live feeder (no health key): is `polybus feed` running?")
-    for problem in writer_conflicts(healths):
-        report.fail(problem)
     carried = sum(health.tokens for health in live.values())
     synced = sum(health.synced for health in live.values())
     report.books = {"carried": carried, "synced": synced}
@@ -167,17 +165,6 @@ def _live_members(now: Any, scores: Any) -> list[str]:
         return []
     return sorted(str(m) for m, score in scores if isinstance(score, int | float)
                   and score > now_ms)
-
-
-def writer_conflicts(feeders: dict[str, FeederHealth]) -> list[str]:
-    """Two feeders claiming the same tokens (one writer per token, docs/wire.md): a feeder
-    refused tokens that another live feeder writes says so in its health hash."""
-    problems = []
-    for name, health in sorted(feeders.items()):
-        if health.conflicts:
-            problems.append(f"feeder {name} claims {health.conflicts} tokens that feeder(s) "
-                            f"{health.conflict_with or '?'} already write")
-    return problems
 
 
 def register(subparsers: Any) -> None:

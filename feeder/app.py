@@ -260,6 +260,7 @@ class Feeder:
         publish, others = helpers[0], [*self._tasks, *helpers[1:], stopper]
         if not self._deadline:  # ended by a connection, not by stop()
             self._deadline = time.monotonic() + STOP_BUDGET
+        self.redundancy.leave()  # partitions a warm standby takes: no `disconnected` for them
         await asyncio.gather(*(_cancel_firmly(task, self._left(0.4)) for task in others))
         await _cancel_firmly(publish, self._left(0.3))
         await self._shutdown()
@@ -555,7 +556,7 @@ class Feeder:
         silence = min((c.silence_s for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
         writable = self.redis_ok and not self.redis_refused
-        fields = encode_health(FeederHealth(
+        return encode_health(FeederHealth(
             state="ok" if writable and live == len(conns) else "degraded",
             redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
             redis_error=self.redis_refused,
@@ -570,8 +571,8 @@ class Feeder:
             updated_ms=int(time.time() * 1000),
             interval_ms=int(self.config.health_interval * 1000),
             ws_url=self.config.ws_url,
+            **self.redundancy.health(),
         ))
-        return {**fields, **self.redundancy.health()}
 
     async def _write_health(self) -> None:
         """Write the health hash with its TTL (raises WriteRefused / BackendError)."""

@@ -51,9 +51,8 @@ def register(subparsers: Any) -> None:
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Build the configuration, run the feeder until it ends or `stop` is set.
 
-    0 when stopped (flushed, health key deleted), 1 when a connection gave up; a setting that
-    can never work raises ConfigError (exit 2), another live feeder writing these tokens
-    WriterConflict (exit 3).
+    0 when stopped (flushed, leases handed over, health key deleted), 1 when a connection gave
+    up; a setting that can never work raises ConfigError (exit 2).
     """
     from polybus.feeder.app import Feeder
     from polybus.feeder.config import FeederConfig

@@ -1,9 +1,11 @@
 """Which tokens this feeder writes right now, with which fence; the rest are held. Pure.
 
 The outbox asks the gate about every event: a token of a partition this feeder leads (and has
-finished taking over) goes to the batch, with the partition's fence; any other token's event
-is held in the standby buffer, ready for a takeover. Statuses of tokens it does not write are
-dropped: they describe this feeder's own sockets, and only the writer's count.
+finished taking over) goes to the batch, with the partition's fence of that moment — a batch
+written after the lease is lost still carries it, and the Lua step refuses it once a successor
+has written; any other token's event is held in the standby buffer, ready for a takeover.
+Statuses of tokens it does not write are dropped: they describe this feeder's own sockets,
+and only the writer's count.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ class Gate:
         p = self.partition(token)
         return self.open.get(p, self.taking.get(p))
 
-    def admit(self, event: Event, epoch: int, rx: int) -> bool:
-        """True to publish the event; otherwise it is held (or, a status, dropped)."""
-        if self.partition(event.asset_id) in self.open:
-            return True
-        if not isinstance(event, Status):
+    def admit(self, event: Event, epoch: int, rx: int) -> int | None:
+        """The fence to publish the event under; None when it is held (or, a status,
+        dropped) because this feeder does not write its partition now."""
+        fence = self.open.get(self.partition(event.asset_id))
+        if fence is None and not isinstance(event, Status):
             self.buffer.hold(event, epoch, rx)
-        return False
+        return fence
 
     def close(self, partition: int) -> None:
         """Stop writing a partition (lost, released or fenced out): hold its events again."""

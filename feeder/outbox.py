@@ -39,6 +39,8 @@ class Batch:
     quarantine: list[dict[str, str]] = field(default_factory=list)
     markets: list[dict[str, str]] = field(default_factory=list)
     size: int = 0
+    fences: dict[str, int] = field(default_factory=dict)
+    """token -> the fence its events were queued under (redundant feeders)."""
     peek: set[str] = field(default_factory=set)
     """Tokens whose stream's last entries the write returns (a takeover's first write)."""
 
@@ -87,8 +89,11 @@ class Outbox:
             await self._space.wait()
         batch, gate = self._batch, self.gate
         for event in events:
-            if gate is None or gate.admit(event, epoch, rx):
+            if gate is None:
                 batch.add(event, epoch, rx)
+            elif (fence := gate.admit(event, epoch, rx)) is not None:
+                batch.add(event, epoch, rx)
+                batch.fences[event.asset_id] = fence
         if batch.size:
             self._ready.set()
 
@@ -97,10 +102,13 @@ class Outbox:
         if self.discarding:
             self.discarded += len(events)
             return
-        gate = self.gate
+        gate, batch = self.gate, self._batch
         for event in events:
-            if gate is None or gate.admit(event, epoch, rx):
-                self._batch.add(event, epoch, rx)
+            if gate is None:
+                batch.add(event, epoch, rx)
+            elif (fence := gate.admit(event, epoch, rx)) is not None:
+                batch.add(event, epoch, rx)
+                batch.fences[event.asset_id] = fence
         if self._batch.size:
             self._ready.set()
 

@@ -107,6 +107,8 @@ class Publisher:
         self.fenced: dict[str, str] = {}
         """token -> the writer holding a higher fence, for tokens refused since the caller
         last cleared this."""
+        self.unfenced = 0
+        """Entries dropped because their token is written under no fence (not ours)."""
         self.before: dict[str, list[Any]] = {}
         """token -> its stream's last entries before this write (newest first), for the
         tokens of a batch's `peek`; raw XREVRANGE replies."""
@@ -125,20 +127,31 @@ class Publisher:
         except RedisError as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
-    def _script_args(self, token: str, args: list[str], peek: int) -> list[Any]:
+    def _script_args(self, token: str, args: list[str], peek: int,
+                     fence: int | None = None) -> list[Any]:
         prefix = self.prefix
         expected = self.seqs.get(token)
-        fence = self.fences(token) if self.fences is not None else None
+        if fence is None and self.fences is not None:
+            fence = self.fences(token)
         return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token,
                 "" if expected is None else str(expected), self.writer,
                 "" if fence is None else str(fence), str(peek), *args]
+
+    def _may_write(self, token: str, batch: Batch) -> bool:
+        """With fences, a token queued under none and led under none now is not ours: its
+        events are dropped (counted), never written unfenced."""
+        if self.fences is None or token in batch.fences or self.fences(token) is not None:
+            return True
+        self.unfenced += batch.counts.get(token, 0)
+        return False
 
     async def write(self, batch: Batch) -> list[str]:
         """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
         if self._sha is None:
             await self.load()
-        calls = [(token, self._script_args(token, args, PEEK if token in batch.peek else 0))
-                 for token, args in batch.entries.items()]
+        calls = [(token, self._script_args(token, args, PEEK if token in batch.peek else 0,
+                                           batch.fences.get(token)))
+                 for token, args in batch.entries.items() if self._may_write(token, batch)]
         try:
             results = await self._run(calls, batch)
             missing = [i for i, res in enumerate(results[: len(calls)])

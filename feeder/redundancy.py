@@ -234,16 +234,21 @@ class Redundancy:
         return Book(token, b.market, b.ts, tuple(b.bids), tuple(b.asks), b.hash,
                     source="standby", tick_size=b.tick_size)
 
-    def health(self) -> dict[str, str]:
-        """The health hash's partition fields: what this feeder carries, leads, has warm."""
-        def listed(ps: frozenset[int] | set[int] | dict[int, int]) -> str:
-            return ",".join(map(str, sorted(ps)))
+    def health(self) -> dict[str, Any]:
+        """The health hash's partition fields (FeederHealth): carried, led, warm."""
+        return {"partitions": self.gate.partitions, "lease_ms": self.leadership.lease_ms,
+                "led": frozenset(self.gate.open), "carrying": self.leadership.carrying,
+                "warm": self.warm()}
 
-        return {"partitions": str(self.gate.partitions),
-                "lease_ms": str(self.leadership.lease_ms),
-                "led": listed(self.gate.open),
-                "carrying": listed(self.leadership.carrying),
-                "warm": listed(self.warm())}
+    def leave(self) -> None:
+        """Stopping: stop writing the partitions another live member has warm. Their books
+        go on under that standby, so this feeder's sockets closing is no news for consumers
+        (no `disconnected`); what arrives meanwhile is held, and the standby replays it."""
+        me, warm = self.leadership.me, self.leadership.warm
+        members = set(self.leadership.members)
+        covered = {p for m, ps in warm.items() if m != me and m in members for p in ps}
+        for p in [p for p in self.gate.open if p in covered]:
+            self.gate.close(p)
 
     async def release(self) -> None:
         """SIGTERM: give every lease up now, so a standby leads within milliseconds."""

@@ -37,8 +37,6 @@ Exit codes:
     2      usage or configuration: a bad flag, a bad setting (ConfigError), a bad token id
            (InvalidToken), a Redis that cannot be reached — one line on stderr naming what to
            fix, never a traceback
-    3      `polybus feed` only: another live feeder writes these tokens (WriterConflict);
-           goes away once redundant feeders share tokens
     128+N  stopped by signal N before the command could finish by itself
 """
 
@@ -65,7 +63,7 @@ from redis.exceptions import (
 )
 
 from polybus import __version__
-from polybus.wire.errors import ConfigError, InvalidToken, WriterConflict
+from polybus.wire.errors import ConfigError, InvalidToken
 
 
 __all__ = ["DEADLINE", "GRACE", "Command", "build_parser", "configure_logging", "main"]
@@ -170,9 +168,6 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_main_task(args))
     except (ConfigError, InvalidToken) as exc:
         return _refuse(args, str(exc))
-    except WriterConflict as exc:
-        print(f"polybus {args.command}: {exc}", file=sys.stderr)
-        return 3
     except RedisError as exc:
         if not getattr(args, "uses_redis", False):
             raise

@@ -9,7 +9,6 @@
     ├── BackendError            Redis failed: reconnect, resync
     │   └── WriteRefused        Redis answered a write with an error (OOM, READONLY, NOPERM):
     │                           keep the connection, back off, resync once writes work again
-    ├── WriterConflict          another live feeder writes these tokens: exit non-zero
     └── ConfigError             bad configuration: exit at startup with the message
 """
 
@@ -26,7 +25,6 @@ __all__ = [
     "SequenceGap",
     "UpstreamError",
     "WriteRefused",
-    "WriterConflict",
 ]
 
 
@@ -76,17 +74,6 @@ class WriteRefused(BackendError):
         super().__init__(message)
         self.reason = reason
         """The error code Redis gave: OOM, READONLY, NOPERM, …"""
-
-
-class WriterConflict(BusError):
-    """Another live feeder already writes tokens this one was asked to write."""
-
-    def __init__(self, other: str, tokens: list[str]) -> None:
-        sample = ", ".join(t[:12] + "…" for t in tokens[:3])
-        super().__init__(f"feeder {other!r} already writes {len(tokens)} of these tokens "
-                         f"({sample}); stop it or give this feeder other tokens")
-        self.other = other
-        self.tokens = tokens
 
 
 class ConfigError(BusError):

@@ -303,8 +303,6 @@ class HealthField:
     STATE = "state"
     REDIS = "redis"
     REDIS_ERROR = "redis_error"
-    CONFLICTS = "conflicts"
-    CONFLICT_WITH = "conflict_with"
     VERSION = "version"
     PID = "pid"
     STARTED = "started"
@@ -350,9 +348,6 @@ class FeederHealth:
     redis: str = ""
     """`ok`, `lost` or `refused`."""
     redis_error: str = ""
-    conflicts: int = 0
-    conflict_with: str = ""
-    """Comma-separated ids of live feeders that refused this one tokens."""
     version: str = ""
     pid: int = 0
     started: str = ""
@@ -379,7 +374,7 @@ class FeederHealth:
     """Fields this codec does not know (a newer feeder's), kept for reports."""
 
 
-_INT_FIELDS = {"conflicts", "pid", "tokens", "synced", "last_frame_age_ms", "published",
+_INT_FIELDS = {"pid", "tokens", "synced", "last_frame_age_ms", "published",
                "updated_ms", "interval_ms", "partitions", "lease_ms"}
 _SET_FIELDS = {"led", "carrying", "warm"}
 _HEALTH_NAMES = tuple(f.name for f in dataclass_fields(FeederHealth) if f.name != "extra")

@@ -70,7 +70,7 @@ def test_seq_meta_and_replay_start() -> None:
 
 
 HEALTH = FeederHealth(
-    state="ok", redis="ok", conflicts=0, version="1.0", pid=42, started="1700000000000",
+    state="ok", redis="ok", version="1.0", pid=42, started="1700000000000",
     tokens=2, synced=2,
     connections=(ConnectionHealth(id=0, state="subscribed", epoch=3, tokens=2, silence_s=0.5),),
     last_frame_age_ms=500, published=10, updated_ms=1700000001000, interval_ms=2000,
@@ -78,7 +78,7 @@ HEALTH = FeederHealth(
     carrying=frozenset({0, 3, 7, 12}), warm=frozenset({0, 3}),
 )
 HEALTH_FIELDS = {
-    "state": "ok", "redis": "ok", "redis_error": "", "conflicts": "0", "conflict_with": "",
+    "state": "ok", "redis": "ok", "redis_error": "",
     "version": "1.0", "pid": "42", "started": "1700000000000", "tokens": "2", "synced": "2",
     "connections": '[{"id":0,"state":"subscribed","epoch":3,"tokens":2,"silence_s":0.5,'
                    '"reconnects":0,"resubscribes":0,"last_reason":""}]',
