@@ -117,6 +117,7 @@ class FeederCollector(Collector):
         yield _counter("polybus_events_discarded", "events dropped while Redis was lost or "
                        "refused writes (every book is resynced after)", f.outbox.discarded)
         yield from _interest(f)
+        yield from _partitions(f)
         if f.discovery is not None:
             yield _counter("polybus_gamma_polls", "Gamma polls that succeeded", f.discovery.polls)
             yield _counter(
@@ -126,6 +127,27 @@ class FeederCollector(Collector):
             )
         if self.server is not None:
             yield from _endpoint(self.server)
+
+
+def _partitions(f: Feeder) -> Iterator[Metric]:
+    """Redundant feeders (docs/ha.md): what this feeder leads, carries, and its takeovers."""
+    r = f.redundancy
+    leader = GaugeMetricFamily("polybus_partition_leader", "1 for each partition this feeder "
+                               "leads (writes), with its fence", labels=["partition", "fence"])
+    for p, fence in sorted(r.gate.open.items()):
+        leader.add_metric([str(p), str(fence)], 1.0)
+    yield leader
+    yield GaugeMetricFamily("polybus_partitions_carried", "partitions subscribed here (led "
+                            "or hot standby)", value=len(r.leadership.carrying))
+    yield GaugeMetricFamily("polybus_partitions_warm", "carried partitions with every book "
+                            "synced here", value=len(r.warm()))
+    yield _by_label("polybus_takeover", "takeovers and their outcome (matched: the old "
+                    "leader's last event found; replayed: events it had not written)", "kind",
+                    dict(r.counts), "")
+    yield GaugeMetricFamily("polybus_standby_held", "events held for partitions this feeder "
+                            "stands by for", value=len(r.gate.buffer))
+    yield _counter("polybus_unfenced_dropped", "entries of partitions this feeder no longer "
+                   "leads, not written", f.publisher.unfenced)
 
 
 def _interest(f: Feeder) -> Iterator[Metric]:

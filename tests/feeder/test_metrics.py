@@ -69,6 +69,16 @@ async def test_healthz_metrics_and_404(served: MetricsServer) -> None:
     assert (await get(served.port, "/nope"))[0] == 404
 
 
+async def test_partition_leadership_is_on_metrics(served: MetricsServer) -> None:
+    """/metrics names each partition this feeder leads with its fence, and what it carries."""
+    served.feeder.redundancy.gate.open[3] = 7
+    status, body = await get(served.port, "/metrics")
+    assert status == 200
+    assert 'polybus_partition_leader{fence="7",partition="3"} 1.0' in body
+    assert "polybus_partitions_carried 16.0" in body
+    assert "polybus_standby_held 0.0" in body
+
+
 async def test_a_half_sent_request_is_closed_at_the_deadline(served: MetricsServer) -> None:
     """Headers that never end do not hold a connection past the deadline."""
     reader, writer = await half_sent(served.port)
