@@ -26,6 +26,7 @@ test: $(STAMP) lint
 	PYTHONASYNCIODEBUG=0 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 

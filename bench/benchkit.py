@@ -22,15 +22,27 @@ from polybus.simulator import SimConfig, Simulator
 __all__ = ["FAST", "Pair", "RedisServer", "feeder_on_simulator", "wait_for"]
 
 FAST: dict[str, Any] = dict(
-    ping_interval=0.5, pong_timeout=3.0, silence_timeout=2.0, snapshot_timeout=2.0,
-    reconnect_base_delay=0.05, reconnect_max_delay=0.5, rate_limit_delay=0.3,
-    connect_stagger=0.0, health_interval=0.3, health_ttl=2.0, stats_interval=3600.0,
+    ping_interval=0.5,
+    pong_timeout=3.0,
+    silence_timeout=2.0,
+    snapshot_timeout=2.0,
+    reconnect_base_delay=0.05,
+    reconnect_max_delay=0.5,
+    rate_limit_delay=0.3,
+    connect_stagger=0.0,
+    health_interval=0.3,
+    health_ttl=2.0,
+    stats_interval=3600.0,
 )
 """Feeder timings for benches: production code paths on a shorter clock."""
 
 
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float,
-                   what: str = "condition", interval: float = 0.02) -> None:
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> None:
     """Poll `predicate` until true, or raise TimeoutError after `timeout` s naming `what`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -54,15 +66,23 @@ class Pair:
 
 
 @contextlib.asynccontextmanager
-async def feeder_on_simulator(server: RedisServer, *, markets: int, seed: int = 1,
-                              rate: float = 0.0, **feeder: Any) -> AsyncIterator[Pair]:
+async def feeder_on_simulator(
+    server: RedisServer, *, markets: int, seed: int = 1, rate: float = 0.0, **feeder: Any
+) -> AsyncIterator[Pair]:
     """Start a simulator and a feeder on all its tokens, writing to `server`; stop both after."""
-    sim = Simulator(SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0,
-                              resolve_every=0.0))
+    sim = Simulator(
+        SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0, resolve_every=0.0)
+    )
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
-    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=server.url,
-                          clob_url=sim.http_url, feeder_id="bench", **{**FAST, **feeder})
+    config = FeederConfig(
+        tokens=tuple(tokens),
+        ws_url=sim.ws_url,
+        redis_url=server.url,
+        clob_url=sim.http_url,
+        feeder_id="bench",
+        **{**FAST, **feeder},
+    )
     app = Feeder(config)
     task = asyncio.create_task(app.run())
     try:

@@ -33,9 +33,16 @@ async def one_run(timeout: float, markets: int, lost_n: int, seed: int) -> dict[
     tokens = sim.engine.tokens()
     lost = tokens[1 : 1 + 2 * lost_n : 2]
     sim.lose_on_next_connection(lost)
-    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, clob_url=sim.http_url,
-                          redis_url=redis_proc.url, feeder_id="ladder", snapshot_timeout=timeout,
-                          stats_interval=3600.0, connect_stagger=0.0)
+    config = FeederConfig(
+        tokens=tuple(tokens),
+        ws_url=sim.ws_url,
+        clob_url=sim.http_url,
+        redis_url=redis_proc.url,
+        feeder_id="ladder",
+        snapshot_timeout=timeout,
+        stats_interval=3600.0,
+        connect_stagger=0.0,
+    )
     feeder = Feeder(config)
     start = time.monotonic()
     task = asyncio.create_task(feeder.run())
@@ -53,9 +60,13 @@ async def one_run(timeout: float, markets: int, lost_n: int, seed: int) -> dict[
                     synced_at.setdefault(token, now)
                 if token in owners and owners[token].cid != 0:
                     adopted_at.setdefault(token, now)
-            stream_states = [f.get("state") for token in tokens if token not in lost
-                             for _, f in await feeder.redis.xrevrange(keys.stream(token), count=5)
-                             if f.get("type") == "status"]
+            stream_states = [
+                f.get("state")
+                for token in tokens
+                if token not in lost
+                for _, f in await feeder.redis.xrevrange(keys.stream(token), count=5)
+                if f.get("type") == "status"
+            ]
             neighbours_ok &= all(s == "connected" for s in stream_states)
     finally:
         feeder.stop()
@@ -74,14 +85,18 @@ async def main_async(args: argparse.Namespace) -> None:
     t = args.timeout
     rows = [await one_run(t, args.markets, args.lost, seed) for seed in range(1, args.runs + 1)]
     for i, row in enumerate(rows, 1):
-        print(f"run {i}: {int(row['rescued'])}/{args.lost} lost tokens rescued; synced by REST "
-              f"at {row['synced_max']:.2f}s ({row['synced_max'] / t:.2f}×T), on a fresh socket "
-              f"at {row['adopted_max']:.2f}s ({row['adopted_max'] / t:.2f}×T); neighbours "
-              f"never left synced: {bool(row['neighbours_ok'])}")
+        print(
+            f"run {i}: {int(row['rescued'])}/{args.lost} lost tokens rescued; synced by REST "
+            f"at {row['synced_max']:.2f}s ({row['synced_max'] / t:.2f}×T), on a fresh socket "
+            f"at {row['adopted_max']:.2f}s ({row['adopted_max'] / t:.2f}×T); neighbours "
+            f"never left synced: {bool(row['neighbours_ok'])}"
+        )
     synced = statistics.median(r["synced_max"] for r in rows) / t
     adopted = statistics.median(r["adopted_max"] for r in rows) / t
-    print(f"WS_SNAPSHOT_TIMEOUT T={t}s; median: synced {synced:.2f}×T, on a fresh socket "
-          f"{adopted:.2f}×T (target ≤ 3×T)")
+    print(
+        f"WS_SNAPSHOT_TIMEOUT T={t}s; median: synced {synced:.2f}×T, on a fresh socket "
+        f"{adopted:.2f}×T (target ≤ 3×T)"
+    )
 
 
 def main() -> None:

@@ -69,15 +69,21 @@ async def run(capture: Path, gap_ms: float, speed: float) -> None:
         rec = Path(tmp) / "capture.jsonl"
         t0 = time.time_ns() // 1000
         lines = [{"kind": "open", "conn": 0, "epoch": 1, "t": t0, "machine": 1}]
-        lines += [{"kind": "rx", "conn": 0, "t": t0 + int((i + 1) * gap_ms * 1000), "frame": f}
-                  for i, f in enumerate(frames)]
+        lines += [
+            {"kind": "rx", "conn": 0, "t": t0 + int((i + 1) * gap_ms * 1000), "frame": f}
+            for i, f in enumerate(frames)
+        ]
         rec.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
         redis_proc = private_redis()
         server = ReplayServer(rec, speed=speed)
         await server.start()
-        config = FeederConfig(tokens=tuple(tokens), ws_url=server.url,
-                              redis_url=redis_proc.url, feeder_id="capture",
-                              stats_interval=3600.0)
+        config = FeederConfig(
+            tokens=tuple(tokens),
+            ws_url=server.url,
+            redis_url=redis_proc.url,
+            feeder_id="capture",
+            stats_interval=3600.0,
+        )
         feeder = Feeder(config)
         task = asyncio.create_task(feeder.run())
         try:
@@ -104,8 +110,10 @@ async def report(feeder: Feeder, tokens: list[str], frames: int) -> None:
         extra = status[1:] if status[:1] and status[0][0] == "connected" else status
         alarms += len(extra)
         book = await redis.hgetall(keys.book(token))
-        print(f"  token …{token[-6:]}: entries={len(entries)} status={book.get('status')} "
-              f"extra_status_entries={len(extra)} {extra[:4]}")
+        print(
+            f"  token …{token[-6:]}: entries={len(entries)} status={book.get('status')} "
+            f"extra_status_entries={len(extra)} {extra[:4]}"
+        )
     resubscribes = sum(c.stats.resubscribes for c in feeder.connections)
     print(f"status entries beyond 'connected': {alarms}")
     print(f"resubscribes: {resubscribes}   top-of-book mismatches: {feeder.mirror.mismatches}")

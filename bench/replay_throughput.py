@@ -41,8 +41,10 @@ async def _into_redis(path: Path) -> None:
     redis = server.client()
     try:
         result = await replay_into_redis(path, redis, prefix="bench")
-        print(f"into-redis: {result.lines} lines, {result.published} entries in "
-              f"{result.seconds:.2f} s = {result.rate:,.0f} events/s")
+        print(
+            f"into-redis: {result.lines} lines, {result.published} entries in "
+            f"{result.seconds:.2f} s = {result.rate:,.0f} events/s"
+        )
     finally:
         await redis.aclose()
         server.close()
@@ -53,24 +55,33 @@ async def _serve(path: Path, tokens: list[str]) -> None:
     server.start()
     replay = ReplayServer(path, drops=False)
     await replay.start()
-    config = FeederConfig(tokens=tuple(tokens), ws_url=replay.url, redis_url=server.url,
-                          feeder_id="bench", **FAST)
+    config = FeederConfig(
+        tokens=tuple(tokens), ws_url=replay.url, redis_url=server.url, feeder_id="bench", **FAST
+    )
     feeder = Feeder(config)
     task = asyncio.create_task(feeder.run())
     began = time.perf_counter()
     try:
         await asyncio.wait_for(replay.done.wait(), 600)
         frames = sum(c.stats.frames for c in feeder.connections)
-        await wait_for(lambda: sum(c.stats.frames for c in feeder.connections) >= replay.sent
-                       and not len(feeder.outbox), 120, "the feeder to take every frame")
+        await wait_for(
+            lambda: (
+                sum(c.stats.frames for c in feeder.connections) >= replay.sent
+                and not len(feeder.outbox)
+            ),
+            120,
+            "the feeder to take every frame",
+        )
         seconds = time.perf_counter() - began
         published = -1
         while published != feeder.published:  # the last batch may still be in flight
             published = feeder.published
             await asyncio.sleep(0.2)
-        print(f"serve: {replay.sent} frames sent at {replay.rate:,.0f} frames/s; the feeder "
-              f"published {feeder.published} entries in {seconds:.2f} s = "
-              f"{feeder.published / seconds:,.0f} events/s (frames seen {frames})")
+        print(
+            f"serve: {replay.sent} frames sent at {replay.rate:,.0f} frames/s; the feeder "
+            f"published {feeder.published} entries in {seconds:.2f} s = "
+            f"{feeder.published / seconds:,.0f} events/s (frames seen {frames})"
+        )
     finally:
         feeder.stop()
         await asyncio.wait_for(task, 10)

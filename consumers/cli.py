@@ -46,7 +46,9 @@ def _client(args: argparse.Namespace) -> tuple[aioredis.Redis, str]:
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
     # backslashreplace: a non-UTF-8 byte in Redis is shown escaped, never a crash
     client = aioredis.Redis.from_url(
-        target.redis_url, decode_responses=True, encoding_errors="backslashreplace",
+        target.redis_url,
+        decode_responses=True,
+        encoding_errors="backslashreplace",
         socket_connect_timeout=3,
     )
     return client, target.prefix
@@ -96,22 +98,23 @@ def writer_line(verdict: Verdict) -> str:
     return f"{verdict.state}: {verdict.reason}"
 
 
-def book_lines(token: str, fields: dict[str, str], depth: int,
-               verdict: Verdict | None = None) -> list[str]:
+def book_lines(
+    token: str, fields: dict[str, str], depth: int, verdict: Verdict | None = None
+) -> list[str]:
     """The text `polybus book` prints for one hash (and the verdict on who maintains it);
     garbage in the hash is left out (wire/hashes.py `read_book`), never a crash."""
     if not fields:
         return [f"{short(token)}: no book in Redis (not carried by a feeder yet?)"]
     b = hashes.read_book(fields)
     title = " — ".join(x for x in (b.question, b.outcome) if x)
-    lines = [f"{token}" + (f"  {title}" if title else ""),
-             f"status {b.status or '?'}  age {age(b.ts)}  "
-             f"seq {'?' if b.seq is None else b.seq}  last_id {b.last_id or '-'}  "
-             f"tick {b.tick_size or '-'}"
-             + (f"  {writer_line(verdict)}" if verdict is not None else ""),
-             f"last trade {b.last_trade_side} {b.last_trade_size} "
-             f"@ {b.last_trade_price or '-'}",
-             f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}"]
+    lines = [
+        f"{token}" + (f"  {title}" if title else ""),
+        f"status {b.status or '?'}  age {age(b.ts)}  "
+        f"seq {'?' if b.seq is None else b.seq}  last_id {b.last_id or '-'}  "
+        f"tick {b.tick_size or '-'}" + (f"  {writer_line(verdict)}" if verdict is not None else ""),
+        f"last trade {b.last_trade_side} {b.last_trade_size} @ {b.last_trade_price or '-'}",
+        f"{'bid size':>12} {'bid':>8} | {'ask':<8} {'ask size':<12}",
+    ]
     bids, asks = b.bids, b.asks
     for i in range(min(depth, max(len(bids), len(asks)))):
         bid = f"{bids[i][1]:>12} {bids[i][0]:>8}" if i < len(bids) else " " * 21

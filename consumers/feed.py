@@ -384,8 +384,13 @@ class MarketFeed:
                     await self._fire_calls(book.suspect("feeder", "no_writer"))
             await self._stop_vouching()
         for p, (before, after) in change.moved.items():
-            log.info("consumers.writer.failover", partition=p, old=before.holder,
-                     new=after.holder, fence=after.fence)
+            log.info(
+                "consumers.writer.failover",
+                partition=p,
+                old=before.holder,
+                new=after.holder,
+                fence=after.fence,
+            )
         for p, lease in change.back.items():
             log.info("consumers.writer.back", partition=p, holder=lease.holder, fence=lease.fence)
             for token, book in list(self._books.items()):

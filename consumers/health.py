@@ -109,16 +109,19 @@ async def check(
     return report
 
 
-async def partition_leaders(redis: aioredis.Redis, prefix: str,
-                            live: dict[str, FeederHealth], report: Report) -> None:
+async def partition_leaders(
+    redis: aioredis.Redis, prefix: str, live: dict[str, FeederHealth], report: Report
+) -> None:
     """Fill the report's partitions (see the module docstring); nothing for older feeders."""
     raw = await read_partitions(redis, prefix)
     if raw is None:
         return
     count = partition_count(raw)
     if count is None:
-        report.fail(f"{keys.partitions(prefix)} holds {raw!r:.40}, not a partition count: "
-                    "no feeder can lead")
+        report.fail(
+            f"{keys.partitions(prefix)} holds {raw!r:.40}, not a partition count: "
+            "no feeder can lead"
+        )
         return
     report.partition_count = count
     pipe = redis.pipeline(transaction=False)
@@ -138,21 +141,33 @@ async def partition_leaders(redis: aioredis.Redis, prefix: str,
         leader = lease.holder if lease else ""
         lease_ms = (live[leader].lease_ms if leader in live else 0) or default_ms
         ttl = pttl if isinstance(pttl, int) and pttl >= 0 else None
-        report.partitions.append({
-            "partition": p, "leader": leader, "fence": lease.fence if lease else None,
-            "lease_age_ms": max(lease_ms - ttl, 0) if lease and ttl is not None else None,
-            "lease_ms": lease_ms, "standbys": [m for m in carriers if m != leader],
-            "carriers": carriers,
-        })
+        report.partitions.append(
+            {
+                "partition": p,
+                "leader": leader,
+                "fence": lease.fence if lease else None,
+                "lease_age_ms": max(lease_ms - ttl, 0) if lease and ttl is not None else None,
+                "lease_ms": lease_ms,
+                "standbys": [m for m in carriers if m != leader],
+                "carriers": carriers,
+            }
+        )
         if carriers and not lease:
             why = "" if lease_raw is None else f" (lease holds {lease_raw!r:.40})"
-            report.fail(f"partition {p} has no leader{why}: carried by {', '.join(carriers)}, "
-                        "nobody writes its tokens")
-    lonely = [str(row["partition"]) for row in report.partitions
-              if row["carriers"] and row["leader"] and not row["standbys"]]
+            report.fail(
+                f"partition {p} has no leader{why}: carried by {', '.join(carriers)}, "
+                "nobody writes its tokens"
+            )
+    lonely = [
+        str(row["partition"])
+        for row in report.partitions
+        if row["carriers"] and row["leader"] and not row["standbys"]
+    ]
     if lonely:
-        report.warnings.append(f"no standby for partition(s) {','.join(lonely)}: a kill of "
-                               "their leader leaves them unwritten")
+        report.warnings.append(
+            f"no standby for partition(s) {','.join(lonely)}: a kill of "
+            "their leader leaves them unwritten"
+        )
 
 
 def _live_members(now: Any, scores: Any) -> list[str]:
@@ -163,8 +178,9 @@ def _live_members(now: Any, scores: Any) -> list[str]:
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     except (ValueError, TypeError, IndexError):
         return []
-    return sorted(str(m) for m, score in scores if isinstance(score, int | float)
-                  and score > now_ms)
+    return sorted(
+        str(m) for m, score in scores if isinstance(score, int | float) and score > now_ms
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -191,8 +207,9 @@ def register(subparsers: Any) -> None:
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Print the verdict; 0 healthy, 1 unhealthy (an unreachable Redis escapes: exit 2)."""
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
-    redis = aioredis.Redis.from_url(target.redis_url, decode_responses=True,
-                                    socket_connect_timeout=3)
+    redis = aioredis.Redis.from_url(
+        target.redis_url, decode_responses=True, socket_connect_timeout=3
+    )
     try:
         report = await check(redis, target.prefix, args.max_silence, args.max_lag * 1000)
     finally:
@@ -208,8 +225,9 @@ def text_lines(report: Report) -> list[str]:
     """What `polybus health` prints: the verdict, problems, warnings, then each partition."""
     verdict = "healthy" if report.healthy else "UNHEALTHY"
     books = " ".join(f"{k}={v}" for k, v in report.books.items())
-    lines = [f"{verdict}: feeders={len(report.feeders)} books: {books} "
-             f"consumers={len(report.consumers)}"]
+    lines = [
+        f"{verdict}: feeders={len(report.feeders)} books: {books} consumers={len(report.consumers)}"
+    ]
     lines += [f"  - {problem}" for problem in report.problems]
     lines += [f"  warning: {warning}" for warning in report.warnings]
     if report.partition_count:
@@ -220,9 +238,11 @@ def text_lines(report: Report) -> list[str]:
         standbys = ",".join(row["standbys"]) or "none"
         if row["leader"]:
             age = row["lease_age_ms"]
-            lines.append(f"  p{row['partition']:<3} leader {row['leader']} fence {row['fence']} "
-                         f"lease age {'?' if age is None else f'{age / 1000:.1f}s'}/"
-                         f"{row['lease_ms'] / 1000:g}s  standbys {standbys}")
+            lines.append(
+                f"  p{row['partition']:<3} leader {row['leader']} fence {row['fence']} "
+                f"lease age {'?' if age is None else f'{age / 1000:.1f}s'}/"
+                f"{row['lease_ms'] / 1000:g}s  standbys {standbys}"
+            )
         else:
             lines.append(f"  p{row['partition']:<3} NO LEADER  standbys {standbys}")
     return lines

@@ -168,8 +168,7 @@ class LeaseWatch:
             return set()
         return {self.partition(t) for t in tokens} & (set(self.missing) | self.lost)
 
-    async def check(self, redis: aioredis.Redis, tokens: Iterable[str],
-                    now: float) -> LeaseChange:
+    async def check(self, redis: aioredis.Redis, tokens: Iterable[str], now: float) -> LeaseChange:
         """One round trip (two when the count is first seen or changes); what changed."""
         tokens = list(tokens)
         raw_count, leases = await self._read(redis, self._wanted(tokens))
@@ -180,8 +179,10 @@ class LeaseWatch:
             return LeaseChange()
         count = partition_count(raw_count)
         if count is None:
-            self._once(f"{keys.partitions(self.prefix)} holds {raw_count!r:.40}: not a "
-                       "partition count, read as no lease")
+            self._once(
+                f"{keys.partitions(self.prefix)} holds {raw_count!r:.40}: not a "
+                "partition count, read as no lease"
+            )
         if not self.partitioned or count != self.count:
             self.partitioned, self.count = True, count
             _, leases = await self._read(redis, self._wanted(tokens))
@@ -192,8 +193,9 @@ class LeaseWatch:
             return []
         return sorted({self.partition(t) for t in tokens})
 
-    async def _read(self, redis: aioredis.Redis,
-                    wanted: list[int]) -> tuple[Any, dict[int, Lease | None]]:
+    async def _read(
+        self, redis: aioredis.Redis, wanted: list[int]
+    ) -> tuple[Any, dict[int, Lease | None]]:
         pipe = redis.pipeline(transaction=False)
         pipe.execute_command("GET", keys.partitions(self.prefix), **RAW)
         for p in wanted:
@@ -211,13 +213,13 @@ class LeaseWatch:
         for p, reply in zip(wanted, replies[1:], strict=True):
             lease = None if isinstance(reply, Exception) else read_lease(reply)
             if lease is None and reply is not None:
-                self._once(f"{keys.lease(p, self.prefix)} holds {reply!r:.40}: not a lease, "
-                           "read as none")
+                self._once(
+                    f"{keys.lease(p, self.prefix)} holds {reply!r:.40}: not a lease, read as none"
+                )
             leases[p] = lease
         return count, leases
 
-    def _update(self, leases: dict[int, Lease | None], wanted: set[int],
-                now: float) -> LeaseChange:
+    def _update(self, leases: dict[int, Lease | None], wanted: set[int], now: float) -> LeaseChange:
         change = LeaseChange()
         for p in wanted:
             lease = leases.get(p)

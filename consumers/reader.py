@@ -254,9 +254,7 @@ class Reader:
             return []
         pipe = redis.pipeline(transaction=False)
         for token in tokens:
-            pipe.execute_command(
-                "HGET", keys.book(token, self.prefix), hashes.BookField.SEQ, **RAW
-            )
+            pipe.execute_command("HGET", keys.book(token, self.prefix), hashes.BookField.SEQ, **RAW)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         _raise_global(replies)
         calls: list[Callback] = []

@@ -28,8 +28,11 @@ from polybus.wire.maintained import HANDOVER, MAINTAINED, UNMAINTAINED, Verdict
 __all__ = ["Row", "maintainers", "rates", "snapshot", "table", "top"]
 
 STATUS_STYLE = {"synced": "green", "pending": "yellow", "suspect": "bold red"}
-WRITER_CELL = {MAINTAINED: "[green]ok[/]", HANDOVER: "[yellow]handover[/]",
-               UNMAINTAINED: "[bold red]NONE[/]"}
+WRITER_CELL = {
+    MAINTAINED: "[green]ok[/]",
+    HANDOVER: "[yellow]handover[/]",
+    UNMAINTAINED: "[bold red]NONE[/]",
+}
 
 Row = BookHash
 """One book as `top` shows it: its SUMMARY_FIELDS, read leniently (no levels)."""
@@ -52,11 +55,13 @@ _MIN_WIDTH = {"status": len("suspect"), "writer": len("handover")}
 """Never cut these to `sync…` on a narrow terminal: the market column wraps instead."""
 
 
-async def maintainers(redis: aioredis.Redis, prefix: str,
-                      rows: dict[str, Row]) -> dict[str, Verdict]:
+async def maintainers(
+    redis: aioredis.Redis, prefix: str, rows: dict[str, Row]
+) -> dict[str, Verdict]:
     """token -> who maintains its book (wire/maintained.py), in two round trips."""
-    return await verdicts(redis, prefix, {
-        t: {"writer": r.writer, "fence": r.fence} for t, r in rows.items()})
+    return await verdicts(
+        redis, prefix, {t: {"writer": r.writer, "fence": r.fence} for t, r in rows.items()}
+    )
 
 
 def rates(previous: dict[str, Row], current: dict[str, Row], seconds: float) -> dict[str, float]:
@@ -67,13 +72,18 @@ def rates(previous: dict[str, Row], current: dict[str, Row], seconds: float) -> 
     }
 
 
-def table(rows: dict[str, Row], rates: dict[str, float], limit: int,
-          writers: dict[str, Verdict] | None = None) -> Table:
+def table(
+    rows: dict[str, Row],
+    rates: dict[str, float],
+    limit: int,
+    writers: dict[str, Verdict] | None = None,
+) -> Table:
     """The table: one row per book, sorted by events/s then seq; with `writers`, a column
     saying who maintains each and the title counting the unmaintained."""
     writers = writers or {}
-    orphans = sum(not v.live for t, v in writers.items() if rows.get(t) and
-                  rows[t].status == "synced")
+    orphans = sum(
+        not v.live for t, v in writers.items() if rows.get(t) and rows[t].status == "synced"
+    )
     title = f"polybus top — {len(rows)} books"
     if orphans:
         title += f", {orphans} synced but unmaintained"
@@ -91,8 +101,12 @@ def table(rows: dict[str, Row], rates: dict[str, float], limit: int,
         *([("writer", "left")] if writers else []),
         ("ev/s", "right"),
     ]:
-        t.add_column(name, justify=justify, no_wrap=name != "market",  # type: ignore[arg-type]
-                     min_width=_MIN_WIDTH.get(name))
+        t.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=name != "market",
+            min_width=_MIN_WIDTH.get(name),
+        )
     order = sorted(rows, key=lambda tk: (-rates.get(tk, 0.0), -(rows[tk].seq or 0)))
     for token in order[:limit]:
         r = rows[token]
@@ -122,8 +136,13 @@ def _writer_cell(verdict: Verdict | None) -> str:
 
 
 async def top(
-    redis: aioredis.Redis, prefix: str, *, rows: int = 30, once: bool = False,
-    interval: float = 1.0, stop: asyncio.Event | None = None,
+    redis: aioredis.Redis,
+    prefix: str,
+    *,
+    rows: int = 30,
+    once: bool = False,
+    interval: float = 1.0,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """Refresh the table in place until `stop` is set (or print it once)."""
     console = Console()
@@ -134,15 +153,15 @@ async def top(
         if once:
             console.print(table(previous, {}, rows, writers))
             return 0
-        with Live(table(previous, {}, rows, writers), console=console,
-                  refresh_per_second=4) as live:
+        with Live(
+            table(previous, {}, rows, writers), console=console, refresh_per_second=4
+        ) as live:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
                 current, now = await snapshot(redis, prefix), time.monotonic()
                 writers = await maintainers(redis, prefix, current)
-                live.update(table(current, rates(previous, current, now - then), rows,
-                                  writers))
+                live.update(table(current, rates(previous, current, now - then), rows, writers))
                 previous, then = current, now
         return 0
     finally:

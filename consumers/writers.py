@@ -46,8 +46,9 @@ async def verdicts(
             pipe.hgetall(keys.feeder(writer, prefix))
         healths = dict(zip(writers, await pipe.execute(raise_on_error=False), strict=True))
         return {
-            token: judge(f, partitions=None, health=_health(healths.get(
-                str(f.get(BookField.WRITER) or ""))))
+            token: judge(
+                f, partitions=None, health=_health(healths.get(str(f.get(BookField.WRITER) or "")))
+            )
             for token, f in books.items()
         }
     count = partition_count(partitions)
@@ -55,11 +56,14 @@ async def verdicts(
     wanted = sorted(set(of.values()))
     for p in wanted:
         pipe.get(keys.lease(p, prefix))
-    leases = dict(zip(wanted, map(_value, await pipe.execute(raise_on_error=False)),
-                      strict=True))
+    leases = dict(zip(wanted, map(_value, await pipe.execute(raise_on_error=False)), strict=True))
     return {
-        token: judge(f, partitions=partitions, partition=of.get(token),
-                     lease=leases.get(of[token]) if token in of else None)
+        token: judge(
+            f,
+            partitions=partitions,
+            partition=of.get(token),
+            lease=leases.get(of[token]) if token in of else None,
+        )
         for token, f in books.items()
     }
 

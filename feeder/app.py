@@ -68,7 +68,6 @@ CLI cancels what is left at 1.6 s). A last flush too big for what remains is cut
 `disconnected` statuses are lost, not the promise."""
 
 
-
 class _Stopped(Exception):
     """Raised inside the feeder when a stop was requested during a wait."""
 
@@ -96,8 +95,13 @@ class Feeder:
         gate = self.redundancy.gate
         self.outbox = Outbox(config.outbox_capacity, gate=gate)
         self.mirror = Mirror()
-        self.publisher = Publisher(self.redis, prefix=config.prefix, maxlen=config.stream_maxlen,
-                                   writer=config.feeder_id, fences=gate.fence)
+        self.publisher = Publisher(
+            self.redis,
+            prefix=config.prefix,
+            maxlen=config.stream_maxlen,
+            writer=config.feeder_id,
+            fences=gate.fence,
+        )
         epochs = itertools.count(1)
         self.recorder = Recorder(config.record) if config.record else None
         self.rest = RestBooks(config.clob_url)
@@ -144,11 +148,22 @@ class Feeder:
         handed over is subscribed on two)."""
         return list(dict.fromkeys(t for conn in self.connections for t in conn.tokens))
 
-    def _new_connection(self, tokens: list[str], adopting: tuple[str, ...] | list[str] = (),
-                        moved: bool = False) -> Connection:
-        conn = Connection(next(self._cids), tokens, self.config, self.outbox, self.mirror,
-                          self._next_epoch, rest=self.rest, adopting=adopting, moved=moved,
-                          counts=self.counts, **self._extra)
+    def _new_connection(
+        self, tokens: list[str], adopting: tuple[str, ...] | list[str] = (), moved: bool = False
+    ) -> Connection:
+        conn = Connection(
+            next(self._cids),
+            tokens,
+            self.config,
+            self.outbox,
+            self.mirror,
+            self._next_epoch,
+            rest=self.rest,
+            adopting=adopting,
+            moved=moved,
+            counts=self.counts,
+            **self._extra,
+        )
         conn.on_market = self._on_market
         conn.on_move = self._on_move
         conn.on_adopted = self._on_adopted
@@ -229,18 +244,31 @@ class Feeder:
         try:
             return await serve_metrics(self, host, port)
         except OSError as exc:
-            raise ConfigError(f"POLYBUS_METRICS_PORT={port}: cannot listen on {host}:{port}: "
-                              f"{exc.strerror or exc}") from None
+            raise ConfigError(
+                f"POLYBUS_METRICS_PORT={port}: cannot listen on {host}:{port}: "
+                f"{exc.strerror or exc}"
+            ) from None
 
     async def _serve(self) -> int:
         loop = asyncio.get_running_loop()
-        log.info("feeder.start", feeder_id=self.config.feeder_id, tokens=len(self.config.tokens),
-                 connections=len(self.connections), ws_url=self.config.ws_url)
+        log.info(
+            "feeder.start",
+            feeder_id=self.config.feeder_id,
+            tokens=len(self.config.tokens),
+            connections=len(self.connections),
+            ws_url=self.config.ws_url,
+        )
         self._fatal = fatal = loop.create_future()
         for i, conn in enumerate(list(self.connections)):
             self._spawn(conn, i * self.config.connect_stagger)
-        loops = [self._publish_loop(), self._health_loop(), self._stats_loop(),
-                 self._interest_loop(), self._check_loop(), self.redundancy.run()]
+        loops = [
+            self._publish_loop(),
+            self._health_loop(),
+            self._stats_loop(),
+            self._interest_loop(),
+            self._check_loop(),
+            self.redundancy.run(),
+        ]
         if self.discovery is not None:
             loops.append(self.discovery.run())
         helpers = [asyncio.create_task(loop) for loop in loops]
@@ -348,21 +376,26 @@ class Feeder:
         self.publisher.forget()
         self._resync(self.carried(), "redis_refused")
         self._meta_dirty |= set(self.meta)
-        log.info("feeder.redis.accepted", refused_s=round(time.monotonic() - since, 3),
-                 discarded=self.outbox.discarded)
+        log.info(
+            "feeder.redis.accepted",
+            refused_s=round(time.monotonic() - since, 3),
+            discarded=self.outbox.discarded,
+        )
 
     async def _probe_write(self) -> None:
         """One real write: the first carried token's book marked suspect (it is resynced
         next anyway), else the health hash. Raises what the publisher raises."""
         fence = self.redundancy.gate.fence
-        conn, token = next(((c, t) for c in self.connections for t in c.tokens
-                            if fence(t) is not None), (None, ""))
+        conn, token = next(
+            ((c, t) for c in self.connections for t in c.tokens if fence(t) is not None), (None, "")
+        )
         if conn is None:
             await self._write_health()
             return
         probe = Outbox(1)
-        probe.put_nowait([Status(token, "suspect", "redis_refused")], conn.epoch,
-                         time.time_ns() // 1000)
+        probe.put_nowait(
+            [Status(token, "suspect", "redis_refused")], conn.epoch, time.time_ns() // 1000
+        )
         await self.publisher.write(probe.take_nowait())
 
     async def _recover_redis(self, error: str) -> None:
@@ -412,13 +445,18 @@ class Feeder:
             except (RedisError, BackendError, OSError) as exc:
                 cause = exc.__cause__ if isinstance(exc, BackendError) else exc
                 if fatal and cause is not None and _hopeless(cause):
-                    raise ConfigError(f"REDIS_URL={redact(self.config.redis_url)!r}: Redis "
-                                      f"refused: {cause}") from None
+                    raise ConfigError(
+                        f"REDIS_URL={redact(self.config.redis_url)!r}: Redis refused: {cause}"
+                    ) from None
                 attempt += 1
                 delay = max(0.05, backoff_delay(attempt, 0.2, 5.0, self._rng))
                 if attempt == 1 or attempt % 20 == 0:
-                    log.warning("feeder.redis.waiting", attempt=attempt, error=str(exc),
-                                redis_url=redact(self.config.redis_url))
+                    log.warning(
+                        "feeder.redis.waiting",
+                        attempt=attempt,
+                        error=str(exc),
+                        redis_url=redact(self.config.redis_url),
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 if self._stop.is_set():
@@ -450,31 +488,51 @@ class Feeder:
             oldest = now_ms - grace_ms
             try:
                 read = await read_leases(self.redis, key, oldest, read_limit)
-                plan = plan_interest(read.leases, set(cfg.tokens), self.dynamic, now_ms,
-                                     grace_ms, max_tokens=cfg.max_leased_tokens,
-                                     max_lease_ms=max_lease_ms, complete=not read.truncated)
+                plan = plan_interest(
+                    read.leases,
+                    set(cfg.tokens),
+                    self.dynamic,
+                    now_ms,
+                    grace_ms,
+                    max_tokens=cfg.max_leased_tokens,
+                    max_lease_ms=max_lease_ms,
+                    complete=not read.truncated,
+                )
                 bad: list[str | bytes] = [*plan.invalid, *read.undecodable]
                 await tidy_leases(self.redis, key, oldest, bad, plan.clamp)
             except (RedisError, OSError):
                 continue
             if bad:  # removed now, so each is reported once
-                log.warning("feeder.interest.invalid_removed", count=len(bad),
-                            sample=[repr(m)[:40] for m in bad[:5]])
+                log.warning(
+                    "feeder.interest.invalid_removed",
+                    count=len(bad),
+                    sample=[repr(m)[:40] for m in bad[:5]],
+                )
             if plan.add:
                 self.dynamic.update(self.carry(plan.add))
             if plan.retire:
                 self.retire(plan.retire, "lease_expired")
-            self.interest = next_stats(self.interest, plan, leased=len(self.dynamic),
-                                       removed=len(bad), truncated=read.truncated)
+            self.interest = next_stats(
+                self.interest,
+                plan,
+                leased=len(self.dynamic),
+                removed=len(bad),
+                truncated=read.truncated,
+            )
             if plan.add or plan.retire:
                 log.info("feeder.interest", added=len(plan.add), retired=len(plan.retire))
             bounded = plan.over_limit or plan.clamp or read.truncated
             if bounded and time.monotonic() >= next_report:  # periodic, not per poll
                 next_report = time.monotonic() + cfg.stats_interval
-                log.warning("feeder.interest.bounded", ignored=plan.over_limit,
-                            unread=read.truncated, clamped_total=self.interest.clamped,
-                            leased=len(self.dynamic), max_tokens=cfg.max_leased_tokens,
-                            max_lease_s=cfg.max_lease_s)
+                log.warning(
+                    "feeder.interest.bounded",
+                    ignored=plan.over_limit,
+                    unread=read.truncated,
+                    clamped_total=self.interest.clamped,
+                    leased=len(self.dynamic),
+                    max_tokens=cfg.max_leased_tokens,
+                    max_lease_s=cfg.max_lease_s,
+                )
 
     def carry(self, tokens: list[str]) -> list[str]:
         """Put tokens on connections with room, opening new connections when all are full.
@@ -484,7 +542,8 @@ class Feeder:
         """
         carried = set(self.carried())
         pending, parked = self.redundancy.split(
-            [t for t in dict.fromkeys(tokens) if t not in carried])
+            [t for t in dict.fromkeys(tokens) if t not in carried]
+        )
         added: list[str] = list(parked)  # wanted: carried once their partition is ours
         size, stagger = self.config.tokens_per_connection, self.config.connect_stagger
         for conn in self.connections:
@@ -495,7 +554,8 @@ class Feeder:
         # run() opens configured connection i at about start + i·stagger: queue behind those,
         # then behind each other.
         configured_wait = -(-len(self.config.tokens) // size) * stagger - (
-            time.time() - self.started)
+            time.time() - self.started
+        )
         while pending:
             conn = self._new_connection(pending[:size])
             if self._fatal is not None:
@@ -518,8 +578,7 @@ class Feeder:
         pipe = self.redis.pipeline(transaction=False)
         for token in tokens:
             if self.meta.get(token):
-                pipe.hset(keys.book(token, self.config.prefix),
-                          mapping=self.meta[token])  # type: ignore[arg-type]
+                pipe.hset(keys.book(token, self.config.prefix), mapping=self.meta[token])  # type: ignore[arg-type]
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -549,30 +608,40 @@ class Feeder:
     def health(self) -> dict[str, str]:
         """The fields of this feeder's health hash (wire/hashes.py)."""
         conns = tuple(
-            ConnectionHealth(id=c.cid, state=c.state.value, epoch=c.epoch, tokens=len(c.tokens),
-                             silence_s=round(c.silence, 3), reconnects=c.stats.reconnects,
-                             resubscribes=c.stats.resubscribes, last_reason=c.stats.last_reason)
-            for c in self.connections)
+            ConnectionHealth(
+                id=c.cid,
+                state=c.state.value,
+                epoch=c.epoch,
+                tokens=len(c.tokens),
+                silence_s=round(c.silence, 3),
+                reconnects=c.stats.reconnects,
+                resubscribes=c.stats.resubscribes,
+                last_reason=c.stats.last_reason,
+            )
+            for c in self.connections
+        )
         silence = min((c.silence_s for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in self.connections)
         writable = self.redis_ok and not self.redis_refused
-        return encode_health(FeederHealth(
-            state="ok" if writable and live == len(conns) else "degraded",
-            redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
-            redis_error=self.redis_refused,
-            version=__version__,
-            pid=os.getpid(),
-            started=str(int(self.started * 1000)),
-            tokens=sum(len(c.tokens) for c in self.connections),
-            synced=len(self.mirror.synced),
-            connections=conns,
-            last_frame_age_ms=int(float(silence) * 1000),
-            published=self.published,
-            updated_ms=int(time.time() * 1000),
-            interval_ms=int(self.config.health_interval * 1000),
-            ws_url=self.config.ws_url,
-            **self.redundancy.health(),
-        ))
+        return encode_health(
+            FeederHealth(
+                state="ok" if writable and live == len(conns) else "degraded",
+                redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
+                redis_error=self.redis_refused,
+                version=__version__,
+                pid=os.getpid(),
+                started=str(int(self.started * 1000)),
+                tokens=sum(len(c.tokens) for c in self.connections),
+                synced=len(self.mirror.synced),
+                connections=conns,
+                last_frame_age_ms=int(float(silence) * 1000),
+                published=self.published,
+                updated_ms=int(time.time() * 1000),
+                interval_ms=int(self.config.health_interval * 1000),
+                ws_url=self.config.ws_url,
+                **self.redundancy.health(),
+            )
+        )
 
     async def _write_health(self) -> None:
         """Write the health hash with its TTL (raises WriteRefused / BackendError)."""
@@ -625,11 +694,16 @@ class Feeder:
             rate = (self.published - last) / max(now - last_t, 1e-9)
             last, last_t = self.published, now
             counts = dict(self.counts)
-            log.info("feeder.stats", published=self.published, per_s=round(rate, 1),
-                     queue=len(self.outbox), synced=len(self.mirror.synced),
-                     reconnects=sum(c.stats.reconnects for c in self.connections),
-                     batch_ms=round(1000 * self.batch_seconds / max(self.batches, 1), 3),
-                     **{k.replace(".", "_"): v for k, v in counts.items()})
+            log.info(
+                "feeder.stats",
+                published=self.published,
+                per_s=round(rate, 1),
+                queue=len(self.outbox),
+                synced=len(self.mirror.synced),
+                reconnects=sum(c.stats.reconnects for c in self.connections),
+                batch_ms=round(1000 * self.batch_seconds / max(self.batches, 1), 3),
+                **{k.replace(".", "_"): v for k, v in counts.items()},
+            )
 
     async def _shutdown(self) -> None:
         """Flush what is queued, release the leases, delete the health key, close Redis —

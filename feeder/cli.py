@@ -21,30 +21,44 @@ __all__ = ["register", "run"]
 def register(subparsers: Any) -> None:
     """Add the `feed` subcommand."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "feed", help="keep the market channel and publish books and events to Redis",
+        "feed",
+        help="keep the market channel and publish books and events to Redis",
         description="Keep Polymarket's market channel for the given tokens and publish every "
         "book and event to Redis. Flags win over env, env over .env, .env over defaults.",
     )
     p.add_argument("--tokens", help="token ids, comma separated (env POLYBUS_TOKENS)")
-    p.add_argument("--tokens-file", metavar="PATH",
-                   help="token ids, one per line, # comments (env POLYBUS_TOKENS_FILE); "
-                   "carried as well as --tokens")
+    p.add_argument(
+        "--tokens-file",
+        metavar="PATH",
+        help="token ids, one per line, # comments (env POLYBUS_TOKENS_FILE); "
+        "carried as well as --tokens",
+    )
     p.add_argument("--ws-url", help="market channel URL (env WS_MARKET_URL)")
     p.add_argument("--feeder-id", help="health key id (env POLYBUS_FEEDER_ID, default host-pid)")
-    p.add_argument("--tokens-per-connection", type=int,
-                   help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)")
-    p.add_argument("--top", type=int,
-                   help="carry the N most active markets from Gamma (env POLYBUS_TOP)")
+    p.add_argument(
+        "--tokens-per-connection",
+        type=int,
+        help="shard size (env WS_TOKENS_PER_CONNECTION, default 200)",
+    )
+    p.add_argument(
+        "--top", type=int, help="carry the N most active markets from Gamma (env POLYBUS_TOP)"
+    )
     p.add_argument("--min-volume", type=float, help="minimum 24h volume for --top")
     p.add_argument("--gamma-url", help="Gamma API base (env GAMMA_URL)")
     p.add_argument("--clob-url", help="CLOB REST base (env CLOB_URL)")
-    p.add_argument("--record", metavar="FILE",
-                   help="record raw frames and connection events as JSONL (.gz ok)")
-    p.add_argument("--metrics-port", type=int,
-                   help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)")
-    p.add_argument("--metrics-host",
-                   help="address the metrics port binds (env POLYBUS_METRICS_HOST, default "
-                   "127.0.0.1; 0.0.0.0 exposes it)")
+    p.add_argument(
+        "--record", metavar="FILE", help="record raw frames and connection events as JSONL (.gz ok)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics and /healthz here (env POLYBUS_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        help="address the metrics port binds (env POLYBUS_METRICS_HOST, default "
+        "127.0.0.1; 0.0.0.0 exposes it)",
+    )
     p.set_defaults(func=run, uses_redis=True, stop_grace=1.6)  # its STOP_BUDGET is 1.3 s
 
 
@@ -59,12 +73,20 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
     config = FeederConfig.from_env(
-        tokens=args.tokens, tokens_file=args.tokens_file, ws_url=args.ws_url,
-        redis_url=target.redis_url, prefix=target.prefix,
-        feeder_id=args.feeder_id, tokens_per_connection=args.tokens_per_connection,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host, top=args.top,
+        tokens=args.tokens,
+        tokens_file=args.tokens_file,
+        ws_url=args.ws_url,
+        redis_url=target.redis_url,
+        prefix=target.prefix,
+        feeder_id=args.feeder_id,
+        tokens_per_connection=args.tokens_per_connection,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        top=args.top,
         min_volume=args.min_volume,
-        gamma_url=args.gamma_url, clob_url=args.clob_url, record=args.record,
+        gamma_url=args.gamma_url,
+        clob_url=args.clob_url,
+        record=args.record,
     )
     if not config.tokens and not config.top:
         raise ConfigError("no tokens: pass --tokens ID[,ID…] (POLYBUS_TOKENS) or --top N")

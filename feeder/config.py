@@ -294,8 +294,9 @@ def read_tokens_file(path: str, *, setting: str = "POLYBUS_TOKENS_FILE") -> tupl
             bad.append(f"line {number}: {item[:40]!r}")
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise ConfigError(f"{setting}={path!r}: not token ids (1-100 decimal digits): "
-                          f"{'; '.join(bad[:5])}{more}")
+        raise ConfigError(
+            f"{setting}={path!r}: not token ids (1-100 decimal digits): {'; '.join(bad[:5])}{more}"
+        )
     return tuple(seen)
 
 
@@ -314,7 +315,8 @@ class FeederConfig:
     prefix: str = _kind(DEFAULT_PREFIX, _prefix_problem, "a{b")
     feeder_id: str = name(_default_id, factory=True)
     tokens_per_connection: int = _kind(
-        200, _between(1, 500, " (the exchange stalls above ~500)"), "900")
+        200, _between(1, 500, " (the exchange stalls above ~500)"), "900"
+    )
     ping_interval: float = interval(10.0)
     pong_timeout: float = interval(30.0)
     silence_timeout: float = interval(60.0)
@@ -445,12 +447,18 @@ COMMON_ENV: dict[str, tuple[Check, str]] = {
     "REDIS_URL": (_redis_url_problem, "localhost:6379"),
     "POLYBUS_PREFIX": (_prefix_problem, "a{b"),
     "POLYBUS_LOG_LEVEL": (
-        lambda v: None if str(v).lower() in ("debug", "info", "warning", "error", "critical")
-        else "must be debug, info, warning, error or critical", "loud"),
+        lambda v: (
+            None
+            if str(v).lower() in ("debug", "info", "warning", "error", "critical")
+            else "must be debug, info, warning, error or critical"
+        ),
+        "loud",
+    ),
     "POLYBUS_LOG_FORMAT": (
-        lambda v: None if v in ("", "json", "console") else "must be json or console", "xml"),
-    "WS_STALE_DATA_THRESHOLD": (
-        lambda v: _at_least(0, strict=True)(_float_or(v)), "nan"),
+        lambda v: None if v in ("", "json", "console") else "must be json or console",
+        "xml",
+    ),
+    "WS_STALE_DATA_THRESHOLD": (lambda v: _at_least(0, strict=True)(_float_or(v)), "nan"),
 }
 """Variables read outside the feeder's dataclass (by every command, or by consumers), with
 their check and a value each refuses: `polybus` checks them before running any command."""

@@ -93,8 +93,9 @@ class Connection:
         self.rng = rng or random.Random()
         self.recorder = recorder
         self.rest = rest
-        self.subs = Subscriptions(tokens, snapshot_timeout=config.snapshot_timeout,
-                                  adopting=adopting, moved=moved)
+        self.subs = Subscriptions(
+            tokens, snapshot_timeout=config.snapshot_timeout, adopting=adopting, moved=moved
+        )
         self.normalizer = Normalizer(self.subs.tokens)
         if counts is not None:  # the feeder's counters outlive connections: never go backwards
             self.normalizer.counts = counts
@@ -196,8 +197,11 @@ class Connection:
         """Connect, serve, reconnect — until retired, or the attempt limit is exceeded."""
         attempt = 0
         while True:
-            self.state = (ConnectionState.CONNECTING if not self.subs.sessions
-                          else ConnectionState.RECONNECTING)
+            self.state = (
+                ConnectionState.CONNECTING
+                if not self.subs.sessions
+                else ConnectionState.RECONNECTING
+            )
             retry_after = 0.0
             try:
                 ws = await self._open()
@@ -221,11 +225,17 @@ class Connection:
             if limit and attempt > limit:
                 self.state = ConnectionState.FAILED
                 raise UpstreamError(f"connection {self.cid}: {limit} reconnect attempts exceeded")
-            delay = backoff_delay(attempt, self.config.reconnect_base_delay,
-                                  self.config.reconnect_max_delay, self.rng)
+            delay = backoff_delay(
+                attempt, self.config.reconnect_base_delay, self.config.reconnect_max_delay, self.rng
+            )
             delay = max(delay, retry_after)
-            log.info("feeder.ws.retry", conn=self.cid, attempt=attempt, delay=round(delay, 3),
-                     reason=self.stats.last_reason)
+            log.info(
+                "feeder.ws.retry",
+                conn=self.cid,
+                attempt=attempt,
+                delay=round(delay, 3),
+                reason=self.stats.last_reason,
+            )
             await asyncio.sleep(delay)
 
     # --- carrying out the machine's actions -------------------------------------------------
@@ -237,22 +247,34 @@ class Connection:
             self._frames += actions.frames
             self._wake.set()
         if actions.rest:
-            log.info("feeder.ladder.rest", conn=self.cid, tokens=len(actions.rest),
-                     sample=actions.rest[:3])
+            log.info(
+                "feeder.ladder.rest",
+                conn=self.cid,
+                tokens=len(actions.rest),
+                sample=actions.rest[:3],
+            )
             if self.rest is not None and self._ws is not None:
                 task = asyncio.create_task(self._fetch_rest(actions.rest))
                 self._rest_tasks.add(task)
                 task.add_done_callback(self._rest_tasks.discard)
         if actions.move:
-            log.info("feeder.ladder.move", conn=self.cid, tokens=len(actions.move),
-                     sample=actions.move[:3])
+            log.info(
+                "feeder.ladder.move",
+                conn=self.cid,
+                tokens=len(actions.move),
+                sample=actions.move[:3],
+            )
             if self.on_move is not None:
                 self.on_move(self, actions.move)
         if actions.adopted and self.on_adopted is not None:
             self.on_adopted(self, actions.adopted)
         if actions.gave_up:
-            log.warning("feeder.subscribe.no_snapshot", conn=self.cid, tokens=len(actions.gave_up),
-                        sample=actions.gave_up[:3])
+            log.warning(
+                "feeder.subscribe.no_snapshot",
+                conn=self.cid,
+                tokens=len(actions.gave_up),
+                sample=actions.gave_up[:3],
+            )
 
     def _sync_normalizer(self, subscribed: list[str]) -> None:
         """The normalizer accepts exactly what is subscribed; a token just re-subscribed
@@ -307,8 +329,13 @@ class Connection:
     async def _open(self) -> ClientConnection:
         try:
             ws: ClientConnection = await self.connect(
-                self.config.ws_url, ping_interval=None, compression=None, max_size=MAX_FRAME,
-                open_timeout=10, close_timeout=1, user_agent_header="polybus",
+                self.config.ws_url,
+                ping_interval=None,
+                compression=None,
+                max_size=MAX_FRAME,
+                open_timeout=10,
+                close_timeout=1,
+                user_agent_header="polybus",
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -328,8 +355,7 @@ class Connection:
         if self.subs.sessions:
             self.stats.reconnects += 1
         if self.recorder is not None:
-            self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch,
-                                machine=1)
+            self.recorder.event(self.cid, "open", url=self.config.ws_url, epoch=epoch, machine=1)
         now = time.monotonic()
         self.last_data = self.last_pong = now
         if self.config.recycle_interval > 0 and not self.retiring:
@@ -341,10 +367,13 @@ class Connection:
         try:
             await self._flush(ws)
             self.state = ConnectionState.SUBSCRIBED
-            log.info("feeder.ws.subscribed", conn=self.cid, epoch=epoch,
-                     tokens=len(self.subs.tokens))
-            tasks = {asyncio.create_task(self._read(ws, epoch)),
-                     asyncio.create_task(self._keep(ws))}
+            log.info(
+                "feeder.ws.subscribed", conn=self.cid, epoch=epoch, tokens=len(self.subs.tokens)
+            )
+            tasks = {
+                asyncio.create_task(self._read(ws, epoch)),
+                asyncio.create_task(self._keep(ws)),
+            }
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the feeder is stopping: nobody vouches for the books
             await self._ended(ws, tasks, epoch, "shutdown")
@@ -355,8 +384,9 @@ class Connection:
             return await self._ended(ws, tasks, epoch, f"error:{type(exc).__name__}")
         return await self._ended(ws, tasks, epoch, "")
 
-    async def _ended(self, ws: ClientConnection, tasks: set[asyncio.Task[str]], epoch: int,
-                     why: str) -> str:
+    async def _ended(
+        self, ws: ClientConnection, tasks: set[asyncio.Task[str]], epoch: int, why: str
+    ) -> str:
         """Tear the socket down and say so in band; return the reason."""
         waits = [*tasks, *self._rest_tasks]
         for task in waits:
@@ -368,8 +398,14 @@ class Connection:
         results = await asyncio.gather(*waits, return_exceptions=True)
         reason = next((r for r in results if isinstance(r, str)), "")
         if not reason:
-            err = next((r for r in results if isinstance(r, BaseException)
-                        and not isinstance(r, asyncio.CancelledError)), None)
+            err = next(
+                (
+                    r
+                    for r in results
+                    if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+                ),
+                None,
+            )
             reason = f"error:{type(err).__name__}" if err else "closed"
             if err is not None:
                 log.error("feeder.ws.error", conn=self.cid, error=repr(err))
@@ -386,8 +422,9 @@ class Connection:
         self._do(self.subs.closed(reason))
         self.state = ConnectionState.RECONNECTING
         quiet = reason in ("shutdown", "recycled")
-        (log.info if quiet else log.warning)("feeder.ws.dropped", conn=self.cid, epoch=epoch,
-                                             reason=reason, frames=self.stats.frames)
+        (log.info if quiet else log.warning)(
+            "feeder.ws.dropped", conn=self.cid, epoch=epoch, reason=reason, frames=self.stats.frames
+        )
 
     async def _read(self, ws: ClientConnection, epoch: int) -> str:
         """Feed every frame through normalizer and mirror into the outbox."""
@@ -462,8 +499,12 @@ class Connection:
                 fresh.append(book)
             events, _ = self.mirror.apply(fresh, now)
             await self.outbox.put(events, self.epoch, rx)
-        log.info("feeder.rest.books", conn=self.cid, asked=len(tokens),
-                 stale=self.subs.counts["rest.stale"])
+        log.info(
+            "feeder.rest.books",
+            conn=self.cid,
+            asked=len(tokens),
+            stale=self.subs.counts["rest.stale"],
+        )
 
     async def _keep(self, ws: ClientConnection) -> str:
         """Heartbeat, deadlines and the ladder; return the reason when the socket must go."""
@@ -471,8 +512,9 @@ class Connection:
         next_ping = loop.time() + cfg.ping_interval  # never before the subscription
         while True:
             now = loop.time()
-            wake_at = min(next_ping, self.subs.next_deadline() or math.inf, self._recycle_at,
-                          now + 1.0)
+            wake_at = min(
+                next_ping, self.subs.next_deadline() or math.inf, self._recycle_at, now + 1.0
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(wake_at - now, 0.001))
             self._wake.clear()
@@ -492,8 +534,12 @@ class Connection:
             actions = self.subs.due(now)
             if actions.frames:
                 self.stats.resubscribes += 1
-                log.info("feeder.ladder.resubscribe", conn=self.cid,
-                         tokens=len(actions.subscribed), sample=actions.subscribed[:3])
+                log.info(
+                    "feeder.ladder.resubscribe",
+                    conn=self.cid,
+                    tokens=len(actions.subscribed),
+                    sample=actions.subscribed[:3],
+                )
             self._do(actions)
             await self._flush(ws)
 

@@ -81,8 +81,16 @@ class Beat:
 class Leadership:
     """This feeder's partition leases."""
 
-    def __init__(self, redis: aioredis.Redis, *, me: str, prefix: str, partitions: int,
-                 replicas: int, lease_ms: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        me: str,
+        prefix: str,
+        partitions: int,
+        replicas: int,
+        lease_ms: int,
+    ) -> None:
         self.redis = redis
         self.me, self.prefix = me, prefix
         self.partitions, self.replicas, self.lease_ms = partitions, replicas, lease_ms
@@ -108,7 +116,8 @@ class Leadership:
             raise ConfigError(
                 f"POLYBUS_PARTITIONS={self.partitions}, but the feeders on prefix "
                 f"{self.prefix!r} use {recorded} ({key}): every feeder on a prefix must use the "
-                f"same count; set POLYBUS_PARTITIONS={recorded} (or use another prefix)")
+                f"same count; set POLYBUS_PARTITIONS={recorded} (or use another prefix)"
+            )
 
     async def _load(self, source: str) -> str:
         sha = self._sha.get(source)
@@ -127,8 +136,9 @@ class Leadership:
 
     async def read(self) -> View:
         """Round trip 1: membership, every lease, every known member's warm partitions."""
-        members = await self._script(_MEMBERS, [keys.members(self.prefix)],
-                                     [self.me, self.lease_ms])
+        members = await self._script(
+            _MEMBERS, [keys.members(self.prefix)], [self.me, self.lease_ms]
+        )
         self.members = sorted(str(m) for m in members)
         pipe = self.redis.pipeline(transaction=False)
         for p in range(self.partitions):
@@ -141,8 +151,10 @@ class Leadership:
             with contextlib.suppress(DecodeError, TypeError, AttributeError):
                 if text is not None and not isinstance(text, Exception):
                     leases[p] = decode_lease(str(text))
-        self.warm = {m: _partition_set(w) for m, w in
-                     zip(self.members, replies[self.partitions:], strict=True)}
+        self.warm = {
+            m: _partition_set(w)
+            for m, w in zip(self.members, replies[self.partitions :], strict=True)
+        }
         for p, lease in leases.items():
             self._last_writer[p] = lease.holder
         self.holders = leases
@@ -151,8 +163,14 @@ class Leadership:
     async def beat(self, warm: frozenset[int]) -> Beat:
         """Read, plan, and take/renew/release leases; raises RedisError / OSError."""
         view = await self.read()
-        todo = plan(view, self.partitions, self.replicas, carrying=self.carrying,
-                    led=frozenset(self.led), warm=warm)
+        todo = plan(
+            view,
+            self.partitions,
+            self.replicas,
+            carrying=self.carrying,
+            led=frozenset(self.led),
+            warm=warm,
+        )
         beat = Beat(plan=todo)
         await self._apply(todo, beat)
         self.carrying = todo.carry | frozenset(self.led)
@@ -161,9 +179,16 @@ class Leadership:
     async def _apply(self, todo: Plan, beat: Beat) -> None:
         wanted = sorted(todo.renew | todo.acquire)
         results = await asyncio.gather(
-            *(self._script(_TAKE, [keys.lease(p, self.prefix), keys.fence(p, self.prefix)],
-                           [self.me, self.lease_ms, "1" if p in self.led else "0"])
-              for p in wanted), return_exceptions=True)
+            *(
+                self._script(
+                    _TAKE,
+                    [keys.lease(p, self.prefix), keys.fence(p, self.prefix)],
+                    [self.me, self.lease_ms, "1" if p in self.led else "0"],
+                )
+                for p in wanted
+            ),
+            return_exceptions=True,
+        )
         for p, res in zip(wanted, results, strict=True):
             if isinstance(res, BaseException):
                 if isinstance(res, RedisError | OSError):

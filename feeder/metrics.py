@@ -65,8 +65,13 @@ class FeederCollector(Collector):
         )
         yield _counter("polybus_published", "entries written to Redis", f.published)
         yield _counter("polybus_bbo_mismatches", "top-of-book checks failed", f.mirror.mismatches)
-        yield _by_label("polybus_ladder", "resync-ladder rungs climbed and handovers, by rung",
-                        "rung", f.ladder_counts(), "")
+        yield _by_label(
+            "polybus_ladder",
+            "resync-ladder rungs climbed and handovers, by rung",
+            "rung",
+            f.ladder_counts(),
+            "",
+        )
         conn_metrics = {
             "reconnects": CounterMetricFamily("polybus_reconnects", "reconnects", labels=["conn"]),
             "resubscribes": CounterMetricFamily(
@@ -106,16 +111,20 @@ class FeederCollector(Collector):
         yield GaugeMetricFamily(
             "polybus_redis_up", "1 when Redis answers", value=1.0 if f.redis_ok else 0.0
         )
-        refused = GaugeMetricFamily("polybus_redis_writes_refused", "1 while Redis refuses "
-                                    "writes (OOM, READONLY, NOPERM), by reason",
-                                    labels=["reason"])
+        refused = GaugeMetricFamily(
+            "polybus_redis_writes_refused",
+            "1 while Redis refuses writes (OOM, READONLY, NOPERM), by reason",
+            labels=["reason"],
+        )
         if f.redis_refused:
             refused.add_metric([f.redis_refused], 1.0)
         yield refused
-        yield _counter("polybus_redis_refusals", "times Redis started refusing writes",
-                       f.refusals)
-        yield _counter("polybus_events_discarded", "events dropped while Redis was lost or "
-                       "refused writes (every book is resynced after)", f.outbox.discarded)
+        yield _counter("polybus_redis_refusals", "times Redis started refusing writes", f.refusals)
+        yield _counter(
+            "polybus_events_discarded",
+            "events dropped while Redis was lost or refused writes (every book is resynced after)",
+            f.outbox.discarded,
+        )
         yield from _interest(f)
         yield from _partitions(f)
         if f.discovery is not None:
@@ -132,22 +141,42 @@ class FeederCollector(Collector):
 def _partitions(f: Feeder) -> Iterator[Metric]:
     """Redundant feeders (docs/ha.md): what this feeder leads, carries, and its takeovers."""
     r = f.redundancy
-    leader = GaugeMetricFamily("polybus_partition_leader", "1 for each partition this feeder "
-                               "leads (writes), with its fence", labels=["partition", "fence"])
+    leader = GaugeMetricFamily(
+        "polybus_partition_leader",
+        "1 for each partition this feeder leads (writes), with its fence",
+        labels=["partition", "fence"],
+    )
     for p, fence in sorted(r.gate.open.items()):
         leader.add_metric([str(p), str(fence)], 1.0)
     yield leader
-    yield GaugeMetricFamily("polybus_partitions_carried", "partitions subscribed here (led "
-                            "or hot standby)", value=len(r.leadership.carrying))
-    yield GaugeMetricFamily("polybus_partitions_warm", "carried partitions with every book "
-                            "synced here", value=len(r.warm()))
-    yield _by_label("polybus_takeover", "takeovers and their outcome (matched: the old "
-                    "leader's last event found; replayed: events it had not written)", "kind",
-                    dict(r.counts), "")
-    yield GaugeMetricFamily("polybus_standby_held", "events held for partitions this feeder "
-                            "stands by for", value=len(r.gate.buffer))
-    yield _counter("polybus_unfenced_dropped", "entries of partitions this feeder no longer "
-                   "leads, not written", f.publisher.unfenced)
+    yield GaugeMetricFamily(
+        "polybus_partitions_carried",
+        "partitions subscribed here (led or hot standby)",
+        value=len(r.leadership.carrying),
+    )
+    yield GaugeMetricFamily(
+        "polybus_partitions_warm",
+        "carried partitions with every book synced here",
+        value=len(r.warm()),
+    )
+    yield _by_label(
+        "polybus_takeover",
+        "takeovers and their outcome (matched: the old "
+        "leader's last event found; replayed: events it had not written)",
+        "kind",
+        dict(r.counts),
+        "",
+    )
+    yield GaugeMetricFamily(
+        "polybus_standby_held",
+        "events held for partitions this feeder stands by for",
+        value=len(r.gate.buffer),
+    )
+    yield _counter(
+        "polybus_unfenced_dropped",
+        "entries of partitions this feeder no longer leads, not written",
+        f.publisher.unfenced,
+    )
 
 
 def _interest(f: Feeder) -> Iterator[Metric]:

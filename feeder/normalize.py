@@ -71,8 +71,11 @@ _CLIP_DEPTH = 64
 
 _SIDES: dict[str, Side] = {"BUY": "bid", "SELL": "ask"}
 _TAKER_SIDES = frozenset(("BUY", "SELL"))
-_CONTROL = {"PONG": "filtered.pong", "INVALID OPERATION": "filtered.invalid_operation",
-            "NO NEW ASSETS": "filtered.no_new_assets"}
+_CONTROL = {
+    "PONG": "filtered.pong",
+    "INVALID OPERATION": "filtered.invalid_operation",
+    "NO NEW ASSETS": "filtered.no_new_assets",
+}
 _CONTROL_MAX = 64
 """Longer frames cannot be a control text; skip the strip() for them."""
 _OLD_LEVEL_NAMES = {"bids": "buys", "asks": "sells"}
@@ -402,14 +405,19 @@ class Normalizer:
         token = m.get("asset_id")
         if not self._ours(token):
             return
-        out.events.append(Book(
-            asset_id=token, market=_text(m, "market"), ts=_ts(m),
-            bids=_levels(_book_levels(m, "bids"), "bids", descending=True),
-            asks=_levels(_book_levels(m, "asks"), "asks", descending=False),
-            hash=_text(m, "hash"), source="ws",
-            tick_size=_opt_num(m.get("tick_size"), "tick_size", _tick),
-            last_trade_price=_opt_num(m.get("last_trade_price"), "last_trade_price", _top),
-        ))
+        out.events.append(
+            Book(
+                asset_id=token,
+                market=_text(m, "market"),
+                ts=_ts(m),
+                bids=_levels(_book_levels(m, "bids"), "bids", descending=True),
+                asks=_levels(_book_levels(m, "asks"), "asks", descending=False),
+                hash=_text(m, "hash"),
+                source="ws",
+                tick_size=_opt_num(m.get("tick_size"), "tick_size", _tick),
+                last_trade_price=_opt_num(m.get("last_trade_price"), "last_trade_price", _top),
+            )
+        )
         self.counts["event.book"] += 1
 
     def _price_change(self, m: dict[str, Any], out: Normalized) -> None:
@@ -445,9 +453,14 @@ class Normalizer:
         if not self._ours(token):
             return None
         return PriceChange(
-            token, ts, _side(c), _num(c.get("price"), "price", _price),
-            _num(c.get("size"), "size", _size), _opt_num(c.get("best_bid"), "best_bid", _top),
-            _opt_num(c.get("best_ask"), "best_ask", _top), _text(c, "hash"),
+            token,
+            ts,
+            _side(c),
+            _num(c.get("price"), "price", _price),
+            _num(c.get("size"), "size", _size),
+            _opt_num(c.get("best_bid"), "best_bid", _top),
+            _opt_num(c.get("best_ask"), "best_ask", _top),
+            _text(c, "hash"),
         )
 
     def _legacy_price_change(self, m: dict[str, Any], out: Normalized) -> None:
@@ -488,12 +501,17 @@ class Normalizer:
         side = _text(m, "side")
         if side and side not in _TAKER_SIDES:
             raise _Skip("bad_side")
-        out.events.append(Trade(
-            token, _ts(m), _num(m.get("price"), "price", _price),
-            _num(m.get("size"), "size", _size), side,
-            _opt_num(m.get("fee_rate_bps"), "fee_rate_bps", validate.fee_bps),
-            _text(m, "transaction_hash"),
-        ))
+        out.events.append(
+            Trade(
+                token,
+                _ts(m),
+                _num(m.get("price"), "price", _price),
+                _num(m.get("size"), "size", _size),
+                side,
+                _opt_num(m.get("fee_rate_bps"), "fee_rate_bps", validate.fee_bps),
+                _text(m, "transaction_hash"),
+            )
+        )
         self.counts["event.trade"] += 1
 
     def _tick_size_change(self, m: dict[str, Any], out: Normalized) -> None:
@@ -502,10 +520,14 @@ class Normalizer:
         token = m.get("asset_id")
         if not self._ours(token):
             return
-        out.events.append(TickSizeChange(
-            token, _ts(m), _opt_num(m.get("old_tick_size"), "old_tick_size", _tick),
-            _num(m.get("new_tick_size"), "new_tick_size", _tick),
-        ))
+        out.events.append(
+            TickSizeChange(
+                token,
+                _ts(m),
+                _opt_num(m.get("old_tick_size"), "old_tick_size", _tick),
+                _num(m.get("new_tick_size"), "new_tick_size", _tick),
+            )
+        )
         self.counts["event.tick_size_change"] += 1
 
     def _best_bid_ask(self, m: dict[str, Any], out: Normalized) -> None:
@@ -514,11 +536,15 @@ class Normalizer:
         token = m.get("asset_id")
         if not self._ours(token):
             return
-        out.events.append(BestBidAsk(
-            token, _ts(m), _opt_num(m.get("best_bid"), "best_bid", _top),
-            _opt_num(m.get("best_ask"), "best_ask", _top),
-            _opt_num(m.get("spread"), "spread", validate.spread),
-        ))
+        out.events.append(
+            BestBidAsk(
+                token,
+                _ts(m),
+                _opt_num(m.get("best_bid"), "best_bid", _top),
+                _opt_num(m.get("best_ask"), "best_ask", _top),
+                _opt_num(m.get("spread"), "spread", validate.spread),
+            )
+        )
         self.counts["event.best_bid_ask"] += 1
 
     # --- lifecycle events: global broadcasts, never filtered by token ----------------------
@@ -530,14 +556,21 @@ class Normalizer:
         outcomes = _list(m, "outcomes")
         if not all(o.__class__ is str and len(o) <= _LABEL for o in outcomes):
             raise _Skip("bad_field:outcomes")
-        out.markets.append(MarketEvent(
-            kind="new_market", market=_need_text(m, "market"), id=_text(m, "id"),
-            asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
-            ts=_ts(m), question=_text(m, "question", _LABEL), slug=_text(m, "slug", _LABEL),
-            outcomes=tuple(outcomes),
-            tick_size=_opt_num(m.get("order_price_min_tick_size"), "order_price_min_tick_size",
-                               _tick),
-        ))
+        out.markets.append(
+            MarketEvent(
+                kind="new_market",
+                market=_need_text(m, "market"),
+                id=_text(m, "id"),
+                asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
+                ts=_ts(m),
+                question=_text(m, "question", _LABEL),
+                slug=_text(m, "slug", _LABEL),
+                outcomes=tuple(outcomes),
+                tick_size=_opt_num(
+                    m.get("order_price_min_tick_size"), "order_price_min_tick_size", _tick
+                ),
+            )
+        )
         self.counts["event.new_market"] += 1
 
     def _market_resolved(self, m: dict[str, Any], out: Normalized) -> None:
@@ -546,13 +579,19 @@ class Normalizer:
         "timestamp":"1791736000512","event_type":"market_resolved","tags":["Crypto"]}`
         — live frames may omit question/slug/description."""
         winner = m.get("winning_asset_id")
-        out.markets.append(MarketEvent(
-            kind="market_resolved", market=_need_text(m, "market"), id=_text(m, "id"),
-            asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
-            ts=_ts(m), question=_text(m, "question", _LABEL), slug=_text(m, "slug", _LABEL),
-            winning_asset_id=_token(winner) if winner else "",
-            winning_outcome=_text(m, "winning_outcome", _LABEL),
-        ))
+        out.markets.append(
+            MarketEvent(
+                kind="market_resolved",
+                market=_need_text(m, "market"),
+                id=_text(m, "id"),
+                asset_ids=tuple(_token(t) for t in _list(m, "assets_ids", "clob_token_ids")),
+                ts=_ts(m),
+                question=_text(m, "question", _LABEL),
+                slug=_text(m, "slug", _LABEL),
+                winning_asset_id=_token(winner) if winner else "",
+                winning_outcome=_text(m, "winning_outcome", _LABEL),
+            )
+        )
         self.counts["event.market_resolved"] += 1
 
 

@@ -147,4 +147,3 @@ class Outbox:
         self._ready.clear()
         self._space.set()
         return batch
-

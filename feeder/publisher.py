@@ -32,7 +32,6 @@ from polybus.wire.errors import BackendError, WriteRefused
 __all__ = ["LUA", "Publisher", "refusal", "render"]
 
 
-
 def render(script: str) -> str:
     """publish.lua with the status rules of wire/status_rules.py put in: the Lua step folds
     statuses by the very table the consumers use (an unrendered script does not compile)."""
@@ -75,8 +74,7 @@ def refusal(exc: BaseException) -> WriteRefused | None:
     return None
 
 
-_CODES = ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"),
-          (NoPermissionError, "NOPERM"))
+_CODES = ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (NoPermissionError, "NOPERM"))
 """redis-py strips the error code from these: put it back, it is what an operator greps."""
 
 
@@ -127,15 +125,25 @@ class Publisher:
         except RedisError as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
-    def _script_args(self, token: str, args: list[str], peek: int,
-                     fence: int | None = None) -> list[Any]:
+    def _script_args(
+        self, token: str, args: list[str], peek: int, fence: int | None = None
+    ) -> list[Any]:
         prefix = self.prefix
         expected = self.seqs.get(token)
         if fence is None and self.fences is not None:
             fence = self.fences(token)
-        return [2, keys.book(token, prefix), keys.stream(token, prefix), self.maxlen, token,
-                "" if expected is None else str(expected), self.writer,
-                "" if fence is None else str(fence), str(peek), *args]
+        return [
+            2,
+            keys.book(token, prefix),
+            keys.stream(token, prefix),
+            self.maxlen,
+            token,
+            "" if expected is None else str(expected),
+            self.writer,
+            "" if fence is None else str(fence),
+            str(peek),
+            *args,
+        ]
 
     def _may_write(self, token: str, batch: Batch) -> bool:
         """With fences, a token queued under none and led under none now is not ours: its
@@ -149,13 +157,21 @@ class Publisher:
         """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
         if self._sha is None:
             await self.load()
-        calls = [(token, self._script_args(token, args, PEEK if token in batch.peek else 0,
-                                           batch.fences.get(token)))
-                 for token, args in batch.entries.items() if self._may_write(token, batch)]
+        calls = [
+            (
+                token,
+                self._script_args(
+                    token, args, PEEK if token in batch.peek else 0, batch.fences.get(token)
+                ),
+            )
+            for token, args in batch.entries.items()
+            if self._may_write(token, batch)
+        ]
         try:
             results = await self._run(calls, batch)
-            missing = [i for i, res in enumerate(results[: len(calls)])
-                       if isinstance(res, NoScriptError)]
+            missing = [
+                i for i, res in enumerate(results[: len(calls)]) if isinstance(res, NoScriptError)
+            ]
             if missing:  # the server lost its script cache (restart, SCRIPT FLUSH)
                 await self.load()
                 again = await self._run([calls[i] for i in missing], Batch())
@@ -180,8 +196,9 @@ class Publisher:
             self.seqs[token] = int(seq)
             if int(code):
                 broken.append(token)
-        failed = failed or next((r for r in results[len(calls):] if isinstance(r, Exception)),
-                                None)
+        failed = failed or next(
+            (r for r in results[len(calls) :] if isinstance(r, Exception)), None
+        )
         if failed is not None:
             raise refusal(failed) or BackendError(f"redis: {failed}") from failed
         return broken
@@ -203,4 +220,3 @@ class Publisher:
             pipe.xadd(mkey, fields, maxlen=self.markets_maxlen, approximate=True)  # type: ignore[arg-type]
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
-

@@ -53,9 +53,14 @@ class Redundancy:
         cfg = feeder.config
         self.feeder = feeder
         self.gate = Gate(cfg.partitions)
-        self.leadership = Leadership(feeder.redis, me=cfg.feeder_id, prefix=cfg.prefix,
-                                     partitions=cfg.partitions, replicas=cfg.replicas,
-                                     lease_ms=cfg.lease_ms)
+        self.leadership = Leadership(
+            feeder.redis,
+            me=cfg.feeder_id,
+            prefix=cfg.prefix,
+            partitions=cfg.partitions,
+            replicas=cfg.replicas,
+            lease_ms=cfg.lease_ms,
+        )
         self.pending: dict[int, tuple[int, str]] = {}
         """Partitions gained and not yet taken over: partition -> (fence, previous writer)."""
         self.parked: set[str] = set()
@@ -90,8 +95,9 @@ class Redundancy:
                 except (RedisError, BackendError, OSError) as exc:
                     self._errors += 1
                     if self._errors in (1, 10) or self._errors % 100 == 0:
-                        log.warning("feeder.lease.beat_failed", error=str(exc),
-                                    attempt=self._errors)
+                        log.warning(
+                            "feeder.lease.beat_failed", error=str(exc), attempt=self._errors
+                        )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.leadership.wake.wait(), tick)
         finally:
@@ -109,8 +115,11 @@ class Redundancy:
         for p, gained in beat.gained.items():
             self.pending[p] = gained
         if beat.gained:
-            log.info("feeder.lease.gained", partitions=sorted(beat.gained),
-                     previous=sorted({old for _, old in beat.gained.values() if old}))
+            log.info(
+                "feeder.lease.gained",
+                partitions=sorted(beat.gained),
+                previous=sorted({old for _, old in beat.gained.values() if old}),
+            )
             self.feeder.outbox.poke()  # the publish loop takes over before its next write
         self._follow(self.leadership.carrying)
 
@@ -144,8 +153,7 @@ class Redundancy:
             self.feeder.shed(shed)
             self.parked.update(shed)
             self.gate.buffer.forget(shed)
-            log.info("feeder.partitions.shed", tokens=len(shed),
-                     carrying=len(carrying))
+            log.info("feeder.partitions.shed", tokens=len(shed), carrying=len(carrying))
 
     # --- writing: fences, takeovers ------------------------------------------------------
     def fenced(self, refused: dict[str, str]) -> None:
@@ -193,7 +201,8 @@ class Redundancy:
             refused = {t: w for t, w in feeder.publisher.fenced.items() if t in set(tokens)}
             if refused:  # a newer leader already wrote: this lease is stale
                 feeder.publisher.fenced = {
-                    t: w for t, w in feeder.publisher.fenced.items() if t not in refused}
+                    t: w for t, w in feeder.publisher.fenced.items() if t not in refused
+                }
                 self.fenced(refused)
                 return
             second, cold = self._catch_up(tokens)
@@ -203,8 +212,14 @@ class Redundancy:
         broken += await feeder.publisher.write(second)
         if cold or broken:
             feeder.resync([*cold, *broken], "failover")
-        log.info("feeder.lease.took_over", partition=p, fence=fence, previous=old or None,
-                 tokens=len(tokens), cold=len(cold))
+        log.info(
+            "feeder.lease.took_over",
+            partition=p,
+            fence=fence,
+            previous=old or None,
+            tokens=len(tokens),
+            cold=len(cold),
+        )
 
     def _catch_up(self, tokens: list[str]) -> tuple[Batch, list[str]]:
         """Step 2's batch: held events after each token's anchor, then its warm book."""
@@ -231,14 +246,26 @@ class Redundancy:
         if token not in mirror.synced:
             return None
         b = mirror.book(token)
-        return Book(token, b.market, b.ts, tuple(b.bids), tuple(b.asks), b.hash,
-                    source="standby", tick_size=b.tick_size)
+        return Book(
+            token,
+            b.market,
+            b.ts,
+            tuple(b.bids),
+            tuple(b.asks),
+            b.hash,
+            source="standby",
+            tick_size=b.tick_size,
+        )
 
     def health(self) -> dict[str, Any]:
         """The health hash's partition fields (FeederHealth): carried, led, warm."""
-        return {"partitions": self.gate.partitions, "lease_ms": self.leadership.lease_ms,
-                "led": frozenset(self.gate.open), "carrying": self.leadership.carrying,
-                "warm": self.warm()}
+        return {
+            "partitions": self.gate.partitions,
+            "lease_ms": self.leadership.lease_ms,
+            "led": frozenset(self.gate.open),
+            "carrying": self.leadership.carrying,
+            "warm": self.warm(),
+        }
 
     def leave(self) -> None:
         """Stopping: stop writing the partitions another live member has warm. Their books
@@ -264,7 +291,8 @@ def _events(token: str, raw: list[Any]) -> list[Event]:
     for item in raw:
         with contextlib.suppress(DecodeError, ValueError, TypeError, IndexError):
             entry_id, flat = item[0], item[1]
-            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(
-                flat, list) else flat
+            fields = (
+                dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else flat
+            )
             out.append(decode(fields, token, entry_id).event)
     return out

@@ -46,8 +46,15 @@ class Plan:
     release: frozenset[int]
 
 
-def plan(view: View, partitions: int, replicas: int, *, carrying: frozenset[int],
-         led: frozenset[int], warm: frozenset[int]) -> Plan:
+def plan(
+    view: View,
+    partitions: int,
+    replicas: int,
+    *,
+    carrying: frozenset[int],
+    led: frozenset[int],
+    warm: frozenset[int],
+) -> Plan:
     """This beat's actions for `view.me`, who carries `carrying`, leads `led`, is `warm`."""
     members = view.members | {view.me}
     assigned = assign(members, partitions, replicas)
@@ -61,8 +68,8 @@ def plan(view: View, partitions: int, replicas: int, *, carrying: frozenset[int]
     release = frozenset(p for p in led if p not in mine and taken_care_of(p))
     renew = led - release
     carry = frozenset(mine | renew | {p for p in carrying if not taken_care_of(p)})
-    others_warm = {p for m, ps in view.warm.items() if m != view.me and m in members
-                   for p in ps}
-    acquire = frozenset(p for p in carry - led if p not in view.leases
-                        and (p in warm or p not in others_warm))
+    others_warm = {p for m, ps in view.warm.items() if m != view.me and m in members for p in ps}
+    acquire = frozenset(
+        p for p in carry - led if p not in view.leases and (p in warm or p not in others_warm)
+    )
     return Plan(carry=carry, acquire=acquire, renew=renew, release=release)

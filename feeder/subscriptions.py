@@ -166,8 +166,9 @@ class Subscriptions:
             return Actions()
         return self._subscribe(new, now, 0, [])
 
-    def remove(self, tokens: list[str], reason: str, state: str = "retired",
-               ttl_ms: str = "") -> Actions:
+    def remove(
+        self, tokens: list[str], reason: str, state: str = "retired", ttl_ms: str = ""
+    ) -> Actions:
         """Stop carrying tokens; owned ones get a `status` entry (`state`, `reason`; a
         `retired` book's keys expire `ttl_ms` later)."""
         gone = [t for t in dict.fromkeys(tokens) if t in self.owned or t in self.adopting]

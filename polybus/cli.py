@@ -71,9 +71,16 @@ __all__ = ["DEADLINE", "GRACE", "Command", "build_parser", "configure_logging", 
 Command = Callable[[argparse.Namespace, asyncio.Event], Awaitable[int]]
 """What a subcommand's `func` is: run until done or until `stop` is set; the exit code."""
 
-_PACKAGES = ("polybus.feeder.cli", "polybus.simulator.cli", "polybus.consumers.cli",
-             "polybus.demo", "polybus.consumers.health", "polybus.replay.record",
-             "polybus.replay.cli", "polybus.replay.plot")
+_PACKAGES = (
+    "polybus.feeder.cli",
+    "polybus.simulator.cli",
+    "polybus.consumers.cli",
+    "polybus.demo",
+    "polybus.consumers.health",
+    "polybus.replay.record",
+    "polybus.replay.cli",
+    "polybus.replay.plot",
+)
 """Modules with a `register(subparsers)`; a missing one (not yet built) is skipped."""
 
 GRACE = 1.0
@@ -86,8 +93,10 @@ DEADLINE = 1.9
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: every package's subcommands, each with the common flags it needs."""
     parser = argparse.ArgumentParser(
-        prog="polybus", description="One Polymarket market-data feed on Redis, many "
-        "strategies reading it: run the feeder, inspect the bus, record and replay sessions.")
+        prog="polybus",
+        description="One Polymarket market-data feed on Redis, many "
+        "strategies reading it: run the feeder, inspect the bus, record and replay sessions.",
+    )
     parser.add_argument("--version", action="version", version=f"polybus {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _PACKAGES:
@@ -106,11 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common_flags(p: argparse.ArgumentParser) -> None:
     flags: list[tuple[str, dict[str, Any]]] = []
     if p.get_default("uses_redis"):
-        flags += [("--redis-url", {"help": "Redis URL (env REDIS_URL)"}),
-                  ("--prefix", {"help": "key prefix (env POLYBUS_PREFIX, default pm)"})]
-    flags += [("--log-level", {"help": "debug|info|warning (env POLYBUS_LOG_LEVEL)"}),
-              ("--log-format", {"choices": ["json", "console"],
-                                "help": "default: console on a terminal, json otherwise"})]
+        flags += [
+            ("--redis-url", {"help": "Redis URL (env REDIS_URL)"}),
+            ("--prefix", {"help": "key prefix (env POLYBUS_PREFIX, default pm)"}),
+        ]
+    flags += [
+        ("--log-level", {"help": "debug|info|warning (env POLYBUS_LOG_LEVEL)"}),
+        (
+            "--log-format",
+            {
+                "choices": ["json", "console"],
+                "help": "default: console on a terminal, json otherwise",
+            },
+        ),
+    ]
     for flag, options in flags:
         try:
             p.add_argument(flag, default=None, **options)
@@ -149,16 +167,19 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    flags = {"REDIS_URL": getattr(args, "redis_url", None),
-             "POLYBUS_PREFIX": getattr(args, "prefix", None),
-             "POLYBUS_LOG_LEVEL": args.log_level,
-             "POLYBUS_LOG_FORMAT": args.log_format}
+    flags = {
+        "REDIS_URL": getattr(args, "redis_url", None),
+        "POLYBUS_PREFIX": getattr(args, "prefix", None),
+        "POLYBUS_LOG_LEVEL": args.log_level,
+        "POLYBUS_LOG_FORMAT": args.log_format,
+    }
     try:
         check_common(os.environ, flags)
     except ConfigError as exc:
         return _refuse(args, str(exc))
-    configure_logging(args.log_level, args.log_format,
-                      default_level=getattr(args, "log_level_default", "info"))
+    configure_logging(
+        args.log_level, args.log_format, default_level=getattr(args, "log_level_default", "info")
+    )
     return _run(args)
 
 
@@ -208,8 +229,9 @@ def _load_dotenv() -> None:
 
 
 # --- logging --------------------------------------------------------------------------------
-def configure_logging(level: str | None = None, fmt: str | None = None, *,
-                      default_level: str = "info") -> None:
+def configure_logging(
+    level: str | None = None, fmt: str | None = None, *, default_level: str = "info"
+) -> None:
     """Configure structlog globally, always on stderr (stdout belongs to the command).
 
     `level`/`fmt` (flags) win over POLYBUS_LOG_LEVEL/POLYBUS_LOG_FORMAT; `fmt` is "json",
@@ -217,8 +239,10 @@ def configure_logging(level: str | None = None, fmt: str | None = None, *,
     call this; `main` does, once, before the command runs (and test helper processes may)."""
     level_name = (level or os.environ.get("POLYBUS_LOG_LEVEL") or default_level).upper()
     numeric = logging.getLevelNamesMapping().get(level_name, logging.INFO)
-    chosen = fmt or os.environ.get("POLYBUS_LOG_FORMAT") or (
-        "console" if sys.stderr.isatty() else "json"
+    chosen = (
+        fmt
+        or os.environ.get("POLYBUS_LOG_FORMAT")
+        or ("console" if sys.stderr.isatty() else "json")
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -227,8 +251,11 @@ def configure_logging(level: str | None = None, fmt: str | None = None, *,
     ]
     if chosen == "json":
         structlog.configure(
-            processors=[*shared, structlog.processors.format_exc_info,
-                        structlog.processors.JSONRenderer(serializer=orjson.dumps)],
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
             cache_logger_on_first_use=False,  # tests reconfigure; nothing logs per message

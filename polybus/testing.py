@@ -46,17 +46,28 @@ def polybus_replay() -> Iterator[ReplayFactory]:
     """An async factory: `await polybus_replay(path, prefix="pm")` → the Redis URL holding it."""
     servers: list[LocalRedis] = []
 
-    async def replay(path: str | Path, *, prefix: str = keys.DEFAULT_PREFIX,
-                     speed: str | float = "max", start: str | int | None = None,
-                     end: str | int | None = None) -> str:
+    async def replay(
+        path: str | Path,
+        *,
+        prefix: str = keys.DEFAULT_PREFIX,
+        speed: str | float = "max",
+        start: str | int | None = None,
+        end: str | int | None = None,
+    ) -> str:
         if not servers:
             servers.append(await asyncio.to_thread(private_redis))
         url = servers[0].url
         redis = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            await replay_into_redis(path, redis, prefix=prefix, clear=True,
-                                    speed=parse_speed(str(speed)), start=_time(start),
-                                    end=_time(end))
+            await replay_into_redis(
+                path,
+                redis,
+                prefix=prefix,
+                clear=True,
+                speed=parse_speed(str(speed)),
+                start=_time(start),
+                end=_time(end),
+            )
         finally:
             await redis.aclose()
         return url

@@ -78,8 +78,10 @@ async def prepare_prefix(redis: aioredis.Redis, prefix: str, clear: bool) -> Non
     """Refuse a prefix that holds books or streams, or delete them when `clear`."""
     found = await _scan(redis, prefix)
     if found and not clear:
-        raise SessionError(f"prefix {prefix!r} already holds {len(found)} keys (e.g. "
-                           f"{found[0]}); pick another --prefix or pass --clear")
+        raise SessionError(
+            f"prefix {prefix!r} already holds {len(found)} keys (e.g. "
+            f"{found[0]}); pick another --prefix or pass --clear"
+        )
     for at in range(0, len(found), 500):
         await redis.delete(*found[at : at + 500])
 
@@ -130,9 +132,15 @@ class _Writer:
 
 
 async def replay_into_redis(
-    path: str | Path, redis: aioredis.Redis, *, prefix: str = keys.DEFAULT_PREFIX,
-    speed: float = 0.0, start: int | None = None, end: int | None = None,
-    progress: Progress | None = None, clear: bool = False,
+    path: str | Path,
+    redis: aioredis.Redis,
+    *,
+    prefix: str = keys.DEFAULT_PREFIX,
+    speed: float = 0.0,
+    start: int | None = None,
+    end: int | None = None,
+    progress: Progress | None = None,
+    clear: bool = False,
 ) -> ReplayResult:
     """Replay a raw or stream session file into `redis` under `prefix`."""
     fmt = detect_format(path)
@@ -224,8 +232,9 @@ class _StreamApplier:
             return
         token = str(line.get("token", ""))
         try:
-            entry = decode(line.get("fields") or {}, keys.validate_token(token),
-                           str(line.get("id", "")))
+            entry = decode(
+                line.get("fields") or {}, keys.validate_token(token), str(line.get("id", ""))
+            )
         except (DecodeError, ValueError) as exc:
             raise SessionError(f"bad entry {line.get('id')} of {token}: {exc}") from exc
         expected = self._seq.get(token, entry.seq - 1) + 1

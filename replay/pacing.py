@@ -53,8 +53,16 @@ def _clock(seconds: float) -> str:
 class Progress:
     """done/total, events/s and time left, on stderr."""
 
-    def __init__(self, total: int, span_us: int, speed: float, *, enabled: bool = True,
-                 stream: TextIO | None = None, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        span_us: int,
+        speed: float,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        interval: float | None = None,
+    ) -> None:
         self.total = total
         self.span_us = span_us
         self.speed = speed
@@ -65,8 +73,7 @@ class Progress:
         self.started = time.monotonic()
         self._shown = 0.0
 
-    def update(self, done: int, published: int, t_done_us: int = 0, *, final: bool = False
-               ) -> None:
+    def update(self, done: int, published: int, t_done_us: int = 0, *, final: bool = False) -> None:
         """Show the line if it is due (always when `final`)."""
         if not self.enabled:
             return
@@ -81,8 +88,10 @@ class Progress:
         else:
             left = (self.total - done) * elapsed / done if done else 0.0
         pct = 100.0 * done / self.total if self.total else 100.0
-        text = (f"replay {done}/{self.total} lines ({pct:5.1f}%)  {published} entries  "
-                f"{rate:,.0f} events/s  left {_clock(left)}")
+        text = (
+            f"replay {done}/{self.total} lines ({pct:5.1f}%)  {published} entries  "
+            f"{rate:,.0f} events/s  left {_clock(left)}"
+        )
         if self.tty:
             self.stream.write("\r" + text + ("\n" if final else ""))
         else:

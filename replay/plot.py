@@ -68,8 +68,11 @@ def _pick(tokens: list[str], wanted: str) -> str:
     matches = [t for t in tokens if t.startswith(wanted)]
     if len(matches) != 1:
         what = "is in" if not matches else "matches more than one token of"
-        raise SessionError(f"token {wanted!r}: none {what} the file" if not matches
-                           else f"token {wanted!r} {what} the file")
+        raise SessionError(
+            f"token {wanted!r}: none {what} the file"
+            if not matches
+            else f"token {wanted!r} {what} the file"
+        )
     return matches[0]
 
 
@@ -84,8 +87,10 @@ def series(path: str | Path, token: str) -> Series:
     out, book = Series(token), OrderBook(token)
     start = hashes.get(token)
     if start:
-        book.replace([(k[4:], v) for k, v in start.items() if k.startswith("bid:")],
-                     [(k[4:], v) for k, v in start.items() if k.startswith("ask:")])
+        book.replace(
+            [(k[4:], v) for k, v in start.items() if k.startswith("bid:")],
+            [(k[4:], v) for k, v in start.items() if k.startswith("ask:")],
+        )
     for t, event in timed:
         if event.asset_id != token:
             continue
@@ -118,16 +123,34 @@ def render(s: Series, out: str | Path, title: str = "") -> None:
     ax.step(xs, asks, where="post", label="best ask", color="tab:red")
     ax.step(xs, mids, where="post", label="mid", color="tab:gray", linestyle=":")
     if s.trades:
-        ax.scatter([when(t) for t, _, _ in s.trades], [p for _, p, _ in s.trades], s=14,
-                   color=["tab:blue" if side == "BUY" else "tab:orange" for _, _, side in s.trades],
-                   label="trades (blue buy, orange sell)", zorder=3)
+        ax.scatter(
+            [when(t) for t, _, _ in s.trades],
+            [p for _, p, _ in s.trades],
+            s=14,
+            color=["tab:blue" if side == "BUY" else "tab:orange" for _, _, side in s.trades],
+            label="trades (blue buy, orange sell)",
+            zorder=3,
+        )
     for i, (t, reason) in enumerate(s.drops):
-        ax.axvline(when(t), color="black", linestyle="--", linewidth=0.8,
-                   label="reconnect" if i == 0 else None)
-        ax.annotate(reason, (when(t), 1), xycoords=("data", "axes fraction"), fontsize=7,
-                    rotation=90, va="top", ha="right")
-    ax.xaxis.set_major_formatter(importlib.import_module("matplotlib.dates")
-                                 .DateFormatter("%H:%M:%S"))
+        ax.axvline(
+            when(t),
+            color="black",
+            linestyle="--",
+            linewidth=0.8,
+            label="reconnect" if i == 0 else None,
+        )
+        ax.annotate(
+            reason,
+            (when(t), 1),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    ax.xaxis.set_major_formatter(
+        importlib.import_module("matplotlib.dates").DateFormatter("%H:%M:%S")
+    )
     ax.set_title(title or f"token {s.token[:12]}…")
     ax.set_xlabel("time (UTC)")
     ax.set_ylabel("price")
@@ -141,8 +164,10 @@ def render(s: Series, out: str | Path, title: str = "") -> None:
 def register(subparsers: Any) -> None:
     """Add the `plot` subcommand."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "plot", help="plot a session's best bid/ask, mid, trades and reconnects for one token",
-        description=__doc__.splitlines()[0] if __doc__ else None)
+        "plot",
+        help="plot a session's best bid/ask, mid, trades and reconnects for one token",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     p.add_argument("file", help="a raw recording or a stream file")
     p.add_argument("--token", required=True, help="token id (a unique prefix will do)")
     p.add_argument("-o", "--out", required=True, help="image file, e.g. out.png")
@@ -163,6 +188,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
         print(f"polybus plot: {exc}", file=sys.stderr)
         return 2
     await asyncio.to_thread(render, s, args.out, f"{Path(args.file).name} — token {s.token[:12]}…")
-    print(f"plot.done token={s.token} changes={len(s.tops)} trades={len(s.trades)} "
-          f"reconnects={len(s.drops)} out={args.out}", flush=True)
+    print(
+        f"plot.done token={s.token} changes={len(s.tops)} trades={len(s.trades)} "
+        f"reconnects={len(s.drops)} out={args.out}",
+        flush=True,
+    )
     return 0

@@ -199,8 +199,9 @@ class RawFolder:
     def _subscribed(self, conn: _Conn, tokens: list[str], t: int) -> None:
         if conn.subs is None:
             owned = [tok for tok in dict.fromkeys(tokens) if tok not in conn.adopting]
-            conn.subs = Subscriptions(owned, snapshot_timeout=_NO_DEADLINE,
-                                      adopting=conn.adopting, moved=conn.moved)
+            conn.subs = Subscriptions(
+                owned, snapshot_timeout=_NO_DEADLINE, adopting=conn.adopting, moved=conn.moved
+            )
         conn.normalizer = Normalizer()
         self._emit(conn, conn.subs.opened(t / 1e6, conn.epoch), t)
 
@@ -208,8 +209,9 @@ class RawFolder:
         if conn.subs is not None:
             self._emit(conn, conn.subs.add(tokens, t / 1e6), t)
 
-    def _machine(self, conn: _Conn, kind: str, tokens: list[str], line: dict[str, Any],
-                 t: int) -> None:
+    def _machine(
+        self, conn: _Conn, kind: str, tokens: list[str], line: dict[str, Any], t: int
+    ) -> None:
         """A recorded input of the live machine (see feeder/connection.py `_record`)."""
         conn.explicit = True
         subs, now = conn.subs, t / 1e6
@@ -223,9 +225,16 @@ class RawFolder:
             self._emit(conn, subs.resync(tokens, str(line.get("reason", "")), now), t)
         elif kind == "remove":
             self.mirror.unsync([tok for tok in tokens if tok in subs.owned])
-            self._emit(conn, subs.remove(tokens, str(line.get("reason", "")),
-                                         str(line.get("state", "retired")),
-                                         str(line.get("ttl_ms", ""))), t)
+            self._emit(
+                conn,
+                subs.remove(
+                    tokens,
+                    str(line.get("reason", "")),
+                    str(line.get("state", "retired")),
+                    str(line.get("ttl_ms", "")),
+                ),
+                t,
+            )
         elif kind == "adopt":
             self._emit(conn, subs.adopt(tokens, now, moved=bool(line.get("moved"))), t)
         elif kind == "release":
@@ -252,8 +261,11 @@ class RawFolder:
         mine = [tok for tok in dict.fromkeys(tokens) if tok in conn.normalizer.tokens]
         if mine:
             self.mirror.unsync(mine)
-            self.sink.events([Status(tok, "suspect", self.flagged.pop(tok, "resync"))
-                              for tok in mine], conn.epoch, t)
+            self.sink.events(
+                [Status(tok, "suspect", self.flagged.pop(tok, "resync")) for tok in mine],
+                conn.epoch,
+                t,
+            )
 
     def _close(self, conn: _Conn, reason: str, t: int) -> None:
         if not conn.open or conn.subs is None:
@@ -268,13 +280,17 @@ class RawFolder:
         books = []
         for token in sorted(self.mirror.synced):
             book = self.mirror.book(token)
-            books.append({
-                "market": book.market, "asset_id": token, "timestamp": book.ts,
-                "hash": book.hash,
-                "bids": [{"price": p, "size": s} for p, s in reversed(book.bids)],
-                "asks": [{"price": p, "size": s} for p, s in reversed(book.asks)],
-                "tick_size": book.tick_size,
-                "last_trade_price": self.last_trade.get(token, ""),
-                "event_type": "book",
-            })
+            books.append(
+                {
+                    "market": book.market,
+                    "asset_id": token,
+                    "timestamp": book.ts,
+                    "hash": book.hash,
+                    "bids": [{"price": p, "size": s} for p, s in reversed(book.bids)],
+                    "asks": [{"price": p, "size": s} for p, s in reversed(book.asks)],
+                    "tick_size": book.tick_size,
+                    "last_trade_price": self.last_trade.get(token, ""),
+                    "event_type": "book",
+                }
+            )
         return orjson.dumps(books).decode()

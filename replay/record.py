@@ -27,12 +27,18 @@ __all__ = ["register", "run"]
 def register(subparsers: Any) -> None:
     """Add the `record` subcommand."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "record", help="record books and stream entries from Redis into a replayable file",
-        description=__doc__.splitlines()[0] if __doc__ else None)
+        "record",
+        help="record books and stream entries from Redis into a replayable file",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     p.add_argument("out", help="output file (.jsonl, or .jsonl.gz to compress)")
     p.add_argument("--tokens", help="token ids, comma separated (default: every book)")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     p.set_defaults(func=run, uses_redis=True, log_level_default="warning")
 
 
@@ -47,8 +53,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 async def _record(args: argparse.Namespace, stop: asyncio.Event, tokens: list[str]) -> int:
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
-    redis = aioredis.Redis.from_url(target.redis_url, decode_responses=True,
-                                    socket_connect_timeout=2)
+    redis = aioredis.Redis.from_url(
+        target.redis_url, decode_responses=True, socket_connect_timeout=2
+    )
     try:
         await redis.ping()  # unreachable now is a setting to fix (exit 2), not a failure
         return await _record_from(redis, target.prefix, args, stop, tokens)
@@ -56,21 +63,29 @@ async def _record(args: argparse.Namespace, stop: asyncio.Event, tokens: list[st
         await redis.aclose()
 
 
-async def _record_from(redis: aioredis.Redis, prefix: str, args: argparse.Namespace,
-                       stop: asyncio.Event, tokens: list[str]) -> int:
+async def _record_from(
+    redis: aioredis.Redis,
+    prefix: str,
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    tokens: list[str],
+) -> int:
     from polybus.replay.streamrec import all_tokens, record_streams
 
     try:
         tokens = tokens or await all_tokens(redis, prefix)
         if not tokens:
-            print(f"polybus record: no books under prefix {prefix!r}; pass --tokens",
-                  file=sys.stderr)
+            print(
+                f"polybus record: no books under prefix {prefix!r}; pass --tokens", file=sys.stderr
+            )
             return 2
-        result = await record_streams(redis, args.out, tokens, prefix=prefix,
-                                      duration=args.duration, stop=stop)
+        result = await record_streams(
+            redis, args.out, tokens, prefix=prefix, duration=args.duration, stop=stop
+        )
     except (RedisError, OSError) as exc:
         print(f"polybus record: {exc}", file=sys.stderr)
         return 1
-    print(f"record.done tokens={result.tokens} entries={result.entries} path={args.out}",
-          flush=True)
+    print(
+        f"record.done tokens={result.tokens} entries={result.entries} path={args.out}", flush=True
+    )
     return 0

@@ -47,9 +47,16 @@ HIGH_WATER = 4 * 2**20
 class ReplayServer:
     """Serves one raw recording at /ws/market."""
 
-    def __init__(self, path: str | Path, *, speed: float = 0.0, start: int | None = None,
-                 end: int | None = None, drops: bool = True,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        speed: float = 0.0,
+        start: int | None = None,
+        end: int | None = None,
+        drops: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
         if detect_format(path) != "raw":
             raise SessionError(f"{path}: --serve replays raw recordings (polybus feed --record)")
         self.path = path
@@ -69,8 +76,15 @@ class ReplayServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen (port 0 picks one) and start the replay, which waits for a client."""
-        self._server = await serve(self._handle, host, port, compression=None,
-                                   ping_interval=None, max_size=2**22, server_header="polybus")
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            compression=None,
+            ping_interval=None,
+            max_size=2**22,
+            server_header="polybus",
+        )
         bound = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://{host}:{bound}/ws/market"
         self._task = asyncio.create_task(self._replay(), name="polybus.replay.serve.replay")
@@ -138,8 +152,9 @@ class ReplayServer:
 
     # --- the replay -------------------------------------------------------------------------
     async def _replay(self) -> None:
-        last_open = max((int(x["t"]) for x in read_lines(self.path) if x.get("kind") == "open"),
-                        default=0)
+        last_open = max(
+            (int(x["t"]) for x in read_lines(self.path) if x.get("kind") == "open"), default=0
+        )
         await self._client()
         started = time.perf_counter()
         folder = RawFolder(ListSink()) if self.start_us is not None else None

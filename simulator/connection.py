@@ -76,8 +76,11 @@ class SimConnection:
         transport.write(b"".join([ws_frame(t) for t in texts]))
         self.frames_sent += len(texts)
         if transport.get_write_buffer_size() > MAX_BUFFER:
-            log.warning("simulator.conn.slow_consumer", conn_id=self.id,
-                        buffered=transport.get_write_buffer_size())
+            log.warning(
+                "simulator.conn.slow_consumer",
+                conn_id=self.id,
+                buffered=transport.get_write_buffer_size(),
+            )
             self.drop()
         return len(texts)
 

@@ -42,9 +42,18 @@ levels above MAX_DEPTH, so books stay several levels deep without growing foreve
 SWEEP_LEVELS = (2, 3)
 """A sweep takes this many whole levels (it needs MIN_DEPTH more to leave the side deep)."""
 
-SUBJECTS = ("the Fed cut rates", "BTC close above $150k", "a new Pope be named",
-            "Team Red win the final", "the bill pass the Senate", "GDP growth exceed 3%",
-            "the launch succeed", "turnout exceed 60%", "the merger close", "it snow in Paris")
+SUBJECTS = (
+    "the Fed cut rates",
+    "BTC close above $150k",
+    "a new Pope be named",
+    "Team Red win the final",
+    "the bill pass the Senate",
+    "GDP growth exceed 3%",
+    "the launch succeed",
+    "turnout exceed 60%",
+    "the merger close",
+    "it snow in Paris",
+)
 
 
 def _now_ms() -> int:
@@ -54,10 +63,19 @@ def _now_ms() -> int:
 class Engine:
     """All markets, their books and the random flow over them."""
 
-    def __init__(self, markets: int = 20, seed: int = 1, *,
-                 clock: Callable[[], int] | None = None, new_market_every: int = 0,
-                 resolve_every: int = 0, v2_fraction: float = 0.0, sweep_share: float = 0.25,
-                 ltp_delay_ms: int = 35, odd_ticks: float = 0.0) -> None:
+    def __init__(
+        self,
+        markets: int = 20,
+        seed: int = 1,
+        *,
+        clock: Callable[[], int] | None = None,
+        new_market_every: int = 0,
+        resolve_every: int = 0,
+        v2_fraction: float = 0.0,
+        sweep_share: float = 0.25,
+        ltp_delay_ms: int = 35,
+        odd_ticks: float = 0.0,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = clock or _now_ms
@@ -103,8 +121,10 @@ class Engine:
     def true_book(self, token: str) -> tuple[Levels, Levels]:
         """(bids, asks) best first in canonical strings: what a faithful client must hold."""
         bids, asks = self.by_token[token].levels(token)
-        return (tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(bids.items(), reverse=True)),
-                tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(asks.items())))
+        return (
+            tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(bids.items(), reverse=True)),
+            tuple((fmt_price(p), fmt_size(s)) for p, s in sorted(asks.items())),
+        )
 
     def book_msg(self, token: str, initial: bool = True) -> Msg:
         """A `book` message for `token` now (snapshots for subscribers, REST), stamped with
@@ -180,8 +200,12 @@ class Engine:
         if out and self.sink is not None:
             self.sink(out)
 
-    def _act(self, m: Market, out: list[Msg],
-             force: Callable[[Market, Top, str, list[Msg]], None] | None = None) -> None:
+    def _act(
+        self,
+        m: Market,
+        out: list[Msg],
+        force: Callable[[Market, Top, str, list[Msg]], None] | None = None,
+    ) -> None:
         ts = str(self.clock())
         before = m.top()
         if force is not None:
@@ -244,8 +268,9 @@ class Engine:
     def _trade_sweep(self, m: Market, top: Top, ts: str, out: list[Msg]) -> None:
         self._trade(m, top, ts, out, force_sweep=True)
 
-    def _trade(self, m: Market, top: Top, ts: str, out: list[Msg],
-               force_sweep: bool = False) -> None:
+    def _trade(
+        self, m: Market, top: Top, ts: str, out: list[Msg], force_sweep: bool = False
+    ) -> None:
         """A taker crosses the top: the price_change(s) of the level(s) taken, both post-trade
         books, and (held back `ltp_delay_ms`) one `last_trade_price` per level filled."""
         rng = self.rng
@@ -262,8 +287,9 @@ class Engine:
             self._add(m, top, ts, out)
             return
         on_no = rng.random() < 0.3  # the fill as the NO side sees it: selling NO at 1 − p
-        sweep = force_sweep or (self.sweep_share > 0 and len(book) >= deep
-                                and rng.random() < self.sweep_share)
+        sweep = force_sweep or (
+            self.sweep_share > 0 and len(book) >= deep and rng.random() < self.sweep_share
+        )
         if sweep:
             fills = self._sweep(m, buy_yes, on_no, ts, out)
         else:
@@ -291,12 +317,14 @@ class Engine:
             m.volume += size / 100
             m.volume24hr = round(m.volume24hr + size * price / 1_000_000, 2)
             tx = f"0x{rng.getrandbits(256):064x}"
-            msg = frames.last_trade_price(m, traded, ONE - price if on_no else price, size,
-                                          side, str(due), tx)
+            msg = frames.last_trade_price(
+                m, traded, ONE - price if on_no else price, size, side, str(due), tx
+            )
             self.pending.append((due, msg))
 
-    def _sweep(self, m: Market, buy_yes: bool, on_no: bool, ts: str,
-               out: list[Msg]) -> list[tuple[int, int]]:
+    def _sweep(
+        self, m: Market, buy_yes: bool, on_no: bool, ts: str, out: list[Msg]
+    ) -> list[tuple[int, int]]:
         """Take 2–3 whole levels; sometimes the taker's rest stays on the book at its limit.
 
         Rendered as one price_change per removed level (then the resting rest), all with one
@@ -324,13 +352,16 @@ class Engine:
             return
         bid, ask = m.top()
         if m.tick == COARSE:
-            if not ((bid is not None and bid > TO_FINE_ABOVE)
-                    or (ask is not None and ask < TO_FINE_BELOW)):
+            if not (
+                (bid is not None and bid > TO_FINE_ABOVE)
+                or (ask is not None and ask < TO_FINE_BELOW)
+            ):
                 return
             new = FINE
         else:
             if (bid is not None and bid > TO_COARSE_BELOW) or (
-                    ask is not None and ask < TO_COARSE_ABOVE):
+                ask is not None and ask < TO_COARSE_ABOVE
+            ):
                 return
             new = COARSE
             # Orders off the coarse grid cannot rest any more: they are cancelled first.
@@ -371,11 +402,20 @@ class Engine:
         subject = SUBJECTS[i % len(SUBJECTS)]
         # A fixed low-discrepancy sequence, so the v2 share is exact and costs no randomness.
         version = "v2" if (i * 0.6180339887) % 1.0 < self.v2_fraction else "v1"
-        m = Market(index=i, id=str(500_000 + i), condition_id=cond,
-                   question=f"Will {subject} (sim #{i})?", slug=f"sim-{i}-will-{subject}"
-                   .replace(" ", "-").replace("$", "").replace("%", "pct").lower(),
-                   yes=yes, no=no, volume24hr=round(rng.lognormvariate(10, 1.5), 2),
-                   version=version)
+        m = Market(
+            index=i,
+            id=str(500_000 + i),
+            condition_id=cond,
+            question=f"Will {subject} (sim #{i})?",
+            slug=f"sim-{i}-will-{subject}".replace(" ", "-")
+            .replace("$", "")
+            .replace("%", "pct")
+            .lower(),
+            yes=yes,
+            no=no,
+            volume24hr=round(rng.lognormvariate(10, 1.5), 2),
+            version=version,
+        )
         if (i * 0.7548776662) % 1.0 < self.odd_ticks:  # the same trick, another sequence
             m.tick, m.fixed_tick = ODD_TICKS[self._odd % 2], True
             self._odd += 1

@@ -20,13 +20,30 @@ from polybus.simulator.units import fmt_price, parse_price
 
 __all__ = ["Faults", "Shaper", "restate_sweeps", "strip_lost"]
 
-GARBAGE = (b'{"market":"0x', b"<html>502 Bad Gateway</html>", b'[{"event_type":"book",',
-           b"\x00\x00", b'{"event_type": price_change}')
+GARBAGE = (
+    b'{"market":"0x',
+    b"<html>502 Bad Gateway</html>",
+    b'[{"event_type":"book",',
+    b"\x00\x00",
+    b'{"event_type": price_change}',
+)
 """Malformed frame texts (truncated JSON, a proxy's error page, bare junk)."""
 
 
-SHAPING = ("legacy", "duplicate", "ts_regress", "crossed", "bursts", "drop_bba", "delay_bba",
-           "unknown", "malformed", "sweeps", "wrong_top", "stuck_cross")
+SHAPING = (
+    "legacy",
+    "duplicate",
+    "ts_regress",
+    "crossed",
+    "bursts",
+    "drop_bba",
+    "delay_bba",
+    "unknown",
+    "malformed",
+    "sweeps",
+    "wrong_top",
+    "stuck_cross",
+)
 """The flags that change a connection's frame stream (the rest gate or answer)."""
 WRONG_RUNS = 4096
 """How many (market, timestamp) runs `wrong_top` remembers its decision for."""
@@ -103,8 +120,13 @@ class Shaper:
         self.delayed: list[bytes] = []
         self._wrong: dict[tuple[str, str], bool] = {}
 
-    def shape(self, faults: Faults, items: list[tuple[Msg, bytes]], wanted: set[str],
-              tick_of: Callable[[str], int] | None = None) -> list[bytes]:
+    def shape(
+        self,
+        faults: Faults,
+        items: list[tuple[Msg, bytes]],
+        wanted: set[str],
+        tick_of: Callable[[str], int] | None = None,
+    ) -> list[bytes]:
         """Frame texts for this batch: `items` are (message, its rendered text) in order;
         `tick_of(token)` gives a token's tick in pips (needed by `wrong_top`)."""
         self.faults = faults
@@ -116,8 +138,7 @@ class Shaper:
             items = [self._wrong_top(msg, text, tick_of) for msg, text in items]
         return self._frame(self._objects(items, wanted))
 
-    def _wrong_top(self, msg: Msg, text: bytes,
-                   tick_of: Callable[[str], int]) -> tuple[Msg, bytes]:
+    def _wrong_top(self, msg: Msg, text: bytes, tick_of: Callable[[str], int]) -> tuple[Msg, bytes]:
         """The message with a best_bid one tick low on every element, for the chosen runs.
         The choice is remembered per (market, timestamp), so a whole run is wrong or right."""
         changes = msg.get("price_changes")
@@ -131,8 +152,9 @@ class Shaper:
             wrong = self._wrong[run] = self.rng.random() < self.faults.odds
         if not wrong:
             return msg, text
-        restated = [{**c, "best_bid": _lower(c["best_bid"], tick_of(c["asset_id"]))}
-                    for c in changes]
+        restated = [
+            {**c, "best_bid": _lower(c["best_bid"], tick_of(c["asset_id"]))} for c in changes
+        ]
         out = {**msg, "price_changes": restated}
         return out, frames.render(out)
 
@@ -239,8 +261,10 @@ def restate_sweeps(items: list[tuple[Msg, bytes]]) -> list[tuple[Msg, bytes]]:
         final = {c["asset_id"]: (c["best_bid"], c["best_ask"]) for c in run[-1]["price_changes"]}
         run.sort(key=lambda m: m["price_changes"][0]["size"] == "0")  # rests, then removals
         for msg in run:
-            restated = [{**c, "best_bid": final[c["asset_id"]][0],
-                         "best_ask": final[c["asset_id"]][1]} for c in msg["price_changes"]]
+            restated = [
+                {**c, "best_bid": final[c["asset_id"]][0], "best_ask": final[c["asset_id"]][1]}
+                for c in msg["price_changes"]
+            ]
             new = {**msg, "price_changes": restated}
             out.append((new, frames.render(new)))
         i = j

@@ -63,8 +63,10 @@ class Market:
         """(bids, asks) of `token` as price → size: the YES book, or its mirror for NO."""
         if token == self.yes:
             return self.bids, self.asks
-        return ({ONE - p: s for p, s in self.asks.items()},
-                {ONE - p: s for p, s in self.bids.items()})
+        return (
+            {ONE - p: s for p, s in self.asks.items()},
+            {ONE - p: s for p, s in self.bids.items()},
+        )
 
     def last_trade_of(self, token: str) -> int | None:
         """Last trade price of `token` in pips, None before the first trade."""

@@ -41,10 +41,18 @@ def rest_book(sim: Simulator, token: str) -> dict[str, Any] | None:
         return None
     msg = sim.engine.book_msg(token, initial=False)
     last = market.last_trade_of(token)
-    return {"market": msg["market"], "asset_id": token, "timestamp": msg["timestamp"],
-            "hash": msg["hash"], "bids": msg["bids"], "asks": msg["asks"],
-            "min_order_size": "5", "tick_size": fmt_price(market.tick), "neg_risk": False,
-            "last_trade_price": "" if last is None else fmt_price(last)}
+    return {
+        "market": msg["market"],
+        "asset_id": token,
+        "timestamp": msg["timestamp"],
+        "hash": msg["hash"],
+        "bids": msg["bids"],
+        "asks": msg["asks"],
+        "min_order_size": "5",
+        "tick_size": fmt_price(market.tick),
+        "neg_risk": False,
+        "last_trade_price": "" if last is None else fmt_price(last),
+    }
 
 
 async def _book(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
@@ -124,8 +132,11 @@ async def _last_trade(sim: Simulator, q: dict[str, str], body: Any) -> Reply:
     last = market.last_trade_of(q["token_id"])
     if last is None:
         return 200, {"price": "0.5", "side": ""}
-    side = market.last_side if q["token_id"] == market.yes else (
-        "SELL" if market.last_side == "BUY" else "BUY")
+    side = (
+        market.last_side
+        if q["token_id"] == market.yes
+        else ("SELL" if market.last_side == "BUY" else "BUY")
+    )
     return 200, {"price": fmt_price(last), "side": side}
 
 

@@ -53,11 +53,16 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         cfg = self.config = config or SimConfig()
-        self.engine = Engine(cfg.markets, cfg.seed, v2_fraction=cfg.v2_fraction,
-                             new_market_every=self._steps(cfg.new_market_every),
-                             resolve_every=self._steps(cfg.resolve_every),
-                             sweep_share=cfg.sweep_share, ltp_delay_ms=cfg.ltp_delay_ms,
-                             odd_ticks=cfg.odd_ticks)
+        self.engine = Engine(
+            cfg.markets,
+            cfg.seed,
+            v2_fraction=cfg.v2_fraction,
+            new_market_every=self._steps(cfg.new_market_every),
+            resolve_every=self._steps(cfg.resolve_every),
+            sweep_share=cfg.sweep_share,
+            ltp_delay_ms=cfg.ltp_delay_ms,
+            odd_ticks=cfg.odd_ticks,
+        )
         self.engine.sink = self._broadcast
         self.faults = Faults()
         """Fault flags copied into each NEW connection."""
@@ -88,21 +93,35 @@ class Simulator:
         from polybus.simulator.http import HttpServer
 
         self._ws_server = await serve(
-            self._handle, host, port, process_request=self._gate, compression=None,
-            ping_interval=None, max_size=2**22, server_header="simulator")
+            self._handle,
+            host,
+            port,
+            process_request=self._gate,
+            compression=None,
+            ping_interval=None,
+            max_size=2**22,
+            server_header="simulator",
+        )
         ws_port = self._ws_server.sockets[0].getsockname()[1]
         self._http = HttpServer(self)
         self._http_server = await self._http.start(host, http_port)
         http_port = self._http_server.sockets[0].getsockname()[1]
         self.ws_url = f"ws://{host}:{ws_port}/ws/market"
         self.http_url = f"http://{host}:{http_port}"
-        self._tasks = [asyncio.create_task(self._flow(), name="simulator.flow"),
-                       asyncio.create_task(self._watch(), name="simulator.watch"),
-                       asyncio.create_task(self._release(), name="simulator.release")]
+        self._tasks = [
+            asyncio.create_task(self._flow(), name="simulator.flow"),
+            asyncio.create_task(self._watch(), name="simulator.watch"),
+            asyncio.create_task(self._release(), name="simulator.release"),
+        ]
         if not self.config.rate and (self.config.new_market_every or self.config.resolve_every):
             self._tasks.append(asyncio.create_task(self._lifecycle(), name="simulator.life"))
-        log.info("simulator.start", ws_url=self.ws_url, http_url=self.http_url,
-                 markets=len(self.engine.markets()), rate=self.config.rate)
+        log.info(
+            "simulator.start",
+            ws_url=self.ws_url,
+            http_url=self.http_url,
+            markets=len(self.engine.markets()),
+            rate=self.config.rate,
+        )
 
     async def stop(self) -> None:
         """Stop flow and servers; every connection is dropped."""
@@ -222,14 +241,21 @@ class Simulator:
             conn.lose(self._lose_next)
             self._lose_next = frozenset()
         self.connections.append(conn)
-        log.info("simulator.conn.open", conn_id=conn.id, remote=str(ws.remote_address),
-                 lost=len(conn.faults.lost))
+        log.info(
+            "simulator.conn.open",
+            conn_id=conn.id,
+            remote=str(ws.remote_address),
+            lost=len(conn.faults.lost),
+        )
         try:
             async for message in ws:
                 conn.last_rx = time.monotonic()
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                if (not conn.initialized and not conn.faults.early_ping_ok
-                        and text.strip() == "PING"):
+                if (
+                    not conn.initialized
+                    and not conn.faults.early_ping_ok
+                    and text.strip() == "PING"
+                ):
                     self.stats.early_pings += 1
                     log.info("simulator.conn.early_ping", conn_id=conn.id)
                     await ws.close(*EARLY_PING)
@@ -240,8 +266,12 @@ class Simulator:
         finally:
             conn.closed = True
             self.connections.remove(conn)
-            log.info("simulator.conn.close", conn_id=conn.id, frames=conn.frames_sent,
-                     assets=len(conn.subscribed))
+            log.info(
+                "simulator.conn.close",
+                conn_id=conn.id,
+                frames=conn.frames_sent,
+                assets=len(conn.subscribed),
+            )
             self._forget(conn, set(conn.subscribed))
 
     async def _close_at_once(self, ws: ServerConnection) -> None:
@@ -263,8 +293,11 @@ class Simulator:
         except orjson.JSONDecodeError:
             msg = None
         ids = msg.get("assets_ids", []) if isinstance(msg, dict) else None
-        if not isinstance(msg, dict) or not isinstance(ids, list) or not all(
-                isinstance(t, str) for t in ids):
+        if (
+            not isinstance(msg, dict)
+            or not isinstance(ids, list)
+            or not all(isinstance(t, str) for t in ids)
+        ):
             self._invalid(conn)
             return
         op = msg.get("operation")
@@ -274,8 +307,7 @@ class Simulator:
             self._subscribe(conn, ids, msg.get("initial_dump", True) is not False)
         elif op == "subscribe" and conn.initialized:
             conn.custom = conn.custom or msg.get("custom_feature_enabled") is True
-            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False,
-                            dynamic=True)
+            self._subscribe(conn, ids, msg.get("initial_dump", True) is not False, dynamic=True)
         elif op == "unsubscribe" and conn.initialized:
             self._forget(conn, set(ids))
         else:  # a second `type: market`, or anything else
@@ -285,8 +317,9 @@ class Simulator:
         self.stats.invalid += 1
         conn.write([b"INVALID OPERATION"])
 
-    def _subscribe(self, conn: SimConnection, ids: list[str], dump: bool,
-                   dynamic: bool = False) -> None:
+    def _subscribe(
+        self, conn: SimConnection, ids: list[str], dump: bool, dynamic: bool = False
+    ) -> None:
         """Add known active assets; with `dump`, one array frame of the books of the assets
         new on this connection (`[]` if none). A dynamic subscribe naming only held assets
         gets the text `NO NEW ASSETS` instead; lost tokens get nothing at all."""
@@ -313,9 +346,15 @@ class Simulator:
             saved = {t for t in fresh if t in conn.faults.lost and rng.random() < odds}
             conn.faults.lost = conn.faults.lost - saved
         lost = conn.faults.lost
-        log.info("simulator.conn.subscribe", conn_id=conn.id, asked=len(ids), new=len(fresh),
-                 total=len(conn.subscribed), custom=conn.custom,
-                 lost=sum(1 for t in fresh if t in lost))
+        log.info(
+            "simulator.conn.subscribe",
+            conn_id=conn.id,
+            asked=len(ids),
+            new=len(fresh),
+            total=len(conn.subscribed),
+            custom=conn.custom,
+            lost=sum(1 for t in fresh if t in lost),
+        )
         if not dump or conn.faults.stall or len(conn.subscribed) > conn.faults.snapshot_ceiling:
             return
         books = [self.engine.book_msg(t, initial=True) for t in fresh if t not in lost]
@@ -377,8 +416,9 @@ class Simulator:
                     text = rendered[i] = frames.render(msgs[i])
                 texts.append(text)
             if conn.faults.shaping():
-                texts = self._shape(conn, [(msgs[i], t) for i, t in zip(indices, texts,
-                                                                          strict=True)])
+                texts = self._shape(
+                    conn, [(msgs[i], t) for i, t in zip(indices, texts, strict=True)]
+                )
             self.stats.frames += conn.write(texts)
 
     def _shape(self, conn: SimConnection, items: list[tuple[Msg, bytes]]) -> list[bytes]:
@@ -396,8 +436,9 @@ class Simulator:
         market = self.engine.market(token)
         return market.tick if market is not None else COARSE
 
-    def _crossed(self, bits: Callable[[int], int],
-                 items: list[tuple[Msg, bytes]]) -> list[tuple[Msg, bytes]]:
+    def _crossed(
+        self, bits: Callable[[int], int], items: list[tuple[Msg, bytes]]
+    ) -> list[tuple[Msg, bytes]]:
         """A crossed flash and its fix on the batch's last market, appended at the batch end,
         where the engine state is the state the client's stream has reached."""
         for msg, _ in reversed(items):
@@ -451,8 +492,9 @@ class Simulator:
                 due_res = now + cfg.resolve_every
 
 
-def _route(msgs: list[Msg], index: dict[str, set[SimConnection]],
-           conns: list[SimConnection]) -> dict[SimConnection, list[int]]:
+def _route(
+    msgs: list[Msg], index: dict[str, set[SimConnection]], conns: list[SimConnection]
+) -> dict[SimConnection, list[int]]:
     """Which message indices each connection gets: by subscription, lifecycle to all custom."""
     wanted: dict[SimConnection, list[int]] = {}
     custom = [c for c in conns if c.custom]
@@ -464,8 +506,7 @@ def _route(msgs: list[Msg], index: dict[str, set[SimConnection]],
             continue
         bba = kind == "best_bid_ask"
         changes = msg.get("price_changes")
-        tokens = (changes[0]["asset_id"], changes[1]["asset_id"]) if changes else (
-            msg["asset_id"],)
+        tokens = (changes[0]["asset_id"], changes[1]["asset_id"]) if changes else (msg["asset_id"],)
         for token in tokens:
             for conn in index.get(token, ()):
                 if bba and not conn.custom:

@@ -8,8 +8,18 @@ for the padded spellings that appear live ("0.480").
 from __future__ import annotations
 
 
-__all__ = ["COARSE", "FINE", "ODD_TICKS", "ONE", "fmt_price", "fmt_size", "on_grid", "padded_price",
-           "parse_price", "tick_str"]
+__all__ = [
+    "COARSE",
+    "FINE",
+    "ODD_TICKS",
+    "ONE",
+    "fmt_price",
+    "fmt_size",
+    "on_grid",
+    "padded_price",
+    "parse_price",
+    "tick_str",
+]
 
 ONE = 10_000
 """1.0 in pips."""

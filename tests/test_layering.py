@@ -75,10 +75,12 @@ def test_benches_import_nothing_from_tests() -> None:
 def test_normalizer_is_sans_io() -> None:
     """feeder/normalize.py takes bytes and returns events: no asyncio, redis or websockets."""
     tree = ast.parse((ROOT / "feeder" / "normalize.py").read_text())
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-             for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree)
-              if isinstance(n, ast.ImportFrom) and n.module}
+    names = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    names |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
     assert names & {"asyncio", "redis", "websockets"} == set()
     assert not any(isinstance(n, ast.AsyncFunctionDef | ast.Await) for n in ast.walk(tree))
 

@@ -61,8 +61,9 @@ async def test_lua_step_and_consumer_fold_follow_every_row(redis_server) -> None
         [(entry_id, fields)] = await redis.xrevrange(keys.stream(token), count=1)
         local.apply(decode(fields, token, entry_id))
         if (lua, local.wire_status) != (want, want):
-            drift.append(f"{kind} from {before}: table {want}, lua {lua}, "
-                         f"consumer {local.wire_status}")
+            drift.append(
+                f"{kind} from {before}: table {want}, lua {lua}, consumer {local.wire_status}"
+            )
     assert not drift, "\n".join(drift)
     assert len(status_rules.RULES) == len(status_rules.KINDS) * len(BOOK_STATUSES)
     await redis.aclose()
@@ -79,8 +80,10 @@ async def test_lua_reads_a_status_it_does_not_know_as_the_table_says(redis_serve
         await redis.hset(keys.book(garbled), "status", "weird")
         await write(pub, event_of(kind, garbled))
         await write(pub, event_of(kind, fresh))
-        got = (await redis.hget(keys.book(garbled), "status"),
-               await redis.hget(keys.book(fresh), "status"))
+        got = (
+            await redis.hget(keys.book(garbled), "status"),
+            await redis.hget(keys.book(fresh), "status"),
+        )
         want = (status_rules.after(kind, "weird"), status_rules.after(kind, "pending"))
         if got != want:
             drift.append(f"{kind}: table {want}, lua {got}")

@@ -158,7 +158,12 @@ class OrderBook:
     def snapshot(self, source: str = "ws") -> Book:
         """This book as a Book event."""
         return Book(
-            asset_id=self.asset_id, market=self.market, ts=self.ts,
-            bids=tuple(self.bids), asks=tuple(self.asks), hash=self.hash,
-            source=source, tick_size=self.tick_size,
+            asset_id=self.asset_id,
+            market=self.market,
+            ts=self.ts,
+            bids=tuple(self.bids),
+            asks=tuple(self.asks),
+            hash=self.hash,
+            source=source,
+            tick_size=self.tick_size,
         )

@@ -74,8 +74,11 @@ def canonical(text: str) -> str:
         raise DecodeError(f"not a decimal string: {_show(text)}")
     head, _, tail = text.partition(".")
     # isascii first: isdigit alone would take `²` and `١`; a second dot fails tail's test
-    if text.isascii() and (head or tail) and (not head or head.isdigit()) and (
-        not tail or tail.isdigit()
+    if (
+        text.isascii()
+        and (head or tail)
+        and (not head or head.isdigit())
+        and (not tail or tail.isdigit())
     ):
         head = head.lstrip("0") or "0"
         tail = tail.rstrip("0")

@@ -81,8 +81,18 @@ Items = tuple[str, ...]
 
 
 def _book_items(e: Book) -> Items:
-    items: Items = ("market", e.market, "bids", encode_levels(e.bids),
-                    "asks", encode_levels(e.asks), "hash", e.hash, "source", e.source)
+    items: Items = (
+        "market",
+        e.market,
+        "bids",
+        encode_levels(e.bids),
+        "asks",
+        encode_levels(e.asks),
+        "hash",
+        e.hash,
+        "source",
+        e.source,
+    )
     if e.tick_size:
         items += ("tick_size", e.tick_size)
     if e.last_trade_price:
@@ -91,13 +101,35 @@ def _book_items(e: Book) -> Items:
 
 
 def _price_change_items(e: PriceChange) -> Items:
-    return ("side", e.side, "price", e.price, "size", e.size, "best_bid", e.best_bid,
-            "best_ask", e.best_ask, "hash", e.hash)
+    return (
+        "side",
+        e.side,
+        "price",
+        e.price,
+        "size",
+        e.size,
+        "best_bid",
+        e.best_bid,
+        "best_ask",
+        e.best_ask,
+        "hash",
+        e.hash,
+    )
 
 
 def _trade_items(e: Trade) -> Items:
-    return ("price", e.price, "size", e.size, "side", e.side, "fee_rate_bps", e.fee_rate_bps,
-            "tx", e.tx)
+    return (
+        "price",
+        e.price,
+        "size",
+        e.size,
+        "side",
+        e.side,
+        "fee_rate_bps",
+        e.fee_rate_bps,
+        "tx",
+        e.tx,
+    )
 
 
 def _tick_items(e: TickSizeChange) -> Items:
@@ -126,8 +158,19 @@ _ITEMS: dict[str, Callable[[Any], Items]] = {
 
 def encode_items(event: Event, *, epoch: int, rx: int) -> Items:
     """The entry's fields without `seq` as one flat tuple, in stream order (the hot path)."""
-    return ("type", event.type, "epoch", str(epoch), "ts", event.ts, "rx", str(rx),
-            "v", SCHEMA_VERSION, *_ITEMS[event.type](event))
+    return (
+        "type",
+        event.type,
+        "epoch",
+        str(epoch),
+        "ts",
+        event.ts,
+        "rx",
+        str(rx),
+        "v",
+        SCHEMA_VERSION,
+        *_ITEMS[event.type](event),
+    )
 
 
 def encode_body(event: Event, *, epoch: int, rx: int) -> Fields:
@@ -255,14 +298,17 @@ def _decode_trade(t: str, f: Fields) -> Event:
 
 def _decode_tick(t: str, f: Fields) -> Event:
     return TickSizeChange(
-        asset_id=t, ts=_ts(f),
-        old=_num(f, "old", _opt_tick, ""), new=_num(f, "new", validate.tick),
+        asset_id=t,
+        ts=_ts(f),
+        old=_num(f, "old", _opt_tick, ""),
+        new=_num(f, "new", validate.tick),
     )
 
 
 def _decode_bba(t: str, f: Fields) -> Event:
     return BestBidAsk(
-        asset_id=t, ts=_ts(f),
+        asset_id=t,
+        ts=_ts(f),
         best_bid=_num(f, "best_bid", validate.top, ""),
         best_ask=_num(f, "best_ask", validate.top, ""),
         spread=_num(f, "spread", validate.spread, ""),
@@ -302,8 +348,14 @@ def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") ->
         raise DecodeError(f"unknown entry type {kind[:40]!r}") from None
     event = build(token, f)
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Entry(event=event, seq=_int(f, "seq"), epoch=_int(f, "epoch"), rx=_int(f, "rx"), id=eid,
-                 writer=_text(f, "writer"))
+    return Entry(
+        event=event,
+        seq=_int(f, "seq"),
+        epoch=_int(f, "epoch"),
+        rx=_int(f, "rx"),
+        id=eid,
+        writer=_text(f, "writer"),
+    )
 
 
 def encode_market(e: MarketEvent, *, rx: int) -> Fields:

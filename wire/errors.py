@@ -1,15 +1,15 @@
 """The one exception tree of polybus, split by what the caller can do about it.
 
-    BusError                    root: catch this to catch anything polybus raises on purpose
-    ├── DecodeError             a frame, entry or number could not be read: skip it and count it
-    │   └── InvalidToken        a token id that is not a decimal string of 1..100 digits
-    ├── SequenceGap             a consumer saw a seq jump or a trimmed cursor: reload the book
-    ├── UpstreamError           the exchange connection failed: reconnect
-    │   └── HandshakeRejected   the server refused the WebSocket handshake (e.g. HTTP 429)
-    ├── BackendError            Redis failed: reconnect, resync
-    │   └── WriteRefused        Redis answered a write with an error (OOM, READONLY, NOPERM):
-    │                           keep the connection, back off, resync once writes work again
-    └── ConfigError             bad configuration: exit at startup with the message
+BusError                    root: catch this to catch anything polybus raises on purpose
+├── DecodeError             a frame, entry or number could not be read: skip it and count it
+│   └── InvalidToken        a token id that is not a decimal string of 1..100 digits
+├── SequenceGap             a consumer saw a seq jump or a trimmed cursor: reload the book
+├── UpstreamError           the exchange connection failed: reconnect
+│   └── HandshakeRejected   the server refused the WebSocket handshake (e.g. HTTP 429)
+├── BackendError            Redis failed: reconnect, resync
+│   └── WriteRefused        Redis answered a write with an error (OOM, READONLY, NOPERM):
+│                           keep the connection, back off, resync once writes work again
+└── ConfigError             bad configuration: exit at startup with the message
 """
 
 from __future__ import annotations

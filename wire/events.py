@@ -35,6 +35,7 @@ Level = tuple[str, str]
 
 Side = Literal["bid", "ask"]
 
+
 class ConnectionState(enum.Enum):
     """The seed's six connection states: a consumer's, and each feeder connection's in its
     health hash (`connections[].state`)."""
@@ -48,7 +49,13 @@ class ConnectionState(enum.Enum):
 
 
 STATUS_STATES = (
-    "connected", "disconnected", "resubscribed", "resynced", "suspect", "retired", "failover",
+    "connected",
+    "disconnected",
+    "resubscribed",
+    "resynced",
+    "suspect",
+    "retired",
+    "failover",
 )
 BOOK_SOURCES = ("ws", "rest", "standby")
 """Where a snapshot came from: the socket, REST `/books`, or a new leader's warm book."""

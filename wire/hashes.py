@@ -132,9 +132,7 @@ class BookHash:
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _SEQ = re.compile(r"\d{1,20}")
-_TEXT = tuple(
-    f.name for f in dataclass_fields(BookHash) if f.name not in ("seq", "bids", "asks")
-)
+_TEXT = tuple(f.name for f in dataclass_fields(BookHash) if f.name not in ("seq", "bids", "asks"))
 
 
 def decode_book(token: str, raw: Mapping[Any, Any]) -> BookHash | None:
@@ -374,8 +372,17 @@ class FeederHealth:
     """Fields this codec does not know (a newer feeder's), kept for reports."""
 
 
-_INT_FIELDS = {"pid", "tokens", "synced", "last_frame_age_ms", "published",
-               "updated_ms", "interval_ms", "partitions", "lease_ms"}
+_INT_FIELDS = {
+    "pid",
+    "tokens",
+    "synced",
+    "last_frame_age_ms",
+    "published",
+    "updated_ms",
+    "interval_ms",
+    "partitions",
+    "lease_ms",
+}
 _SET_FIELDS = {"led", "carrying", "warm"}
 _HEALTH_NAMES = tuple(f.name for f in dataclass_fields(FeederHealth) if f.name != "extra")
 
@@ -441,9 +448,7 @@ def _connections(text: str) -> tuple[ConnectionHealth, ...]:
             value = item.get(name)
             if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
                 values[name] = value
-            elif kind == "float" and isinstance(value, int | float) and not isinstance(
-                value, bool
-            ):
+            elif kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
                 values[name] = float(value)
             elif kind == "str" and isinstance(value, str):
                 values[name] = value
@@ -460,8 +465,7 @@ def decode_partition_set(value: Any) -> frozenset[int]:
     """A "0,3,7" field as HGET returned it; items that are not partition numbers are left
     out, garbage reads as none."""
     text = _lenient(value) if isinstance(value, str | bytes) else ""
-    return frozenset(int(x) for x in text.split(",") if x.isascii() and x.isdigit()
-                     and len(x) <= 8)
+    return frozenset(int(x) for x in text.split(",") if x.isascii() and x.isdigit() and len(x) <= 8)
 
 
 def decode_run(value: Any) -> str:

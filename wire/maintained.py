@@ -117,8 +117,12 @@ def judge(
         return _by_health(writer, health)
     count = partition_count(partitions)
     if count is None:
-        return Verdict(UNMAINTAINED, f"P:partitions holds {_text(partitions)!r:.40}, not a "
-                       "partition count: no feeder can lead", writer)
+        return Verdict(
+            UNMAINTAINED,
+            f"P:partitions holds {_text(partitions)!r:.40}, not a "
+            "partition count: no feeder can lead",
+            writer,
+        )
     where = f"p{partition}" if partition is not None else "its partition"
     held = read_lease(lease)
     if held is None:
@@ -126,8 +130,9 @@ def judge(
         return Verdict(UNMAINTAINED, f"{why} on {where}: nobody may write this book", writer)
     fence = f.get("fence") or "?"
     if writer == held.holder:
-        return Verdict(MAINTAINED, f"writer {writer} holds lease {where} fence {held.fence}",
-                       writer, held)
+        return Verdict(
+            MAINTAINED, f"writer {writer} holds lease {where} fence {held.fence}", writer, held
+        )
     return Verdict(
         HANDOVER,
         f"hand-over in progress: {held.holder} holds lease {where} fence {held.fence}, "
@@ -142,11 +147,15 @@ def _by_health(writer: str, health: Mapping[Any, Any] | None) -> Verdict:
     if not writer:
         return Verdict(UNKNOWN, "writer unknown (written before writers were recorded)")
     if not health:
-        return Verdict(UNMAINTAINED, f"writer {writer} GONE: its health key expired, nobody "
-                       "maintains this book", writer)
+        return Verdict(
+            UNMAINTAINED,
+            f"writer {writer} GONE: its health key expired, nobody maintains this book",
+            writer,
+        )
     h = {_text(k): _text(v) for k, v in health.items()}
     state = h.get("state") or "?"
     redis = h.get("redis") or ""
-    why = f", redis {redis} {h.get('redis_error') or ''}".rstrip() if redis not in ("", "ok") \
-        else ""
+    why = (
+        f", redis {redis} {h.get('redis_error') or ''}".rstrip() if redis not in ("", "ok") else ""
+    )
     return Verdict(MAINTAINED, f"writer {writer} {state}{why}", writer)

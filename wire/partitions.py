@@ -71,8 +71,13 @@ def _fill_the_light(mine: dict[str, set[int]], floor: int) -> None:
         light = next((m for m in sorted(mine) if len(mine[m]) < floor), None)
         if light is None:
             return
-        moves = [(_score(light, p), p, heavy) for heavy in sorted(mine)
-                 if len(mine[heavy]) > floor for p in mine[heavy] if p not in mine[light]]
+        moves = [
+            (_score(light, p), p, heavy)
+            for heavy in sorted(mine)
+            if len(mine[heavy]) > floor
+            for p in mine[heavy]
+            if p not in mine[light]
+        ]
         if not moves:
             return
         _, p, heavy = max(moves)
@@ -80,8 +85,7 @@ def _fill_the_light(mine: dict[str, set[int]], floor: int) -> None:
         mine[light].add(p)
 
 
-def carriers(partition: int, members: Iterable[str], replicas: int,
-             partitions: int) -> list[str]:
+def carriers(partition: int, members: Iterable[str], replicas: int, partitions: int) -> list[str]:
     """The members that carry `partition`, best score first."""
     mine = assign(members, partitions, replicas)
     return [m for m in ranked(partition, mine) if partition in mine[m]]

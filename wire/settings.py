@@ -32,14 +32,17 @@ class BusTarget:
     """False when nobody named a Redis (the default URL): the demo then starts its own."""
 
 
-def bus_target(env: Mapping[str, str], *, redis_url: str | None = None,
-               prefix: str | None = None) -> BusTarget:
+def bus_target(
+    env: Mapping[str, str], *, redis_url: str | None = None, prefix: str | None = None
+) -> BusTarget:
     """The Redis URL and prefix: the given values, else `env`'s (blank counts as unset),
     else the defaults."""
     url = _first(redis_url, env.get(REDIS_URL_ENV))
-    return BusTarget(redis_url=url or DEFAULT_REDIS_URL,
-                     prefix=_first(prefix, env.get(PREFIX_ENV)) or DEFAULT_PREFIX,
-                     redis_url_given=bool(url))
+    return BusTarget(
+        redis_url=url or DEFAULT_REDIS_URL,
+        prefix=_first(prefix, env.get(PREFIX_ENV)) or DEFAULT_PREFIX,
+        redis_url_given=bool(url),
+    )
 
 
 def _first(*values: str | None) -> str:

@@ -25,25 +25,46 @@ CONN_OK = [{"id": 0, "state": "subscribed", "silence_s": 0.5}]
 
 async def book(redis, token: str, writer: str, fence: str = "1") -> None:
     """A synced book hash as a partitioned feeder writes it."""
-    await redis.hset(keys.book(token), mapping={
-        "status": "synced", "writer": writer, "fence": fence, "seq": "3", "last_id": "1-3",
-        "bid:0.48": "10", "ask:0.52": "5"})
+    await redis.hset(
+        keys.book(token),
+        mapping={
+            "status": "synced",
+            "writer": writer,
+            "fence": fence,
+            "seq": "3",
+            "last_id": "1-3",
+            "bid:0.48": "10",
+            "ask:0.52": "5",
+        },
+    )
 
 
 async def lease(redis, token: str, value: str, px: int = 60_000) -> None:
     await redis.set(keys.lease(partition_of(token, COUNT)), value, px=px)
 
 
-async def feeder(redis, name: str, *, led: str = "", carrying: str = "",
-                 member_ms: int = 60_000) -> None:
+async def feeder(
+    redis, name: str, *, led: str = "", carrying: str = "", member_ms: int = 60_000
+) -> None:
     """A live feeder: health hash and membership (expiry on the server's clock)."""
     sec, usec = await redis.time()
     await redis.zadd(keys.members(), {name: sec * 1000 + usec // 1000 + member_ms})
-    await redis.hset(keys.feeder(name), mapping={
-        "state": "ok", "connections": orjson.dumps(CONN_OK).decode(), "tokens": "0",
-        "synced": "0", "updated_ms": str(int(time.time() * 1000)), "interval_ms": "2000",
-        "partitions": str(COUNT), "lease_ms": "3000", "led": led, "carrying": carrying,
-        "warm": carrying})
+    await redis.hset(
+        keys.feeder(name),
+        mapping={
+            "state": "ok",
+            "connections": orjson.dumps(CONN_OK).decode(),
+            "tokens": "0",
+            "synced": "0",
+            "updated_ms": str(int(time.time() * 1000)),
+            "interval_ms": "2000",
+            "partitions": str(COUNT),
+            "lease_ms": "3000",
+            "led": led,
+            "carrying": carrying,
+            "warm": carrying,
+        },
+    )
 
 
 async def test_book_and_top_apply_the_lease_rule(redis_server) -> None:
@@ -55,8 +76,9 @@ async def test_book_and_top_apply_the_lease_rule(redis_server) -> None:
     await book(redis, T1, "a")
     await book(redis, T2, "a")
     await lease(redis, T1, "1:a")
-    got = await verdicts(redis, "pm", {T1: {"writer": "a", "fence": "1"},
-                                       T2: {"writer": "a", "fence": "1"}})
+    got = await verdicts(
+        redis, "pm", {T1: {"writer": "a", "fence": "1"}, T2: {"writer": "a", "fence": "1"}}
+    )
     assert (got[T1].state, got[T2].state) == (MAINTAINED, UNMAINTAINED)
     fields = await redis.hgetall(keys.book(T1))
     line = book_lines(T1, fields, 5, got[T1])[1]
@@ -131,8 +153,11 @@ async def test_health_shows_leaders_standbys_fences_and_lease_ages(redis_server)
     assert 0 <= p0["lease_age_ms"] < 500 and 1000 <= p1["lease_age_ms"] < 1500
     lines = text_lines(report)
     assert lines[0].startswith("healthy") and "partitions=2" in lines
-    assert any(line.split()[:6] == ["p1", "leader", "b", "fence", "9", "lease"]
-               and line.endswith("standbys a") for line in lines)
+    assert any(
+        line.split()[:6] == ["p1", "leader", "b", "fence", "9", "lease"]
+        and line.endswith("standbys a")
+        for line in lines
+    )
     code, out, _ = await polybus("health", "--json", "--redis-url", redis_server.url)
     assert code == 0 and orjson.loads(out)["partitions"][0]["standbys"] == ["b"]
     await redis.aclose()
@@ -148,8 +173,7 @@ async def test_health_fails_a_carried_partition_without_leader_and_warns_without
     await feeder(redis, "a", led="0", carrying="0,1")
     await redis.set(keys.lease(0), "4:a", px=3000)
     report = await check(redis, "pm", 90, 30_000)
-    assert report.problems == [
-        "partition 1 has no leader: carried by a, nobody writes its tokens"]
+    assert report.problems == ["partition 1 has no leader: carried by a, nobody writes its tokens"]
     code, out, _ = await polybus("health", "--redis-url", redis_server.url)
     assert code == 1 and "p1   NO LEADER  standbys a" in out
     await redis.set(keys.lease(1), "5:a", px=3000)

@@ -33,4 +33,5 @@ def test_clients_take_url_and_prefix_from_the_environment(monkeypatch) -> None:
     reader = GroupReader(None, "g", "m", ["1"])  # type: ignore[arg-type]
     assert list(reader.streams) == ["envp:stream:{1}"]
     assert list(GroupReader(None, "g", "m", ["1"], prefix="p").streams) == [  # type: ignore[arg-type]
-        "p:stream:{1}"]
+        "p:stream:{1}"
+    ]

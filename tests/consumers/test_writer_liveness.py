@@ -35,8 +35,7 @@ async def partitioned(bus: Bus, *tokens: str, writer: str = "a", fence: int = 1)
     for token in tokens:
         await bus.book(token)
         await bus.redis.hset(keys.book(token), mapping={"writer": writer, "fence": str(fence)})
-        await bus.redis.set(keys.lease(partition_of(token, COUNT)), f"{fence}:{writer}",
-                            px=60_000)
+        await bus.redis.set(keys.lease(partition_of(token, COUNT)), f"{fence}:{writer}", px=60_000)
 
 
 async def feed_on(bus: Bus, tokens: list[str], lease_ms: int) -> tuple[MarketFeed, Recorder]:
@@ -48,7 +47,7 @@ async def feed_on(bus: Bus, tokens: list[str], lease_ms: int) -> tuple[MarketFee
 
 
 async def test_a_lease_moving_to_another_holder_fires_no_disconnect(bus: Bus) -> None:
-    """"1:a" replaced by "2:b" (and a short gap of no lease at all on another partition):
+    """ "1:a" replaced by "2:b" (and a short gap of no lease at all on another partition):
     no on_disconnect, and on_status brings the new leader's failover entry."""
     assert P1 != P2
     await partitioned(bus, T1, T2)
@@ -64,7 +63,8 @@ async def test_a_lease_moving_to_another_holder_fires_no_disconnect(bus: Bus) ->
     await wait_for(lambda: feed._writers.leases.get(P2) == Lease(3, "b"), 5, "p2 taken over")
     failover = [d for d in rec.of("status") if d["state"] == "failover"]
     assert [(d["asset_id"], d["reason"], d["status"]) for d in failover] == [
-        (T1, "from a", "synced")]
+        (T1, "from a", "synced")
+    ]
     assert "disconnect" not in rec.names() and feed.vouching
     assert feed.get_order_book(T1).bids[0].price_str == "0.47"
     assert feed.get_order_book(T2).status == "synced"

@@ -21,11 +21,18 @@ LEASE_MS = 1000
 """The lease the tests run with: a takeover within LEASE_MS + 1 s is the promise."""
 
 ENV = {
-    "WS_PING_INTERVAL": "0.5", "WS_PONG_TIMEOUT": "3", "WS_SNAPSHOT_TIMEOUT": "2",
-    "WS_RECONNECT_BASE_DELAY": "0.05", "WS_RECONNECT_MAX_DELAY": "0.5",
-    "WS_RATE_LIMIT_DELAY": "0.3", "WS_CONNECT_STAGGER": "0", "POLYBUS_HEALTH_INTERVAL": "0.3",
-    "POLYBUS_HEALTH_TTL": "2", "POLYBUS_STATS_INTERVAL": "3600",
-    "POLYBUS_LEASE_MS": str(LEASE_MS), "POLYBUS_LOG_FORMAT": "json",
+    "WS_PING_INTERVAL": "0.5",
+    "WS_PONG_TIMEOUT": "3",
+    "WS_SNAPSHOT_TIMEOUT": "2",
+    "WS_RECONNECT_BASE_DELAY": "0.05",
+    "WS_RECONNECT_MAX_DELAY": "0.5",
+    "WS_RATE_LIMIT_DELAY": "0.3",
+    "WS_CONNECT_STAGGER": "0",
+    "POLYBUS_HEALTH_INTERVAL": "0.3",
+    "POLYBUS_HEALTH_TTL": "2",
+    "POLYBUS_STATS_INTERVAL": "3600",
+    "POLYBUS_LEASE_MS": str(LEASE_MS),
+    "POLYBUS_LOG_FORMAT": "json",
 }
 """Production code paths on a shorter clock."""
 
@@ -43,14 +50,27 @@ class FeederProc:
     _log: IO[bytes] | None = None
 
     async def start(self) -> FeederProc:
-        env = {**os.environ, **ENV, **self.extra,
-               "POLYBUS_TOKENS": ",".join(self.sim.engine.tokens()),
-               "WS_MARKET_URL": self.sim.ws_url, "CLOB_URL": self.sim.http_url,
-               "REDIS_URL": self.redis_url, "POLYBUS_FEEDER_ID": self.name}
+        env = {
+            **os.environ,
+            **ENV,
+            **self.extra,
+            "POLYBUS_TOKENS": ",".join(self.sim.engine.tokens()),
+            "WS_MARKET_URL": self.sim.ws_url,
+            "CLOB_URL": self.sim.http_url,
+            "REDIS_URL": self.redis_url,
+            "POLYBUS_FEEDER_ID": self.name,
+        }
         self._log = (self.tmp / f"{self.name}.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "polybus", "feed", stdout=self._log, stderr=self._log,
-            env=env, cwd=self.tmp)
+            sys.executable,
+            "-m",
+            "polybus",
+            "feed",
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+            cwd=self.tmp,
+        )
         return self
 
     def send(self, sig: signal.Signals) -> None:

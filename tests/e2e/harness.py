@@ -17,9 +17,17 @@ from tests.support import RedisServer, wait_for
 
 
 FAST = dict(
-    ping_interval=0.5, pong_timeout=3.0, silence_timeout=2.0, snapshot_timeout=2.0,
-    reconnect_base_delay=0.05, reconnect_max_delay=0.5, rate_limit_delay=0.3,
-    connect_stagger=0.0, health_interval=0.3, health_ttl=2.0, stats_interval=3600.0,
+    ping_interval=0.5,
+    pong_timeout=3.0,
+    silence_timeout=2.0,
+    snapshot_timeout=2.0,
+    reconnect_base_delay=0.05,
+    reconnect_max_delay=0.5,
+    rate_limit_delay=0.3,
+    connect_stagger=0.0,
+    health_interval=0.3,
+    health_ttl=2.0,
+    stats_interval=3600.0,
 )
 """Feeder timings for tests: the same code paths as production, on a shorter clock."""
 
@@ -36,17 +44,36 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    redis_server: RedisServer, *, markets: int = 6, seed: int = 7, rate: float = 300.0,
-    sim_options: dict[str, object] | None = None, **feeder: object,
+    redis_server: RedisServer,
+    *,
+    markets: int = 6,
+    seed: int = 7,
+    rate: float = 300.0,
+    sim_options: dict[str, object] | None = None,
+    **feeder: object,
 ) -> AsyncIterator[Rig]:
     """Start simulator and feeder on all the simulator's tokens; stop both afterwards."""
-    sim = Simulator(SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0,
-                              resolve_every=0.0, **(sim_options or {})))  # type: ignore[arg-type]
+    sim = Simulator(
+        SimConfig(
+            markets=markets,
+            seed=seed,
+            rate=rate,
+            new_market_every=0.0,
+            resolve_every=0.0,
+            **(sim_options or {}),
+        )
+    )  # type: ignore[arg-type]
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
     options = {**FAST, **feeder}
-    config = FeederConfig(tokens=tuple(tokens), ws_url=sim.ws_url, redis_url=redis_server.url,
-                          clob_url=sim.http_url, feeder_id="test", **options)  # type: ignore[arg-type]
+    config = FeederConfig(
+        tokens=tuple(tokens),
+        ws_url=sim.ws_url,
+        redis_url=redis_server.url,
+        clob_url=sim.http_url,
+        feeder_id="test",
+        **options,
+    )  # type: ignore[arg-type]
     app = Feeder(config)
     task = asyncio.create_task(app.run())
     redis = redis_server.client()
@@ -64,10 +91,14 @@ def levels_of(book: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[s
     """(bids best first, asks best first) from a book hash's bid:/ask: fields."""
     from decimal import Decimal
 
-    bids = sorted(((k[4:], v) for k, v in book.items() if k.startswith("bid:")),
-                  key=lambda lv: Decimal(lv[0]), reverse=True)
-    asks = sorted(((k[4:], v) for k, v in book.items() if k.startswith("ask:")),
-                  key=lambda lv: Decimal(lv[0]))
+    bids = sorted(
+        ((k[4:], v) for k, v in book.items() if k.startswith("bid:")),
+        key=lambda lv: Decimal(lv[0]),
+        reverse=True,
+    )
+    asks = sorted(
+        ((k[4:], v) for k, v in book.items() if k.startswith("ask:")), key=lambda lv: Decimal(lv[0])
+    )
     return bids, asks
 
 

@@ -69,7 +69,7 @@ async def test_malformed_and_unknown_frames_are_quarantined(redis_server) -> Non
         conn = r.sim.connections[0]
         await conn.send_raw("{this is not json")
         await conn.send_raw('[{"event_type":"surprise","asset_id":"1"}]')
-        await wait_for(lambda: _xlen(r, keys.quarantine()) , 5, "quarantine entries")
+        await wait_for(lambda: _xlen(r, keys.quarantine()), 5, "quarantine entries")
         entries = await r.redis.xrange(keys.quarantine())
         reasons = sorted(f["reason"] for _, f in entries)
         assert reasons == ["malformed_json", "unknown_event_type"]

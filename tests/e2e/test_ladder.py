@@ -17,7 +17,8 @@ async def _status(r, token: str) -> str | None:
 
 
 async def test_a_silently_lost_token_is_synced_again_while_neighbours_stay_synced(
-        redis_server) -> None:
+    redis_server,
+) -> None:
     """A token the first socket never delivers (REST answers) is synced through the ladder
     within 3 × WS_SNAPSHOT_TIMEOUT; its neighbours never leave `synced`."""
     timeout = 1.5
@@ -28,8 +29,11 @@ async def test_a_silently_lost_token_is_synced_again_while_neighbours_stay_synce
         await wait_for(lambda: _synced(r, lost), timeout * 3 + 1, "the lost token synced again")
         took = asyncio.get_running_loop().time() - start
         assert took < timeout * 3 + 0.5, took
-        await wait_for(lambda: r.feeder.ladder_counts().get("adopted", 0) >= 1,
-                       timeout * 2 + 2, "the lost token adopted by a fresh socket")
+        await wait_for(
+            lambda: r.feeder.ladder_counts().get("adopted", 0) >= 1,
+            timeout * 2 + 2,
+            "the lost token adopted by a fresh socket",
+        )
         await assert_books_equal_truth(r)
         for token in r.tokens:
             if token != lost:

@@ -16,8 +16,15 @@ from tests.support import free_port, wait_for
 async def run_health(url: str) -> int:
     """Exit code of `polybus health` against this Redis."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "health", "--redis-url", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "polybus",
+        "health",
+        "--redis-url",
+        url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     return await proc.wait()
 
 
@@ -34,21 +41,29 @@ async def test_metrics_healthz_and_health_after_a_kill(redis_server, tmp_path) -
     sim = Simulator(SimConfig(markets=4, seed=2, rate=200.0))
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     port = free_port()
-    env = {**os.environ, "POLYBUS_TOKENS": ",".join(sim.engine.tokens()),
-           "WS_MARKET_URL": sim.ws_url, "REDIS_URL": redis_server.url,
-           "POLYBUS_FEEDER_ID": "ops", "POLYBUS_HEALTH_INTERVAL": "0.5",
-           "POLYBUS_METRICS_PORT": str(port), "POLYBUS_METRICS_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "POLYBUS_TOKENS": ",".join(sim.engine.tokens()),
+        "WS_MARKET_URL": sim.ws_url,
+        "REDIS_URL": redis_server.url,
+        "POLYBUS_FEEDER_ID": "ops",
+        "POLYBUS_HEALTH_INTERVAL": "0.5",
+        "POLYBUS_METRICS_PORT": str(port),
+        "POLYBUS_METRICS_HOST": "127.0.0.1",
+    }
     log = (tmp_path / "feeder.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env, cwd=tmp_path)
+        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env, cwd=tmp_path
+    )
     try:
+
         async def healthy() -> bool:
             return await run_health(redis_server.url) == 0
 
         await wait_for(healthy, 20, "`polybus health` to pass", interval=0.3)
         status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
         assert status == 200
-        assert "polybus_frames_total" in body and "polybus_events_total{type=\"book\"}" in body
+        assert "polybus_frames_total" in body and 'polybus_events_total{type="book"}' in body
         assert 'polybus_books{status="synced"} 8.0' in body
         healthz = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz")
         assert healthz == (200, "ok\n")

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.slow
 
 @contextlib.asynccontextmanager
 async def market(markets: int = 4) -> AsyncIterator[Simulator]:
-    sim = Simulator(SimConfig(markets=markets, seed=13, rate=150.0, new_market_every=0.0,
-                              resolve_every=0.0))
+    sim = Simulator(
+        SimConfig(markets=markets, seed=13, rate=150.0, new_market_every=0.0, resolve_every=0.0)
+    )
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     try:
         yield sim
@@ -57,8 +58,9 @@ async def led_by(redis, names: set[str], partitions: set[int], timeout: float) -
         now = await leaders(redis)
         return all(now.get(p) in names for p in partitions)
 
-    await wait_for(held, timeout, f"partitions {sorted(partitions)} led by {sorted(names)}",
-                   interval=0.02)
+    await wait_for(
+        held, timeout, f"partitions {sorted(partitions)} led by {sorted(names)}", interval=0.02
+    )
 
 
 async def warm(redis, name: str, partitions: set[int], timeout: float = 20) -> None:
@@ -82,7 +84,8 @@ def contiguous(entries: list[dict[str, str]]) -> bool:
 
 
 async def test_two_feeders_started_together_one_writes_each_token_no_thrash(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """Started at the same instant: every partition has one leader from the start, the
     leaders never change, each book's writer is its partition's leader, books equal truth."""
     redis = redis_server.client()
@@ -111,7 +114,8 @@ async def test_two_feeders_started_together_one_writes_each_token_no_thrash(
 
 
 async def test_a_killed_leader_is_replaced_within_the_lease_and_no_event_is_lost(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """SIGKILL the leader: the warm standby leads within POLYBUS_LEASE_MS + 1 s, replays what
     the leader missed (no exchange event missing from the streams), seq stays contiguous, the
     books equal truth and a MarketFeed never fires on_disconnect."""
@@ -129,8 +133,11 @@ async def test_a_killed_leader_is_replaced_within_the_lease_and_no_event_is_lost
             procs.append(b := await FeederProc("b", sim, redis_server.url, tmp_path).start())
             await warm(redis, "b", used(tokens))
             assert await feed.connect() and await feed.subscribe(tokens)
-            await wait_for(lambda: all(feed.get_order_book(t).status == "synced"
-                                       for t in tokens), 15, "the consumer's books synced")
+            await wait_for(
+                lambda: all(feed.get_order_book(t).status == "synced" for t in tokens),
+                15,
+                "the consumer's books synced",
+            )
             window = time.monotonic()
             a.send(signal.SIGKILL)
             killed = time.monotonic()
@@ -144,8 +151,9 @@ async def test_a_killed_leader_is_replaced_within_the_lease_and_no_event_is_lost
                 entries = await stream_of(redis, token)
                 assert contiguous(entries), token
                 written = {f.get("hash") for f in entries}
-                missing += sum(h not in written for t, h in seen.get(token, ())
-                               if window <= t <= end)
+                missing += sum(
+                    h not in written for t, h in seen.get(token, ()) if window <= t <= end
+                )
             assert missing == 0, f"{missing} exchange events missing after a {took:.2f}s takeover"
             assert b.proc is not None and b.proc.returncode is None
             states = {f.get("state") for t in tokens for f in await stream_of(redis, t)}
@@ -157,7 +165,8 @@ async def test_a_killed_leader_is_replaced_within_the_lease_and_no_event_is_lost
 
 
 async def test_a_paused_leader_never_writes_after_its_successor(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """SIGSTOP past the lease, then SIGCONT: the fence refuses every write of the old leader
     (no event written twice after the failover), it steps down, and the books stay true."""
     redis = redis_server.client()
@@ -184,9 +193,12 @@ async def test_a_paused_leader_never_writes_after_its_successor(
                 entries = await stream_of(redis, token)
                 assert contiguous(entries)
                 marks = [i for i, f in enumerate(entries) if f.get("state") == "failover"]
-                after = entries[marks[-1]:] if marks else []
-                written = [(f["ts"], f["hash"], f["side"], f["price"], f["size"])
-                           for f in after if f["type"] == "price_change"]
+                after = entries[marks[-1] :] if marks else []
+                written = [
+                    (f["ts"], f["hash"], f["side"], f["price"], f["size"])
+                    for f in after
+                    if f["type"] == "price_change"
+                ]
                 dup = [w for w in written if written.count(w) > 1]
                 assert not dup, f"{token}: written twice after the failover: {dup[:4]}"
                 assert all(f.get("writer") in (None, "b") for f in after), token
@@ -196,14 +208,16 @@ async def test_a_paused_leader_never_writes_after_its_successor(
 
 
 async def test_a_rolling_restart_of_three_feeders_turns_no_book_suspect(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """SIGTERM, restart, next: leases hand over in milliseconds, and a consumer's books are
     synced at every look, with no on_disconnect."""
     redis = redis_server.client()
     async with market(markets=6) as sim:
         tokens = sim.engine.tokens()
-        procs = [await FeederProc(n, sim, redis_server.url, tmp_path).start()
-                 for n in ("a", "b", "c")]
+        procs = [
+            await FeederProc(n, sim, redis_server.url, tmp_path).start() for n in ("a", "b", "c")
+        ]
         feed = MarketFeed(redis_server.url)
         disconnects: list[int] = []
         feed.on_disconnect = lambda: disconnects.append(1)
@@ -213,8 +227,11 @@ async def test_a_rolling_restart_of_three_feeders_turns_no_book_suspect(
             for proc in procs:
                 await settled(redis, proc.name, tokens)
             assert await feed.connect() and await feed.subscribe(tokens)
-            await wait_for(lambda: all(feed.get_order_book(t).status == "synced"
-                                       for t in tokens), 15, "the consumer's books synced")
+            await wait_for(
+                lambda: all(feed.get_order_book(t).status == "synced" for t in tokens),
+                15,
+                "the consumer's books synced",
+            )
             watching = True
 
             async def watch() -> None:
@@ -243,6 +260,7 @@ def warm_carrying(health: dict[str, str]) -> set[int]:
 
 async def settled(redis, name: str, tokens: list[str], timeout: float = 20) -> None:
     """The feeder is up and warm for every partition it carries that holds tokens."""
+
     async def ready() -> bool:
         health = await health_of(redis, name)
         carrying = warm_carrying(health) & used(tokens)
@@ -252,7 +270,8 @@ async def settled(redis, name: str, tokens: list[str], timeout: float = 20) -> N
 
 
 async def test_four_feeders_share_the_partitions_and_a_kill_rehomes_them(
-        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """Four feeders, 16 partitions, two replicas: each carries about half; one killed, its
     partitions get new carriers and none is left without a leader beyond a lease."""
     redis = redis_server.client()
@@ -261,6 +280,7 @@ async def test_four_feeders_share_the_partitions_and_a_kill_rehomes_them(
         names = ("a", "b", "c", "d")
         procs = [await FeederProc(n, sim, redis_server.url, tmp_path).start() for n in names]
         try:
+
             async def shared() -> bool:
                 carrying = [warm_carrying(await health_of(redis, n)) for n in names]
                 return all(len(c) == 8 for c in carrying)

@@ -161,7 +161,6 @@ def test_sigterm_ends_the_command_while_redis_refuses_connections(command: str) 
     assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
 
 
-
 # --- the face's three layers, with a command that never finishes its graceful stop --------
 STUBBORN = """
 import asyncio, time
@@ -191,9 +190,14 @@ sys.exit(face.main(sys.argv[1:]))
 def _stubborn(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
     (tmp_path / "stubborn_cmd.py").write_text(STUBBORN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    return subprocess.Popen([sys.executable, "-c", RUN_STUBBORN, "stubborn", *argv],
-                            cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_STUBBORN, "stubborn", *argv],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _stop_stubborn(proc: subprocess.Popen[str], second: bool = False) -> float:

@@ -26,20 +26,33 @@ async def health(redis, feeder_id: str) -> list[dict]:
 
 async def test_sixty_seconds_with_drops_and_a_stall(redis_server, tmp_path) -> None:
     """A `polybus feed` process survives 3 drops and a stall; every book then equals the truth."""
-    sim = Simulator(SimConfig(markets=20, seed=11, rate=400.0, new_market_every=0.0,
-                              resolve_every=0.0))
+    sim = Simulator(
+        SimConfig(markets=20, seed=11, rate=400.0, new_market_every=0.0, resolve_every=0.0)
+    )
     await sim.start(host="127.0.0.1", port=0, http_port=0)
     tokens = sim.engine.tokens()
-    env = {**os.environ, "POLYBUS_TOKENS": ",".join(tokens), "WS_MARKET_URL": sim.ws_url,
-           "REDIS_URL": redis_server.url, "POLYBUS_FEEDER_ID": "soak",
-           "WS_TOKENS_PER_CONNECTION": "15", "WS_PING_INTERVAL": "1", "WS_PONG_TIMEOUT": "5",
-           "WS_SILENCE_TIMEOUT": "30", "WS_RECONNECT_BASE_DELAY": "0.1",
-           "WS_RECONNECT_MAX_DELAY": "1", "WS_CONNECT_STAGGER": "0.1",
-           "POLYBUS_HEALTH_INTERVAL": "0.5", "POLYBUS_HEALTH_TTL": "3",
-           "POLYBUS_STATS_INTERVAL": "10", "POLYBUS_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "POLYBUS_TOKENS": ",".join(tokens),
+        "WS_MARKET_URL": sim.ws_url,
+        "REDIS_URL": redis_server.url,
+        "POLYBUS_FEEDER_ID": "soak",
+        "WS_TOKENS_PER_CONNECTION": "15",
+        "WS_PING_INTERVAL": "1",
+        "WS_PONG_TIMEOUT": "5",
+        "WS_SILENCE_TIMEOUT": "30",
+        "WS_RECONNECT_BASE_DELAY": "0.1",
+        "WS_RECONNECT_MAX_DELAY": "1",
+        "WS_CONNECT_STAGGER": "0.1",
+        "POLYBUS_HEALTH_INTERVAL": "0.5",
+        "POLYBUS_HEALTH_TTL": "3",
+        "POLYBUS_STATS_INTERVAL": "10",
+        "POLYBUS_LOG_FORMAT": "json",
+    }
     log = (tmp_path / "feeder.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env, cwd=tmp_path)
+        sys.executable, "-m", "polybus", "feed", stdout=log, stderr=log, env=env, cwd=tmp_path
+    )
     redis = redis_server.client()
     try:
         loop = asyncio.get_running_loop()

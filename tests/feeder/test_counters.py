@@ -26,9 +26,14 @@ async def test_counters_never_go_backwards_across_reconnects_and_recycles(redis_
         for _ in range(2):
             before = sum(c.stats.connects for c in r.feeder.connections)
             r.sim.drop_all()
-            await wait_for(lambda b=before: sum(c.stats.connects for c in r.feeder.connections)
-                           > b or r.feeder.ladder_counts().get("recycles", 0) > 0, 10,
-                           "a reconnect")
+            await wait_for(
+                lambda b=before: (
+                    sum(c.stats.connects for c in r.feeder.connections) > b
+                    or r.feeder.ladder_counts().get("recycles", 0) > 0
+                ),
+                10,
+                "a reconnect",
+            )
             frames = r.feeder.counts["frames"]
             await wait_for(lambda f=frames: r.feeder.counts["frames"] > f + 20, 10, "more frames")
             seen.append(dict(r.feeder.counts))

@@ -48,13 +48,13 @@ async def test_snapshots_and_statuses_name_their_writer(redis_server: RedisServe
     exchange's)."""
     redis = redis_server.client()
     await Publisher(redis, writer="a", fences=lambda t: 1).write(
-        batch_of(Status(T, "connected", "epoch 1"), book(), delta("5")))
+        batch_of(Status(T, "connected", "epoch 1"), book(), delta("5"))
+    )
     entries = [f for _, f in await redis.xrange(keys.stream(T))]
     assert [f.get("writer") for f in entries] == ["a", "a", None]
 
 
-async def test_a_peek_returns_the_last_entries_before_the_write(
-        redis_server: RedisServer) -> None:
+async def test_a_peek_returns_the_last_entries_before_the_write(redis_server: RedisServer) -> None:
     """A takeover's first write reads, atomically, where the old leader stopped."""
     redis = redis_server.client()
     await Publisher(redis, writer="a", fences=lambda t: 1).write(batch_of(book(), delta("5")))
@@ -63,8 +63,7 @@ async def test_a_peek_returns_the_last_entries_before_the_write(
     first.peek = {T}
     await b.write(first)
     newest = b.before[T]
-    assert [fields[fields.index("type") + 1] for _, fields in newest] == [
-        "price_change", "book"]
+    assert [fields[fields.index("type") + 1] for _, fields in newest] == ["price_change", "book"]
 
 
 async def test_a_batch_keeps_the_fence_it_was_queued_under(redis_server: RedisServer) -> None:

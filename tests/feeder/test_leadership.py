@@ -12,10 +12,10 @@ from polybus.wire.errors import ConfigError
 from tests.support import RedisServer, wait_for
 
 
-def leader(server: RedisServer, me: str, *, partitions: int = 4,
-           lease_ms: int = 600) -> Leadership:
-    return Leadership(server.client(), me=me, prefix="t", partitions=partitions, replicas=2,
-                      lease_ms=lease_ms)
+def leader(server: RedisServer, me: str, *, partitions: int = 4, lease_ms: int = 600) -> Leadership:
+    return Leadership(
+        server.client(), me=me, prefix="t", partitions=partitions, replicas=2, lease_ms=lease_ms
+    )
 
 
 async def test_a_different_partition_count_is_refused(redis_server: RedisServer) -> None:
@@ -38,7 +38,8 @@ async def test_one_leader_per_partition_and_a_hot_standby(redis_server: RedisSer
 
 
 async def test_expired_leases_go_to_the_standby_with_higher_fences(
-        redis_server: RedisServer) -> None:
+    redis_server: RedisServer,
+) -> None:
     """The leader stops beating (killed): after the lease the standby leads, fence 2."""
     a, b = leader(redis_server, "a"), leader(redis_server, "b")
     await a.beat(frozenset())
@@ -61,6 +62,7 @@ async def test_release_wakes_the_standby_at_once(redis_server: RedisServer) -> N
     await b.beat(frozenset())
     listener = asyncio.create_task(b.listen())
     try:
+
         async def subscribed() -> bool:
             counts = await redis_server.client().pubsub_numsub(keys.handover("t"))
             return bool(counts and counts[0][1])

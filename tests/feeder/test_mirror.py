@@ -144,6 +144,8 @@ def test_quarter_cent_ticks_keep_four_places_through_normalizer_and_mirror() -> 
     )
     events, bad = mirror.apply(norm.feed(change, 2).events, now=1.0)
     assert [(e.price, e.best_bid, e.best_ask) for e in events] == [  # type: ignore[union-attr]
-        ("0.9975", "0.995", ""), ("0.995", "0.9925", "")]
+        ("0.9975", "0.995", ""),
+        ("0.995", "0.9925", ""),
+    ]
     assert bad == [] and mirror.due(5.0) == []
     assert mirror.book(T).bids == [("0.9925", "5")]

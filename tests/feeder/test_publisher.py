@@ -17,9 +17,16 @@ U = "953608416371695881276829740654794639017069791276078894702806949044323906485
 
 
 def snapshot(token: str = T) -> Book:
-    return Book(token, "0xm", "100", (("0.47", "310.5"), ("0.46", "850")),
-                (("0.49", "275.25"), ("0.51", "640")), "h0", tick_size="0.01",
-                last_trade_price="0.48")
+    return Book(
+        token,
+        "0xm",
+        "100",
+        (("0.47", "310.5"), ("0.46", "850")),
+        (("0.49", "275.25"), ("0.51", "640")),
+        "h0",
+        tick_size="0.01",
+        last_trade_price="0.48",
+    )
 
 
 def batch_of(*events, epoch: int = 1, rx: int = 7) -> Batch:
@@ -37,22 +44,37 @@ def redis():
 async def test_book_then_deltas_fold_into_the_hash(redis) -> None:
     """A book, deltas, a trade and a tick change leave exactly the expected hash."""
     pub = Publisher(redis)
-    broken = await pub.write(batch_of(
-        snapshot(),
-        PriceChange(T, "101", "bid", "0.48", "150", "0.48", "0.49", "h1"),
-        PriceChange(T, "102", "ask", "0.49", "0", "0.48", "0.51", "h2"),
-        Trade(T, "103", "0.51", "100", "BUY", "0", "0xt"),
-        TickSizeChange(T, "104", "0.01", "0.001"),
-    ))
+    broken = await pub.write(
+        batch_of(
+            snapshot(),
+            PriceChange(T, "101", "bid", "0.48", "150", "0.48", "0.49", "h1"),
+            PriceChange(T, "102", "ask", "0.49", "0", "0.48", "0.51", "h2"),
+            Trade(T, "103", "0.51", "100", "BUY", "0", "0xt"),
+            TickSizeChange(T, "104", "0.01", "0.001"),
+        )
+    )
     book = await redis.hgetall(keys.book(T))
     entries = await redis.xrange(keys.stream(T))
     assert broken == []
     assert book == {
-        "asset_id": T, "market": "0xm", "hash": "h2", "ts": "102", "status": "synced",
-        "bid:0.47": "310.5", "bid:0.46": "850", "bid:0.48": "150", "ask:0.51": "640",
-        "best_bid": "0.48", "best_ask": "0.51", "tick_size": "0.001",
-        "last_trade_price": "0.51", "last_trade_size": "100", "last_trade_side": "BUY",
-        "last_id": entries[-1][0], "seq": "5", "epoch": "1",
+        "asset_id": T,
+        "market": "0xm",
+        "hash": "h2",
+        "ts": "102",
+        "status": "synced",
+        "bid:0.47": "310.5",
+        "bid:0.46": "850",
+        "bid:0.48": "150",
+        "ask:0.51": "640",
+        "best_bid": "0.48",
+        "best_ask": "0.51",
+        "tick_size": "0.001",
+        "last_trade_price": "0.51",
+        "last_trade_size": "100",
+        "last_trade_side": "BUY",
+        "last_id": entries[-1][0],
+        "seq": "5",
+        "epoch": "1",
     }
     assert [int(f["seq"]) for _, f in entries] == [1, 2, 3, 4, 5]
     assert decode(entries[0][1], T).event == snapshot()

@@ -11,8 +11,12 @@ ALL = frozenset(range(P))
 NONE: frozenset[int] = frozenset()
 
 
-def view(me: str, members: list[str], warm: dict[str, frozenset[int]] | None = None,
-         leases: dict[int, Lease] | None = None) -> View:
+def view(
+    me: str,
+    members: list[str],
+    warm: dict[str, frozenset[int]] | None = None,
+    leases: dict[int, Lease] | None = None,
+) -> View:
     return View(me, frozenset(members), warm or {}, leases or {})
 
 
@@ -40,8 +44,7 @@ def test_a_cold_carrier_leaves_a_free_lease_to_a_warm_one() -> None:
     warm = {"a": frozenset({3})}
     cold = plan(view("b", ["a", "b"], warm=warm), P, R, carrying=ALL, led=NONE, warm=NONE)
     assert 3 not in cold.acquire and 4 in cold.acquire
-    hot = plan(view("a", ["a", "b"], warm=warm), P, R, carrying=ALL, led=NONE,
-               warm=frozenset({3}))
+    hot = plan(view("a", ["a", "b"], warm=warm), P, R, carrying=ALL, led=NONE, warm=frozenset({3}))
     assert 3 in hot.acquire
 
 

@@ -66,9 +66,17 @@ def test_a_command_declares_its_stop_grace() -> None:
     assert commands["tail"].get_default("stop_grace") is None and GRACE == 1.0
 
 
-@pytest.mark.parametrize("argv", [["tail"], ["book", "123"], ["top", "--once"], ["health"],
-                                  ["record", "out.jsonl", "--tokens", "1"],
-                                  ["replay", str(ROOT / "tests/data/sessions/calm.jsonl.gz")]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tail"],
+        ["book", "123"],
+        ["top", "--once"],
+        ["health"],
+        ["record", "out.jsonl", "--tokens", "1"],
+        ["replay", str(ROOT / "tests/data/sessions/calm.jsonl.gz")],
+    ],
+)
 def test_an_unreachable_redis_exits_2_with_one_line(argv, clean_env, capsys) -> None:
     """A Redis nobody answers at the start is a setting to fix: exit 2, one line naming the
     URL (password hidden), no traceback."""
@@ -79,8 +87,9 @@ def test_an_unreachable_redis_exits_2_with_one_line(argv, clean_env, capsys) -> 
     assert "sekret" not in lines[0]
 
 
-def test_a_bad_common_setting_exits_2_before_the_command_runs(clean_env, monkeypatch,
-                                                              capsys) -> None:
+def test_a_bad_common_setting_exits_2_before_the_command_runs(
+    clean_env, monkeypatch, capsys
+) -> None:
     """POLYBUS_PREFIX with a space refuses `tail` with one line naming the variable."""
     monkeypatch.setenv("POLYBUS_PREFIX", "a b")
     assert main(["tail", "--redis-url", REFUSED]) == 2
@@ -88,8 +97,9 @@ def test_a_bad_common_setting_exits_2_before_the_command_runs(clean_env, monkeyp
     assert len(lines) == 1 and "POLYBUS_PREFIX" in lines[0], lines
 
 
-def test_dotenv_of_the_working_directory_is_read_and_env_wins(clean_env, monkeypatch,
-                                                              capsys) -> None:
+def test_dotenv_of_the_working_directory_is_read_and_env_wins(
+    clean_env, monkeypatch, capsys
+) -> None:
     """`.env` in the working directory supplies REDIS_URL; the environment beats it."""
     (clean_env / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/0\n")
     assert main(["health"]) == 2
@@ -114,8 +124,14 @@ def test_main_from_another_thread_installs_no_signal_handler(clean_env) -> None:
     assert seen == [2, before]
 
 
-CONSOLE_FACE = {"polybus.cli", "polybus.demo", "polybus.redisproc", "polybus.stopping",
-                "polybus.logs", "polybus.__main__"}
+CONSOLE_FACE = {
+    "polybus.cli",
+    "polybus.demo",
+    "polybus.redisproc",
+    "polybus.stopping",
+    "polybus.logs",
+    "polybus.__main__",
+}
 
 
 @pytest.mark.parametrize("package", ["wire", "feeder", "consumers", "simulator", "replay"])

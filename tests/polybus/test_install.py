@@ -13,13 +13,24 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIP = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".*_cache",
-                              "tests", "bench", "docs", "examples")
+SKIP = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "tests",
+    "bench",
+    "docs",
+    "examples",
+)
 
 
 def run(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +39,19 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("install")
     source = tmp / "source"
     shutil.copytree(ROOT, source, symlinks=True, ignore=SKIP)  # building writes build/ there
-    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                "-q", "-w", tmp / "dist", source, cwd=tmp)
+    built = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        tmp / "dist",
+        source,
+        cwd=tmp,
+    )
     assert built.returncode == 0, built.stderr
     env = tmp / "venv"
     made = run(sys.executable, "-m", "venv", "--without-pip", env, cwd=tmp)
@@ -39,8 +61,19 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Our dependencies, as a plain path entry: .pth files there (our editable finder) stay inert.
     Path(site.stdout.strip(), "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     wheel = next((tmp / "dist").glob("polybus-*.whl"))
-    installed = run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps",
-                    "--no-index", "-q", wheel, cwd=tmp)
+    installed = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-index",
+        "-q",
+        wheel,
+        cwd=tmp,
+    )
     assert installed.returncode == 0, installed.stderr
     return python
 
@@ -73,14 +106,16 @@ def test_a_users_feeder_module_does_not_shadow_polybus(venv: Path, tmp_path: Pat
     (tmp_path / "consumers").mkdir()
     (tmp_path / "consumers" / "__init__.py").write_text("raise SystemExit('user consumers')\n")
     (tmp_path / "wire.py").write_text("raise SystemExit('the user wire.py was imported')\n")
-    (tmp_path / "strategy.py").write_text(textwrap.dedent("""
+    (tmp_path / "strategy.py").write_text(
+        textwrap.dedent("""
         from polybus import MarketFeed
         from polybus.cli import build_parser
         from polybus.feeder.app import Feeder
         feed = MarketFeed(redis_url="redis://127.0.0.1:1/0")
         build_parser().parse_args(["feed", "--tokens", "1"])
         print("ok", Feeder.__module__)
-    """))
+    """)
+    )
     result = run(venv, "strategy.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", "polybus.feeder.app"]

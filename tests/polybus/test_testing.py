@@ -63,8 +63,11 @@ async def test_market_feed_runs_against_the_fixture(polybus_replay) -> None:
     assert await feed.connect()
     await feed.subscribe(list(final))
     try:
-        await wait_for(lambda: all(feed.get_order_book(t).status == final[t]["status"]
-                                   for t in final), 10, "books loaded from the replayed session")
+        await wait_for(
+            lambda: all(feed.get_order_book(t).status == final[t]["status"] for t in final),
+            10,
+            "books loaded from the replayed session",
+        )
         for token, want in final.items():
             book = feed.get_order_book(token)
             assert book is not None and book.bids[0].price_str == want["best_bid"]

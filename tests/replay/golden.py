@@ -39,11 +39,21 @@ async def dump(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
     for key in streams:
         token = keys.token_of(key)
         for _, fields in await redis.xrange(key):
-            out.append({"kind": "entry", "token": token,
-                        **{k: v for k, v in fields.items() if k not in ENTRY_SKIP}})
+            out.append(
+                {
+                    "kind": "entry",
+                    "token": token,
+                    **{k: v for k, v in fields.items() if k not in ENTRY_SKIP},
+                }
+            )
         book = await redis.hgetall(keys.book(token, prefix))
-        out.append({"kind": "hash", "token": token,
-                    **dict(sorted((k, v) for k, v in book.items() if k not in WRITER))})
+        out.append(
+            {
+                "kind": "hash",
+                "token": token,
+                **dict(sorted((k, v) for k, v in book.items() if k not in WRITER)),
+            }
+        )
     for kind, key in (("quarantine", keys.quarantine(prefix)), ("market", keys.markets(prefix))):
         for _, fields in await redis.xrange(key):
             out.append({"kind": kind, **{k: v for k, v in fields.items() if k != "rx"}})

@@ -89,8 +89,10 @@ async def main(again: bool) -> None:
         if again:
             await record(name, recording(name))
         expected(name).write_text(await derive(name))
-        print(f"{name}: {recording(name).stat().st_size} bytes recorded, "
-              f"{len(expected(name).read_text().splitlines())} expected rows")
+        print(
+            f"{name}: {recording(name).stat().st_size} bytes recorded, "
+            f"{len(expected(name).read_text().splitlines())} expected rows"
+        )
 
 
 if __name__ == "__main__":

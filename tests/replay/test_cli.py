@@ -8,17 +8,20 @@ from polybus.cli import main
 from tests.replay.golden import recording
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["replay", "/nonexistent.jsonl"], "no such file"),
-    (["replay", "{calm}", "--from", "yesterday"], "not a time"),
-    (["replay", "{calm}", "--speed", "fast"], "--speed must be"),
-    (["replay", "{calm}", "--speed", "0"], "--speed must be > 0"),
-    (["replay", "{calm}", "--from", "2100-01-01T00:00:00Z"], "after the recording ends"),
-    (["replay", "{calm}", "--from", "1800000000", "--to", "1700000000"], "before --from"),
-    (["replay", "{other}"], "unknown format"),
-    (["replay", "{stream}", "--serve", "0"], "--serve replays raw"),
-    (["record", "out.jsonl", "--tokens", "abc"], "token id"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "/nonexistent.jsonl"], "no such file"),
+        (["replay", "{calm}", "--from", "yesterday"], "not a time"),
+        (["replay", "{calm}", "--speed", "fast"], "--speed must be"),
+        (["replay", "{calm}", "--speed", "0"], "--speed must be > 0"),
+        (["replay", "{calm}", "--from", "2100-01-01T00:00:00Z"], "after the recording ends"),
+        (["replay", "{calm}", "--from", "1800000000", "--to", "1700000000"], "before --from"),
+        (["replay", "{other}"], "unknown format"),
+        (["replay", "{stream}", "--serve", "0"], "--serve replays raw"),
+        (["record", "out.jsonl", "--tokens", "abc"], "token id"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(args, message, tmp_path, capsys) -> None:
     """Each bad flag or file gives exit code 2 and says what is wrong, with no traceback."""
     other = tmp_path / "other.jsonl"
@@ -31,8 +34,7 @@ def test_bad_input_exits_2_with_a_message(args, message, tmp_path, capsys) -> No
     assert message in err and "Traceback" not in err
 
 
-def test_replay_into_redis_reports_throughput_and_guards_the_prefix(redis_server, capsys
-                                                                    ) -> None:
+def test_replay_into_redis_reports_throughput_and_guards_the_prefix(redis_server, capsys) -> None:
     """A replay prints its totals and events/s; a second one into the same prefix is refused."""
     args = ["replay", str(recording("faults")), "--redis-url", redis_server.url, "--quiet"]
     assert main(args) == 0

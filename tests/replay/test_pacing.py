@@ -50,7 +50,8 @@ def test_progress_line_counts_rate_and_time_left(clock: list[float]) -> None:
     clock[0] += 10.0
     progress.update(25, 500)
     assert out.getvalue() == (
-        "replay 25/100 lines ( 25.0%)  500 entries  50 events/s  left 0:00:30\n")
+        "replay 25/100 lines ( 25.0%)  500 entries  50 events/s  left 0:00:30\n"
+    )
 
 
 def test_progress_is_throttled_but_final_always_shows(clock: list[float]) -> None:

@@ -20,8 +20,11 @@ def test_series_has_tops_trades_and_every_reconnect() -> None:
     s = series(recording("faults"), token[:12])
     assert s.token == token
     assert [reason for _, reason in s.drops] == ["closed:1006", "data_silence", "shutdown"]
-    trades = [x for x in read_lines(expected("faults"))
-              if x.get("token") == token and x.get("type") == "trade"]
+    trades = [
+        x
+        for x in read_lines(expected("faults"))
+        if x.get("token") == token and x.get("type") == "trade"
+    ]
     assert [p for _, p, _ in s.trades] == [float(x["price"]) for x in trades]
     assert s.tops and all(b is None or a is None or b < a for _, b, a in s.tops)
 

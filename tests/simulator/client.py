@@ -41,7 +41,8 @@ class RefBooks:
         if kind == "book":
             self.books[obj["asset_id"]] = {
                 "bids": {canon(lv["price"]): lv["size"] for lv in obj["bids"]},
-                "asks": {canon(lv["price"]): lv["size"] for lv in obj["asks"]}}
+                "asks": {canon(lv["price"]): lv["size"] for lv in obj["asks"]},
+            }
         elif kind == "price_change":
             if "price_changes" in obj:
                 changes = obj["price_changes"]

@@ -25,7 +25,13 @@ def test_register_adds_simulate_with_defaults() -> None:
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["simulate"])
     assert (args.host, args.port, args.http_port, args.markets, args.seed, args.rate) == (
-        "127.0.0.1", 8765, None, 20, 1, 50.0)
+        "127.0.0.1",
+        8765,
+        None,
+        20,
+        1,
+        50.0,
+    )
     assert (args.sweep_share, args.ltp_delay_ms, args.odd_ticks) == (0.25, 35, 0.0)
     assert args.func is cli.run
 
@@ -34,9 +40,21 @@ async def test_subprocess_serves_until_sigterm() -> None:
     """The subcommand prints one ready line, serves WS and HTTP (with its flags: here every
     market on an odd tick), and exits 0 on SIGTERM."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SCRIPT, "simulate", "--port", "0", "--markets", "3",
-        "--rate", "200", "--odd-ticks", "1", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "simulate",
+        "--port",
+        "0",
+        "--markets",
+        "3",
+        "--rate",
+        "200",
+        "--odd-ticks",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()

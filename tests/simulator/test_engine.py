@@ -144,12 +144,17 @@ def _trades(msgs: list[dict[str, object]]) -> list[tuple[list[dict[str, object]]
     right before them (a trade's elements all carry its final hashes)."""
     out = []
     for i, msg in enumerate(msgs):
-        if msg["event_type"] == "book" and msgs[i + 1 : i + 2] and msgs[i + 1][
-                "event_type"] == "book":
+        if (
+            msg["event_type"] == "book"
+            and msgs[i + 1 : i + 2]
+            and msgs[i + 1]["event_type"] == "book"
+        ):
             hashes = {msg["hash"], msgs[i + 1]["hash"]}
             j = i
-            while msgs[j - 1]["event_type"] == "price_change" and {
-                    e["hash"] for e in msgs[j - 1]["price_changes"]} == hashes:  # type: ignore[attr-defined]
+            while (
+                msgs[j - 1]["event_type"] == "price_change"
+                and {e["hash"] for e in msgs[j - 1]["price_changes"]} == hashes
+            ):  # type: ignore[attr-defined]
                 j -= 1
             out.append((msgs[j:i], msgs[i : i + 2]))
     return out
@@ -169,22 +174,29 @@ def test_trade_is_price_change_then_both_books_then_late_last_trade() -> None:
     for changes, (traded, other) in trades:
         assert changes and all(c["event_type"] == "price_change" for c in changes)
         market = engine.market(str(traded["asset_id"]))
-        assert market is not None and {traded["asset_id"], other["asset_id"]} == set(
-            market.tokens)
+        assert market is not None and {traded["asset_id"], other["asset_id"]} == set(market.tokens)
         assert changes[0]["price_changes"][0]["asset_id"] == traded["asset_id"]  # type: ignore[index]
         for book in (traded, other):
             assert "tick_size" not in book and "last_trade_price" not in book
             assert list(book)[-1] == "event_type" and book["timestamp"] == changes[0]["timestamp"]
-            (leg,) = [e for e in changes[-1]["price_changes"]  # type: ignore[attr-defined]
-                      if e["asset_id"] == book["asset_id"]]
+            (leg,) = [
+                e
+                for e in changes[-1]["price_changes"]  # type: ignore[attr-defined]
+                if e["asset_id"] == book["asset_id"]
+            ]
             assert book["hash"] == leg["hash"]
     ltps = [(i, m) for i, m in enumerate(msgs) if m["event_type"] == "last_trade_price"]
     assert len(ltps) >= len(trades)
     for i, ltp in ltps:
         assert re.fullmatch(r"0x[0-9a-f]{64}", str(ltp["transaction_hash"]))
         assert all(isinstance(v, str) for v in ltp.values())
-        books = [m for m in msgs[:i] if m["event_type"] == "book" and m["asset_id"] == ltp[
-            "asset_id"] and int(str(m["timestamp"])) + 35 == int(str(ltp["timestamp"]))]
+        books = [
+            m
+            for m in msgs[:i]
+            if m["event_type"] == "book"
+            and m["asset_id"] == ltp["asset_id"]
+            and int(str(m["timestamp"])) + 35 == int(str(ltp["timestamp"]))
+        ]
         assert books, "no post-trade book 35 ms before the trade"
         later = [m for m in msgs[i:] if m["event_type"] != "last_trade_price"]
         assert not later or int(str(later[0]["timestamp"])) >= int(str(ltp["timestamp"]))
@@ -204,8 +216,10 @@ def test_sweeps_take_two_or_three_levels_in_one_timestamp() -> None:
     msgs = engine.step(6000)
     sweeps = [c for c, _ in _trades(msgs) if len(c) >= 2]
     assert len(sweeps) > 20
-    assert {sum(e["size"] == "0" for m in c for e in m["price_changes"][:1])  # type: ignore[attr-defined]
-            for c in sweeps} == {2, 3}
+    assert {
+        sum(e["size"] == "0" for m in c for e in m["price_changes"][:1])  # type: ignore[attr-defined]
+        for c in sweeps
+    } == {2, 3}
     for changes in sweeps:
         assert len({tuple(e["hash"] for e in m["price_changes"]) for m in changes}) == 1  # type: ignore[attr-defined]
     for msg in msgs:
@@ -213,7 +227,9 @@ def test_sweeps_take_two_or_three_levels_in_one_timestamp() -> None:
         for e in msg.get("price_changes", []):  # type: ignore[attr-defined]
             bids, asks = refs.levels(e["asset_id"])
             assert ((bids[0][0] if bids else "0"), (asks[0][0] if asks else "1")) == (
-                e["best_bid"], e["best_ask"])
+                e["best_bid"],
+                e["best_ask"],
+            )
     assert all(refs.levels(t) == engine.true_book(t) for t in engine.tokens())
 
 
@@ -244,13 +260,16 @@ def test_odd_ticks_stay_exact_on_their_grid() -> None:
         refs.apply(book)
         m = engine.market(token)
         assert m is not None and book["tick_size"] == {50: "0.005", 25: "0.0025"}.get(
-            m.tick, book["tick_size"])
+            m.tick, book["tick_size"]
+        )
     for _ in range(30):
         msgs = engine.step(200)
         for msg in msgs:
             refs.apply(msg)
-            assert msg["event_type"] != "tick_size_change" or engine.market(
-                str(msg["asset_id"])) not in odd
+            assert (
+                msg["event_type"] != "tick_size_change"
+                or engine.market(str(msg["asset_id"])) not in odd
+            )
         for m in odd:
             bid, ask = m.top()
             assert bid is not None and ask is not None and bid < ask
@@ -288,7 +307,9 @@ def test_tick_size_changes_at_the_extremes_for_both_tokens() -> None:
     msgs = engine.step(40_000)
     ticks = [m for m in msgs if m["event_type"] == "tick_size_change"]
     assert {(m["old_tick_size"], m["new_tick_size"]) for m in ticks} == {
-        ("0.01", "0.001"), ("0.001", "0.01")}
+        ("0.01", "0.001"),
+        ("0.001", "0.01"),
+    }
     for a, b in itertools.pairwise(ticks[:2]):
         assert a["market"] == b["market"] and a["asset_id"] != b["asset_id"]
 
@@ -315,15 +336,17 @@ def test_sink_receives_every_message() -> None:
     assert engine.step(50) == seen
 
 
-@pytest.mark.parametrize(("pips", "text"), [(4800, "0.48"), (10, "0.001"), (ONE, "1"), (0, "0"),
-                                           (4805, "0.4805")])
+@pytest.mark.parametrize(
+    ("pips", "text"), [(4800, "0.48"), (10, "0.001"), (ONE, "1"), (0, "0"), (4805, "0.4805")]
+)
 def test_price_spelling(pips: int, text: str) -> None:
     """Prices in pips spell canonically."""
     assert fmt_price(pips) == text
 
 
-@pytest.mark.parametrize(("cents", "text"), [(120_000, "1200"), (31_050, "310.5"),
-                                            (27_525, "275.25"), (5, "0.05")])
+@pytest.mark.parametrize(
+    ("cents", "text"), [(120_000, "1200"), (31_050, "310.5"), (27_525, "275.25"), (5, "0.05")]
+)
 def test_size_spelling(cents: int, text: str) -> None:
     """Sizes in cents spell canonically."""
     assert fmt_size(cents) == text

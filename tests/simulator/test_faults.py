@@ -17,8 +17,15 @@ from tests.simulator.client import Client, RefBooks, canon, http
 from tests.support import wait_for
 
 
-KNOWN = {"book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
-         "new_market", "market_resolved"}
+KNOWN = {
+    "book",
+    "price_change",
+    "last_trade_price",
+    "tick_size_change",
+    "best_bid_ask",
+    "new_market",
+    "market_resolved",
+}
 
 
 @pytest.fixture
@@ -33,8 +40,7 @@ async def quiet() -> AsyncIterator[Simulator]:
         await sim.stop()
 
 
-async def faulty(sim: Simulator, steps: int = 600, custom: bool = False,
-                 **flags: object) -> Client:
+async def faulty(sim: Simulator, steps: int = 600, custom: bool = False, **flags: object) -> Client:
     """A client on every token whose connection has `flags` set, after `steps` engine actions."""
     client = await Client.open(sim.ws_url, sim.engine.tokens(), custom_feature_enabled=custom)
     await sim.wait_connections(len(sim.connections), timeout=5)
@@ -84,8 +90,7 @@ async def test_legacy_shape(quiet: Simulator) -> None:
     changes = client.of_type("price_change")
     assert changes and all("price_changes" not in c for c in changes)
     for change in changes:
-        assert set(change) == {"asset_id", "market", "hash", "timestamp", "changes",
-                               "event_type"}
+        assert set(change) == {"asset_id", "market", "hash", "timestamp", "changes", "event_type"}
         (level,) = change["changes"]
         assert set(level) == {"price", "side", "size"}
     await client.close()
@@ -120,8 +125,11 @@ async def test_unknown_event_types_inside_arrays(quiet: Simulator) -> None:
     """Unknown mode puts objects of unknown event_type in arrays next to valid events."""
     client = await faulty(quiet, unknown=True)
     arrays = [json.loads(t) for t in data_texts(client) if t.startswith("[")]
-    mixed = [a for a in arrays if {o["event_type"] for o in a} - KNOWN
-             and {o["event_type"] for o in a} & KNOWN]
+    mixed = [
+        a
+        for a in arrays
+        if {o["event_type"] for o in a} - KNOWN and {o["event_type"] for o in a} & KNOWN
+    ]
     assert mixed
     await client.close()
 
@@ -137,7 +145,7 @@ async def test_bursts_group_events_in_arrays(quiet: Simulator) -> None:
 async def test_timestamp_regressions(quiet: Simulator) -> None:
     """ts_regress mode sends some events older than the event before them."""
     client = await faulty(quiet, ts_regress=True)
-    stamps = [int(o["timestamp"]) for o in client.objects[len(quiet.engine.tokens()):]]
+    stamps = [int(o["timestamp"]) for o in client.objects[len(quiet.engine.tokens()) :]]
     assert any(b < a for a, b in itertools.pairwise(stamps))
     await client.close()
 
@@ -145,8 +153,12 @@ async def test_timestamp_regressions(quiet: Simulator) -> None:
 async def test_transient_crossed_book_is_fixed(quiet: Simulator) -> None:
     """Crossed mode flashes a price_change whose tops cross, and the next frames repair it."""
     client = await faulty(quiet, crossed=True, odds=1.0, steps=50)
-    crossed = [c for o in client.of_type("price_change") for c in o["price_changes"]
-               if Decimal(c["best_bid"]) >= Decimal(c["best_ask"])]
+    crossed = [
+        c
+        for o in client.of_type("price_change")
+        for c in o["price_changes"]
+        if Decimal(c["best_bid"]) >= Decimal(c["best_ask"])
+    ]
     assert crossed
     for token in quiet.engine.tokens():
         assert client.refs.levels(token) == quiet.engine.true_book(token)
@@ -232,9 +244,18 @@ def test_shaper_output_still_applies_to_the_truth() -> None:
             snap = engine.book_msg(token)
             clean.apply(snap)
             shaped.apply(snap)
-        faults = Faults(legacy=seed % 2 == 0, duplicate=True, ts_regress=True, bursts=True,
-                        unknown=True, malformed=True, drop_bba=True, delay_bba=True, odds=0.5,
-                        sweeps=True)
+        faults = Faults(
+            legacy=seed % 2 == 0,
+            duplicate=True,
+            ts_regress=True,
+            bursts=True,
+            unknown=True,
+            malformed=True,
+            drop_bba=True,
+            delay_bba=True,
+            odds=0.5,
+            sweeps=True,
+        )
         shaper = Shaper(seed)
         for _ in range(50):
             msgs = engine.step(20)
@@ -264,8 +285,11 @@ def _sweep_runs(objects: list[dict[str, Any]]) -> list[list[int]]:
     for i, obj in enumerate(objects):
         key = None
         if obj.get("event_type") == "price_change" and "price_changes" in obj:
-            key = (obj["market"], obj["timestamp"],
-                   frozenset(c["hash"] for c in obj["price_changes"]))
+            key = (
+                obj["market"],
+                obj["timestamp"],
+                frozenset(c["hash"] for c in obj["price_changes"]),
+            )
         if key is not None and key == last:
             runs[-1].append(i)
         elif key is not None:
@@ -345,9 +369,14 @@ def test_restate_sweeps_only_touches_sweep_runs() -> None:
     for (before, _), (after, text) in changed:
         assert before["event_type"] == after["event_type"] == "price_change"
         assert text == render(after)
+
     def updates(msgs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-        return sorted((c["asset_id"], c["side"], c["price"], c["size"])
-                      for m in msgs for c in m.get("price_changes", []))
+        return sorted(
+            (c["asset_id"], c["side"], c["price"], c["size"])
+            for m in msgs
+            for c in m.get("price_changes", [])
+        )
+
     assert updates([m for m, _ in items]) == updates([m for m, _ in out])
 
 

@@ -144,8 +144,7 @@ async def test_client_books_equal_truth_after_pause(sim: Simulator) -> None:
     await wait_for(lambda: sim.stats.actions > 1500, 10, "flow")
     await sim.pause()
     await client.barrier()
-    assert {o["event_type"] for o in client.objects} >= {
-        "book", "price_change", "last_trade_price"}
+    assert {o["event_type"] for o in client.objects} >= {"book", "price_change", "last_trade_price"}
     for token in tokens:
         assert client.refs.levels(token) == sim.engine.true_book(token)
     await client.close()
@@ -154,8 +153,19 @@ async def test_client_books_equal_truth_after_pause(sim: Simulator) -> None:
 async def test_books_equal_truth_through_every_shaping_fault(sim: Simulator) -> None:
     """With every stream-shaping fault on, a tolerant client still ends on the true books."""
     await sim.pause()
-    for flag in ("legacy", "duplicate", "ts_regress", "crossed", "bursts", "drop_bba",
-                 "delay_bba", "unknown", "malformed", "sweeps", "wrong_top"):
+    for flag in (
+        "legacy",
+        "duplicate",
+        "ts_regress",
+        "crossed",
+        "bursts",
+        "drop_bba",
+        "delay_bba",
+        "unknown",
+        "malformed",
+        "sweeps",
+        "wrong_top",
+    ):
         setattr(sim.faults, flag, True)
     tokens = sim.engine.tokens()
     client = await Client.open(sim.ws_url, tokens, custom_feature_enabled=True)
@@ -215,8 +225,15 @@ async def test_custom_features_and_lifecycle_broadcasts(quiet: Simulator) -> Non
         assert gone["market"] == resolved.condition_id and gone["event_message"] is None
         assert gone["winning_asset_id"] in resolved.tokens
     bba = custom.of_type("best_bid_ask")[-1]
-    assert set(bba) == {"market", "asset_id", "best_bid", "best_ask", "spread", "timestamp",
-                        "event_type"}
+    assert set(bba) == {
+        "market",
+        "asset_id",
+        "best_bid",
+        "best_ask",
+        "spread",
+        "timestamp",
+        "event_type",
+    }
     for client in (plain, custom, bystander):
         await client.close()
 
@@ -252,14 +269,18 @@ async def test_resnapshot_restores_the_old_rule(quiet: Simulator) -> None:
 
 async def test_timed_lifecycle_reaches_custom_connections() -> None:
     """With new_market_every/resolve_every set, flowing markets appear and resolve live."""
-    sim = Simulator(SimConfig(markets=3, seed=9, rate=2000.0, new_market_every=0.05,
-                              resolve_every=0.1))
+    sim = Simulator(
+        SimConfig(markets=3, seed=9, rate=2000.0, new_market_every=0.05, resolve_every=0.1)
+    )
     assert (sim.engine.new_market_every, sim.engine.resolve_every) == (100, 200)
     await sim.start()
     try:
         client = await Client.open(sim.ws_url, [], custom_feature_enabled=True)
-        await wait_for(lambda: bool(client.of_type("new_market") and client.of_type(
-            "market_resolved")), 10, "lifecycle events")
+        await wait_for(
+            lambda: bool(client.of_type("new_market") and client.of_type("market_resolved")),
+            10,
+            "lifecycle events",
+        )
         new = client.of_type("new_market")[0]
         assert sim.engine.market(new["assets_ids"][0]) is not None
     finally:

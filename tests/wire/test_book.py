@@ -13,8 +13,10 @@ from polybus.wire.events import Book, PriceChange
 def test_snapshot_sorts_best_first_and_drops_empty_levels() -> None:
     """Worst-first input comes out best first; size 0 levels vanish; spellings canonicalize."""
     book = OrderBook("1")
-    book.replace([("0.45", "1200"), ("0.46", "850"), (".470", "310.50"), ("0.44", "0")],
-                 [("0.52", "900"), ("0.51", "640"), ("0.49", "275.25")])
+    book.replace(
+        [("0.45", "1200"), ("0.46", "850"), (".470", "310.50"), ("0.44", "0")],
+        [("0.52", "900"), ("0.51", "640"), ("0.49", "275.25")],
+    )
     assert book.bids == [("0.47", "310.5"), ("0.46", "850"), ("0.45", "1200")]
     assert book.asks == [("0.49", "275.25"), ("0.51", "640"), ("0.52", "900")]
     assert (book.best_bid, book.best_ask) == ("0.47", "0.49")

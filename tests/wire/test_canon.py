@@ -13,9 +13,21 @@ from polybus.wire.errors import DecodeError
 
 @pytest.mark.parametrize(
     ("raw", "want"),
-    [(".48", "0.48"), ("0.480", "0.48"), ("0.48", "0.48"), ("1200.0", "1200"), ("1200", "1200"),
-     ("0", "0"), ("0.0", "0"), ("000.5", "0.5"), ("1.", "1"), ("1e-3", "0.001"), ("-0", "0"),
-     ("2.50E+2", "250"), ("0.0025", "0.0025")],
+    [
+        (".48", "0.48"),
+        ("0.480", "0.48"),
+        ("0.48", "0.48"),
+        ("1200.0", "1200"),
+        ("1200", "1200"),
+        ("0", "0"),
+        ("0.0", "0"),
+        ("000.5", "0.5"),
+        ("1.", "1"),
+        ("1e-3", "0.001"),
+        ("-0", "0"),
+        ("2.50E+2", "250"),
+        ("0.0025", "0.0025"),
+    ],
 )
 def test_canon_spellings(raw: str, want: str) -> None:
     """Every spelling of a number maps to one canonical string."""
@@ -46,26 +58,68 @@ def test_canon_preserves_value_and_is_idempotent(value: Decimal) -> None:
     assert not (("." in out) and out.endswith("0"))
 
 
-@pytest.mark.parametrize("bad", ["1_000", "١٢", "٠.٥", "０.５", " 5", "5 ", "\t1", "1\n", "²",
-                                 "+-1", "1e", "e1", "1e+", "--1", "0x1", "1e5.5"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1_000",
+        "١٢",
+        "٠.٥",
+        "０.５",
+        " 5",
+        "5 ",
+        "\t1",
+        "1\n",
+        "²",
+        "+-1",
+        "1e",
+        "e1",
+        "1e+",
+        "--1",
+        "0x1",
+        "1e5.5",
+    ],
+)
 def test_canon_is_ascii_only_and_unpadded(bad: str) -> None:
     """Spellings Decimal() would take — underscores, non-ASCII digits, padding — are refused."""
     with pytest.raises(DecodeError):
         canon(bad)
 
 
-@pytest.mark.parametrize("bad", ["1e999999999", "1e999999", "1e100", "1e-100", "1E+64",
-                                 "-1e63", "1e99999999999999999999", "0." + "0" * 63 + "1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1e999999999",
+        "1e999999",
+        "1e100",
+        "1e-100",
+        "1E+64",
+        "-1e63",
+        "1e99999999999999999999",
+        "0." + "0" * 63 + "1",
+    ],
+)
 def test_canon_refuses_exponent_blow_up_before_expanding(bad: str) -> None:
     """A number whose plain form would pass 64 characters is refused (no Overflow, no 1 MB)."""
     with pytest.raises(DecodeError, match=r"not a decimal|too long"):
         canon(bad)
 
 
-@pytest.mark.parametrize(("raw", "want"), [
-    ("1e63", "1" + "0" * 63), ("1e-62", "0." + "0" * 61 + "1"), ("-1e-5", "-0.00001"),
-    ("1e-05", "0.00001"), ("1e+16", "10000000000000000"), ("12.5e-1", "1.25"),
-    ("0.00e5", "0"), ("-0.0", "0"), ("+7", "7"), ("120e-1", "12"), ("5E0", "5")])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("1e63", "1" + "0" * 63),
+        ("1e-62", "0." + "0" * 61 + "1"),
+        ("-1e-5", "-0.00001"),
+        ("1e-05", "0.00001"),
+        ("1e+16", "10000000000000000"),
+        ("12.5e-1", "1.25"),
+        ("0.00e5", "0"),
+        ("-0.0", "0"),
+        ("+7", "7"),
+        ("120e-1", "12"),
+        ("5E0", "5"),
+    ],
+)
 def test_canon_expands_bounded_exponents_exactly(raw: str, want: str) -> None:
     """Exponent spellings (a JSON float's repr) come out exact and plain, up to 64 characters."""
     assert canon(raw) == want

@@ -25,31 +25,65 @@ from polybus.wire.events import (
 
 T = "123456789"
 
+
 def canonical(d: Decimal) -> str:
     return format(d.normalize(), "f") if d else "0"
 
 
 # Every field drawn from its valid domain (wire/validate.py): decode refuses the rest.
 nums = st.decimals(min_value=0, max_value=10000, places=3, allow_nan=False).map(canonical)
-prices = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("0.9999"), places=4,
-                     allow_nan=False).map(canonical)
+prices = st.decimals(
+    min_value=Decimal("0.0001"), max_value=Decimal("0.9999"), places=4, allow_nan=False
+).map(canonical)
 tops = st.one_of(st.sampled_from(["", "0", "1"]), prices)
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 stamps = st.one_of(st.just(""), st.integers(0, 10**15).map(str))
 levels = st.lists(st.tuples(prices, nums), max_size=5).map(tuple)
 events = st.one_of(
-    st.builds(Book, asset_id=st.just(T), market=text, ts=stamps, bids=levels, asks=levels,
-              hash=text, source=st.sampled_from(["ws", "rest"]), tick_size=prices,
-              last_trade_price=tops),
-    st.builds(PriceChange, asset_id=st.just(T), ts=stamps, side=st.sampled_from(["bid", "ask"]),
-              price=prices, size=nums, best_bid=tops, best_ask=tops, hash=text),
-    st.builds(Trade, asset_id=st.just(T), ts=stamps, price=prices, size=nums,
-              side=st.sampled_from(["BUY", "SELL"]), fee_rate_bps=nums, tx=text),
+    st.builds(
+        Book,
+        asset_id=st.just(T),
+        market=text,
+        ts=stamps,
+        bids=levels,
+        asks=levels,
+        hash=text,
+        source=st.sampled_from(["ws", "rest"]),
+        tick_size=prices,
+        last_trade_price=tops,
+    ),
+    st.builds(
+        PriceChange,
+        asset_id=st.just(T),
+        ts=stamps,
+        side=st.sampled_from(["bid", "ask"]),
+        price=prices,
+        size=nums,
+        best_bid=tops,
+        best_ask=tops,
+        hash=text,
+    ),
+    st.builds(
+        Trade,
+        asset_id=st.just(T),
+        ts=stamps,
+        price=prices,
+        size=nums,
+        side=st.sampled_from(["BUY", "SELL"]),
+        fee_rate_bps=nums,
+        tx=text,
+    ),
     st.builds(TickSizeChange, asset_id=st.just(T), ts=stamps, old=prices, new=prices),
-    st.builds(BestBidAsk, asset_id=st.just(T), ts=stamps, best_bid=tops, best_ask=tops,
-              spread=tops),
-    st.builds(Status, asset_id=st.just(T), state=st.sampled_from(["connected", "disconnected"]),
-              reason=text, ts=st.just("")),
+    st.builds(
+        BestBidAsk, asset_id=st.just(T), ts=stamps, best_bid=tops, best_ask=tops, spread=tops
+    ),
+    st.builds(
+        Status,
+        asset_id=st.just(T),
+        state=st.sampled_from(["connected", "disconnected"]),
+        reason=text,
+        ts=st.just(""),
+    ),
 )
 
 
@@ -69,9 +103,18 @@ def test_encoded_fields_are_flat_and_readable() -> None:
     event = PriceChange(T, "1791201601406", "bid", "0.48", "150", "0.48", "0.49", "abc")
     fields = encode(Entry(event, seq=7, epoch=2, rx=99))
     assert list(fields.items()) == [
-        ("type", "price_change"), ("seq", "7"), ("epoch", "2"), ("ts", "1791201601406"),
-        ("rx", "99"), ("v", SCHEMA_VERSION), ("side", "bid"), ("price", "0.48"),
-        ("size", "150"), ("best_bid", "0.48"), ("best_ask", "0.49"), ("hash", "abc"),
+        ("type", "price_change"),
+        ("seq", "7"),
+        ("epoch", "2"),
+        ("ts", "1791201601406"),
+        ("rx", "99"),
+        ("v", SCHEMA_VERSION),
+        ("side", "bid"),
+        ("price", "0.48"),
+        ("size", "150"),
+        ("best_bid", "0.48"),
+        ("best_ask", "0.49"),
+        ("hash", "abc"),
     ]
 
 
@@ -86,17 +129,38 @@ def test_book_levels_travel_as_json_best_first() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"seq": "1", "epoch": "1", "rx": "1"}, "lacks field 'type'"),
-     ({"type": "nope", "seq": "1", "epoch": "1", "rx": "1"}, "unknown entry type"),
-     ({"type": "status", "seq": "x", "epoch": "1", "rx": "1", "state": "connected"},
-      "not an integer"),
-     ({"type": "status", "seq": "1", "epoch": "1", "rx": "1", "v": "9", "state": "s"}, "version"),
-     ({"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[1]", "asks": "[]"},
-      "bad level"),
-     ({"type": "price_change", "seq": "1", "epoch": "1", "rx": "1", "side": "BUY", "price": "1",
-       "size": "1"}, "side must be"),
-     ({"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5"},
-      "lacks field 'size'")],
+    [
+        ({"seq": "1", "epoch": "1", "rx": "1"}, "lacks field 'type'"),
+        ({"type": "nope", "seq": "1", "epoch": "1", "rx": "1"}, "unknown entry type"),
+        (
+            {"type": "status", "seq": "x", "epoch": "1", "rx": "1", "state": "connected"},
+            "not an integer",
+        ),
+        (
+            {"type": "status", "seq": "1", "epoch": "1", "rx": "1", "v": "9", "state": "s"},
+            "version",
+        ),
+        (
+            {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[1]", "asks": "[]"},
+            "bad level",
+        ),
+        (
+            {
+                "type": "price_change",
+                "seq": "1",
+                "epoch": "1",
+                "rx": "1",
+                "side": "BUY",
+                "price": "1",
+                "size": "1",
+            },
+            "side must be",
+        ),
+        (
+            {"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5"},
+            "lacks field 'size'",
+        ),
+    ],
 )
 def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: str) -> None:
     """Bad input raises DecodeError naming what is wrong."""
@@ -106,42 +170,104 @@ def test_bad_entries_raise_clear_decode_errors(fields: dict[str, str], message: 
 
 def test_market_events_round_trip() -> None:
     """Lifecycle events encode to flat fields and decode back unchanged."""
-    event = MarketEvent("market_resolved", "0xc", "22", ("1", "2"), "5", winning_asset_id="1",
-                        winning_outcome="Yes")
+    event = MarketEvent(
+        "market_resolved", "0xc", "22", ("1", "2"), "5", winning_asset_id="1", winning_outcome="Yes"
+    )
     assert decode_market(encode_market(event, rx=3)) == event
 
 
 def entry_fields(**fields: str) -> dict[str, str]:
     """A valid price_change entry's fields, with `fields` overriding."""
-    base = {"type": "price_change", "seq": "1", "epoch": "1", "ts": "5", "rx": "1", "v": "1",
-            "side": "bid", "price": "0.48", "size": "150", "best_bid": "0.48",
-            "best_ask": "0.49", "hash": "h"}
+    base = {
+        "type": "price_change",
+        "seq": "1",
+        "epoch": "1",
+        "ts": "5",
+        "rx": "1",
+        "v": "1",
+        "side": "bid",
+        "price": "0.48",
+        "size": "150",
+        "best_bid": "0.48",
+        "best_ask": "0.49",
+        "hash": "h",
+    }
     base.update(fields)
     return base
 
 
-@pytest.mark.parametrize("fields", [
-    entry_fields(price="7"), entry_fields(size="-5"), entry_fields(price="0"),
-    entry_fields(price="1_000"), entry_fields(size="1_000"), entry_fields(size="١٢"),
-    entry_fields(price=" 0.5"), entry_fields(size="1e999999"), entry_fields(size="1e100"),
-    entry_fields(price="0." + "1" * 40), entry_fields(best_bid="2"), entry_fields(best_ask="-1"),
-    entry_fields(size="+5"), entry_fields(ts="17:00"), entry_fields(seq="1_0"),
-    entry_fields(seq="٣"), entry_fields(rx=" 1"), entry_fields(epoch="-1"),
-    entry_fields(hash="h" * 300),
-    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": '[["7","1"]]', "asks": "[]"},
-    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": '[["0.5","-1"]]', "asks": "[]"},
-    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[]", "asks": "[]",
-     "source": "x"},
-    {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": "[]", "asks": "[]",
-     "tick_size": "1"},
-    {"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5", "size": "1",
-     "fee_rate_bps": "99999"},
-    {"type": "trade", "seq": "1", "epoch": "1", "rx": "1", "price": "0.5", "size": "1",
-     "side": "HOLD"},
-    {"type": "tick_size_change", "seq": "1", "epoch": "1", "rx": "1", "new": "0"},
-    {"type": "best_bid_ask", "seq": "1", "epoch": "1", "rx": "1", "spread": "5"},
-    {"type": "status", "seq": "1", "epoch": "1", "rx": "1", "state": "weird"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        entry_fields(price="7"),
+        entry_fields(size="-5"),
+        entry_fields(price="0"),
+        entry_fields(price="1_000"),
+        entry_fields(size="1_000"),
+        entry_fields(size="١٢"),
+        entry_fields(price=" 0.5"),
+        entry_fields(size="1e999999"),
+        entry_fields(size="1e100"),
+        entry_fields(price="0." + "1" * 40),
+        entry_fields(best_bid="2"),
+        entry_fields(best_ask="-1"),
+        entry_fields(size="+5"),
+        entry_fields(ts="17:00"),
+        entry_fields(seq="1_0"),
+        entry_fields(seq="٣"),
+        entry_fields(rx=" 1"),
+        entry_fields(epoch="-1"),
+        entry_fields(hash="h" * 300),
+        {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "bids": '[["7","1"]]', "asks": "[]"},
+        {
+            "type": "book",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "bids": '[["0.5","-1"]]',
+            "asks": "[]",
+        },
+        {
+            "type": "book",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "bids": "[]",
+            "asks": "[]",
+            "source": "x",
+        },
+        {
+            "type": "book",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "bids": "[]",
+            "asks": "[]",
+            "tick_size": "1",
+        },
+        {
+            "type": "trade",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "price": "0.5",
+            "size": "1",
+            "fee_rate_bps": "99999",
+        },
+        {
+            "type": "trade",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "price": "0.5",
+            "size": "1",
+            "side": "HOLD",
+        },
+        {"type": "tick_size_change", "seq": "1", "epoch": "1", "rx": "1", "new": "0"},
+        {"type": "best_bid_ask", "seq": "1", "epoch": "1", "rx": "1", "spread": "5"},
+        {"type": "status", "seq": "1", "epoch": "1", "rx": "1", "state": "weird"},
+    ],
+)
 def test_decode_refuses_what_the_normalizer_would_quarantine(fields: dict[str, str]) -> None:
     """Entries breaking wire/validate.py's rules raise DecodeError instead of being served."""
     with pytest.raises(DecodeError):
@@ -151,8 +277,14 @@ def test_decode_refuses_what_the_normalizer_would_quarantine(fields: dict[str, s
 def test_decode_refuses_deeply_nested_levels_with_decode_error() -> None:
     """Levels nested deeper than orjson writes (and reads) raise DecodeError, nothing else."""
     for depth in (300, 1100):
-        fields = {"type": "book", "seq": "1", "epoch": "1", "rx": "1", "asks": "[]",
-                  "bids": "[" + "[" * depth + "]" * depth + "]"}
+        fields = {
+            "type": "book",
+            "seq": "1",
+            "epoch": "1",
+            "rx": "1",
+            "asks": "[]",
+            "bids": "[" + "[" * depth + "]" * depth + "]",
+        }
         with pytest.raises(DecodeError):
             decode(fields, T)
 
@@ -174,34 +306,88 @@ def test_decode_accepts_the_exchange_empty_side_tops_and_canonicalises() -> None
 
 def test_decode_market_refuses_bad_tokens_and_ticks() -> None:
     """A lifecycle entry with a non-decimal token id or a tick of 1 is a DecodeError."""
-    good = encode_market(MarketEvent("new_market", "0xc", "1", ("1",), "5", tick_size="0.01"),
-                         rx=1)
+    good = encode_market(MarketEvent("new_market", "0xc", "1", ("1",), "5", tick_size="0.01"), rx=1)
     assert decode_market(good).tick_size == "0.01"
     for bad in ({**good, "asset_ids": '["0x1"]'}, {**good, "tick_size": "1"}):
         with pytest.raises(DecodeError):
             decode_market(bad)
 
 
-HOSTILE = ["7", "-5", "0.5", "0", "1", "", "1_000", "١٢", " 1", "1e999999999", "1e100", "NaN",
-           "connected", "weird", "bid", "BUY", "ws", "[]", '[["0.5","1"]]', '[["7","-1"]]',
-           "[" * 300 + "]" * 300, '[["0.5"]]', "{}", "x" * 300, "18446744073709551616"]
+HOSTILE = [
+    "7",
+    "-5",
+    "0.5",
+    "0",
+    "1",
+    "",
+    "1_000",
+    "١٢",
+    " 1",
+    "1e999999999",
+    "1e100",
+    "NaN",
+    "connected",
+    "weird",
+    "bid",
+    "BUY",
+    "ws",
+    "[]",
+    '[["0.5","1"]]',
+    '[["7","-1"]]',
+    "[" * 300 + "]" * 300,
+    '[["0.5"]]',
+    "{}",
+    "x" * 300,
+    "18446744073709551616",
+]
 values = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=6))
-damageable = st.sampled_from([
-    "type", "seq", "epoch", "rx", "ts", "v", "bids", "asks", "tick_size", "last_trade_price",
-    "source", "hash", "market", "side", "price", "size", "best_bid", "best_ask", "fee_rate_bps",
-    "tx", "old", "new", "spread", "state", "reason"])
+damageable = st.sampled_from(
+    [
+        "type",
+        "seq",
+        "epoch",
+        "rx",
+        "ts",
+        "v",
+        "bids",
+        "asks",
+        "tick_size",
+        "last_trade_price",
+        "source",
+        "hash",
+        "market",
+        "side",
+        "price",
+        "size",
+        "best_bid",
+        "best_ask",
+        "fee_rate_bps",
+        "tx",
+        "old",
+        "new",
+        "spread",
+        "state",
+        "reason",
+    ]
+)
 
 
-@given(events, st.dictionaries(damageable, values, max_size=3), st.booleans(),
-       st.sampled_from([b"", b"\xff", b"\xc3("]))
-def test_decode_is_total_raising_only_decode_error(event: Any, damage: dict[str, str],
-                                                   as_bytes: bool, junk: bytes) -> None:
+@given(
+    events,
+    st.dictionaries(damageable, values, max_size=3),
+    st.booleans(),
+    st.sampled_from([b"", b"\xff", b"\xc3("]),
+)
+def test_decode_is_total_raising_only_decode_error(
+    event: Any, damage: dict[str, str], as_bytes: bool, junk: bytes
+) -> None:
     """A valid entry with up to three fields overwritten by garbage decodes to valid numbers
     (the damage was harmless) or raises DecodeError — never anything else."""
     fields: dict[Any, Any] = {**encode(Entry(event, 1, 1, 1)), **damage}
     if as_bytes:
-        fields = {k.encode(): v.encode() + (junk if k == "hash" else b"")
-                  for k, v in fields.items()}
+        fields = {
+            k.encode(): v.encode() + (junk if k == "hash" else b"") for k, v in fields.items()
+        }
     try:
         entry = decode(fields, T)
     except DecodeError:
@@ -210,6 +396,15 @@ def test_decode_is_total_raising_only_decode_error(event: Any, damage: dict[str,
     if isinstance(decoded, Book):  # decode checks each level, not their order (books sort)
         for price, size in decoded.bids + decoded.asks:
             assert validate.price(price) == price and validate.size(size) == size
-        decoded = Book(T, decoded.market, decoded.ts, (), (), decoded.hash, decoded.source,
-                       decoded.tick_size, decoded.last_trade_price)
+        decoded = Book(
+            T,
+            decoded.market,
+            decoded.ts,
+            (),
+            (),
+            decoded.hash,
+            decoded.source,
+            decoded.tick_size,
+            decoded.last_trade_price,
+        )
     validate.check_event(decoded)

@@ -55,8 +55,11 @@ def test_older_feeders_keep_the_health_key_rule() -> None:
     """No P:partitions: the writer's health key decides; no writer recorded is unknown."""
     v = judge(BOOK, partitions=None, health={"state": "ok", "redis": "ok"})
     assert (v.state, v.reason) == (MAINTAINED, "writer a ok")
-    v = judge(BOOK, partitions=None, health={"state": "degraded", "redis": "refused",
-                                              "redis_error": "OOM"})
+    v = judge(
+        BOOK,
+        partitions=None,
+        health={"state": "degraded", "redis": "refused", "redis_error": "OOM"},
+    )
     assert (v.state, v.reason) == (MAINTAINED, "writer a degraded, redis refused OOM")
     v = judge(BOOK, partitions=None, health={})
     assert v.state == UNMAINTAINED and v.reason.startswith("writer a GONE")

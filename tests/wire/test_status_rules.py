@@ -9,12 +9,14 @@ from polybus.wire.events import BOOK_STATUSES, STATUS_STATES
 def test_every_kind_from_every_status_has_one_result() -> None:
     """The table covers every entry type and status state from every book status."""
     assert set(status_rules.KINDS) == {
-        "book", "price_change", "trade", "tick_size_change", "best_bid_ask",
+        "book",
+        "price_change",
+        "trade",
+        "tick_size_change",
+        "best_bid_ask",
         *(f"status:{s}" for s in STATUS_STATES),
     }
-    assert set(status_rules.RULES) == {
-        (k, b) for k in status_rules.KINDS for b in BOOK_STATUSES
-    }
+    assert set(status_rules.RULES) == {(k, b) for k in status_rules.KINDS for b in BOOK_STATUSES}
 
 
 def test_the_invariants_of_docs_wire_md() -> None:
@@ -27,7 +29,11 @@ def test_the_invariants_of_docs_wire_md() -> None:
         assert {after(kind, b) for b in BOOK_STATUSES} == {"suspect"}
     for kind in ("status:connected", "status:resubscribed"):
         assert [after(kind, b) for b in BOOK_STATUSES] == [
-            "pending", "suspect", "suspect", "suspect"]
+            "pending",
+            "suspect",
+            "suspect",
+            "suspect",
+        ]
     assert {after("status:retired", b) for b in BOOK_STATUSES} == {"retired"}
     for kind in ("price_change", "trade", "tick_size_change", "best_bid_ask", "status:resynced"):
         assert [after(kind, b) for b in BOOK_STATUSES] == list(BOOK_STATUSES)
