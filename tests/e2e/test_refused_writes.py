@@ -151,8 +151,8 @@ async def _polybus(*argv: str) -> str:
 
 
 async def test_polybus_book_tells_a_book_nobody_maintains(redis_server, tmp_path) -> None:
-    """After its feeder is SIGKILLed a book still says `synced`, but `polybus book` shows its
-    writer GONE once the writer's health key expired — what a reader must check."""
+    """After its feeder is SIGKILLed a book still says `synced`, but `polybus book` shows it
+    unmaintained once the writer's partition lease expired — what a reader must check."""
     import os
     import signal
     import sys
@@ -192,10 +192,12 @@ async def test_polybus_book_tells_a_book_nobody_maintains(redis_server, tmp_path
         async def says(text: str) -> bool:
             return text in await _polybus("book", token, "--redis-url", redis_server.url)
 
-        await wait_for(lambda: says("writer doomed ok"), 30, "the live writer shown")
+        await wait_for(
+            lambda: says("maintained: writer doomed holds lease"), 30, "the live writer shown"
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-        await wait_for(lambda: says("writer doomed GONE"), 30, "the writer shown gone")
+        await wait_for(lambda: says("unmaintained: "), 30, "the writer shown gone")
         assert await redis.hget(keys.book(token), "status") == "synced"  # the trap it avoids
     finally:
         if proc.returncode is None:

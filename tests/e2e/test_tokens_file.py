@@ -97,8 +97,12 @@ async def test_twenty_thousand_tokens_from_a_file_all_sync(redis_server, tmp_pat
             return all(s == "synced" for s in statuses)
 
         await wait_for(all_synced, 90, "20,000 books synced", interval=1.0)
-        health = await redis.hgetall(keys.feeder("bulk"))
-        assert health["tokens"] == "20000"
+
+        async def reported() -> bool:
+            health = await redis.hgetall(keys.feeder("bulk"))
+            return health.get("tokens") == "20000"
+
+        await wait_for(reported, 30, "the health hash to report 20,000 tokens", interval=0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
