@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import random
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from polybus.feeder.beacon import Beacon
 from polybus.feeder.config import FeederConfig, redact
 from polybus.feeder.connection import Connection, backoff_delay
 from polybus.feeder.gamma import Discovery
@@ -45,15 +45,13 @@ from polybus.feeder.leases import read_leases, tidy_leases
 from polybus.feeder.metrics import MetricsServer, serve_metrics
 from polybus.feeder.mirror import Mirror
 from polybus.feeder.outbox import Outbox
-from polybus.feeder.publisher import Publisher, refusal
+from polybus.feeder.publisher import Publisher
 from polybus.feeder.recorder import Recorder
 from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
-from polybus.wire.hashes import ConnectionHealth, FeederHealth, book_meta, encode_health
-from polybus.wire.version import VERSION as __version__
 
 
 __all__ = ["Feeder"]
@@ -131,7 +129,6 @@ class Feeder:
         """How many times writes started being refused (or the reason changed)."""
         self._reached = False
         self._deadline = 0.0
-        self._health_refused = ""
         self.started = time.time()
         self._stop = asyncio.Event()
         self._rng = random.Random()
@@ -140,8 +137,7 @@ class Feeder:
         self.dynamic: set[str] = set()
         """Tokens carried because a consumer leased them, not because they were configured."""
         self.discovery = Discovery(self, config) if config.top else None
-        self.meta: dict[str, dict[str, str]] = {}
-        self._meta_dirty: set[str] = set()
+        self.beacon = Beacon(self)
 
     def carried(self) -> list[str]:
         """Every token on some connection: configured and leased (once, though a token being
@@ -263,8 +259,8 @@ class Feeder:
             self._spawn(conn, i * self.config.connect_stagger)
         loops = [
             self._publish_loop(),
-            self._health_loop(),
-            self._stats_loop(),
+            self.beacon.run(),
+            self.beacon.stats(),
             self._interest_loop(),
             self._check_loop(),
             self.redundancy.run(),
@@ -375,7 +371,7 @@ class Feeder:
         self.redis_refused = ""
         self.publisher.forget()
         self._resync(self.carried(), "redis_refused")
-        self._meta_dirty |= set(self.meta)
+        self.beacon.rewrite_meta()
         log.info(
             "feeder.redis.accepted",
             refused_s=round(time.monotonic() - since, 3),
@@ -390,7 +386,7 @@ class Feeder:
             ((c, t) for c in self.connections for t in c.tokens if fence(t) is not None), (None, "")
         )
         if conn is None:
-            await self._write_health()
+            await self.beacon.write()
             return
         probe = Outbox(1)
         probe.put_nowait(
@@ -408,7 +404,7 @@ class Feeder:
         self.outbox.discarding = False
         self.publisher.forget()
         self._resync(self.carried(), "redis_lost")
-        self._meta_dirty |= set(self.meta)
+        self.beacon.rewrite_meta()
         log.info("feeder.redis.recovered", discarded=self.outbox.discarded)
 
     def resync(self, tokens: list[str], reason: str) -> None:
@@ -569,20 +565,7 @@ class Feeder:
 
     def describe(self, token: str, *, question: str = "", outcome: str = "") -> None:
         """Remember what a token is (question, outcome) for people reading its book hash."""
-        self.meta.setdefault(token, {}).update(book_meta(question=question, outcome=outcome))
-        self._meta_dirty.add(token)
-
-    async def _write_meta(self) -> None:
-        """Put described tokens' question/outcome into their book hashes (not stream state)."""
-        tokens, self._meta_dirty = self._meta_dirty, set()
-        pipe = self.redis.pipeline(transaction=False)
-        for token in tokens:
-            if self.meta.get(token):
-                pipe.hset(keys.book(token, self.config.prefix), mapping=self.meta[token])  # type: ignore[arg-type]
-        try:
-            await pipe.execute()
-        except (RedisError, OSError):
-            self._meta_dirty |= tokens
+        self.beacon.describe(token, question=question, outcome=outcome)
 
     def retire(self, tokens: list[str], reason: str) -> list[str]:
         """Stop carrying tokens (their books turn retired, then expire: nothing updates them)."""
@@ -604,106 +587,10 @@ class Feeder:
         if self.discovery is not None:
             self.discovery.on_market(event)
 
-    # --- health and stats -----------------------------------------------------------------
+    # --- health ---------------------------------------------------------------------------
     def health(self) -> dict[str, str]:
         """The fields of this feeder's health hash (wire/hashes.py)."""
-        conns = tuple(
-            ConnectionHealth(
-                id=c.cid,
-                state=c.state.value,
-                epoch=c.epoch,
-                tokens=len(c.tokens),
-                silence_s=round(c.silence, 3),
-                reconnects=c.stats.reconnects,
-                resubscribes=c.stats.resubscribes,
-                last_reason=c.stats.last_reason,
-            )
-            for c in self.connections
-        )
-        silence = min((c.silence_s for c in conns), default=0.0)
-        live = sum(c.state.value == "subscribed" for c in self.connections)
-        writable = self.redis_ok and not self.redis_refused
-        return encode_health(
-            FeederHealth(
-                state="ok" if writable and live == len(conns) else "degraded",
-                redis="refused" if self.redis_refused else ("ok" if self.redis_ok else "lost"),
-                redis_error=self.redis_refused,
-                version=__version__,
-                pid=os.getpid(),
-                started=str(int(self.started * 1000)),
-                tokens=sum(len(c.tokens) for c in self.connections),
-                synced=len(self.mirror.synced),
-                connections=conns,
-                last_frame_age_ms=int(float(silence) * 1000),
-                published=self.published,
-                updated_ms=int(time.time() * 1000),
-                interval_ms=int(self.config.health_interval * 1000),
-                ws_url=self.config.ws_url,
-                **self.redundancy.health(),
-            )
-        )
-
-    async def _write_health(self) -> None:
-        """Write the health hash with its TTL (raises WriteRefused / BackendError)."""
-        key = keys.feeder(self.config.feeder_id, self.config.prefix)
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, mapping=self.health())  # type: ignore[arg-type]
-            pipe.pexpire(key, int(self.config.health_ttl * 1000))
-            await pipe.execute()
-        except RedisError as exc:
-            raise refusal(exc) or BackendError(f"redis: {exc}") from exc
-
-    async def _health_beat(self) -> None:
-        """Write the health hash; if Redis refuses it, delete it (DEL is allowed when out of
-        memory): a reader must not take a feeder that cannot write for one that maintains
-        its books."""
-        try:
-            await self._write_health()
-        except WriteRefused as exc:
-            if exc.reason != self._health_refused:
-                log.error("feeder.health.refused", reason=exc.reason, error=str(exc))
-            self._health_refused = exc.reason
-            with contextlib.suppress(RedisError, OSError):
-                await self.redis.delete(keys.feeder(self.config.feeder_id, self.config.prefix))
-            raise
-        self._health_refused = ""
-
-    async def _health_loop(self) -> None:
-        run_id = ""
-        while True:
-            with contextlib.suppress(RedisError, BackendError, OSError):
-                await self._health_beat()
-                # A restarted server (new run_id) lost every quiet token's book too.
-                server = await self.redis.info("server")
-                if run_id and server.get("run_id") != run_id and self.redis_ok:
-                    log.warning("feeder.redis.restarted")
-                    self.publisher.forget()
-                    self._resync(self.carried(), "redis_lost")
-                    self._meta_dirty |= set(self.meta)
-                run_id = str(server.get("run_id", ""))
-                if self._meta_dirty:
-                    await self._write_meta()
-            await asyncio.sleep(self.config.health_interval)
-
-    async def _stats_loop(self) -> None:
-        last, last_t = 0, time.monotonic()
-        while True:
-            await asyncio.sleep(self.config.stats_interval)
-            now = time.monotonic()
-            rate = (self.published - last) / max(now - last_t, 1e-9)
-            last, last_t = self.published, now
-            counts = dict(self.counts)
-            log.info(
-                "feeder.stats",
-                published=self.published,
-                per_s=round(rate, 1),
-                queue=len(self.outbox),
-                synced=len(self.mirror.synced),
-                reconnects=sum(c.stats.reconnects for c in self.connections),
-                batch_ms=round(1000 * self.batch_seconds / max(self.batches, 1), 3),
-                **{k.replace(".", "_"): v for k, v in counts.items()},
-            )
+        return self.beacon.fields()
 
     async def _shutdown(self) -> None:
         """Flush what is queued, release the leases, delete the health key, close Redis —
