@@ -49,6 +49,7 @@ from polybus.feeder.publisher import Publisher
 from polybus.feeder.recorder import Recorder
 from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
+from polybus.redisio import Client, upgrade
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
@@ -64,6 +65,12 @@ tearing the connections down, the publisher's write in flight, the last flush an
 health key's deletion share it, so the process keeps the 2 s every command promises (the
 CLI cancels what is left at 1.6 s). A last flush too big for what remains is cut short: its
 `disconnected` statuses are lost, not the promise."""
+
+
+REDIS_OPTIONS: dict[str, Any] = dict(
+    decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+)
+"""The feeder's Redis client settings, for a single server and a cluster alike."""
 
 
 class _Stopped(Exception):
@@ -82,13 +89,14 @@ class Feeder:
         self,
         config: FeederConfig,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: Client | None = None,
         connect: Callable[..., Any] | None = None,
     ) -> None:
         self.config = config
-        self.redis = redis or aioredis.Redis.from_url(
-            config.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
-        )
+        self._ask_cluster = redis is None
+        """Whether REDIS_URL still has to be asked if it names a cluster (a client given to
+        the constructor is used as it is)."""
+        self.redis: Client = redis or aioredis.Redis.from_url(config.redis_url, **REDIS_OPTIONS)
         self.redundancy = Redundancy(self)
         gate = self.redundancy.gate
         self.outbox = Outbox(config.outbox_capacity, gate=gate)
@@ -434,6 +442,8 @@ class Feeder:
         attempt = 0
         while True:
             try:
+                if self._ask_cluster:
+                    await self._unless_stopped(self._use_cluster_if_one())
                 await self._unless_stopped(self.redis.ping())
                 await self._unless_stopped(self.publisher.load())
                 self.redis_ok = self._reached = True
@@ -457,6 +467,16 @@ class Feeder:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 if self._stop.is_set():
                     raise _Stopped from None
+
+    async def _use_cluster_if_one(self) -> None:
+        """Ask the server once (polybus.redisio): on a cluster node every part of the feeder
+        switches to a cluster client; a single server keeps the client it has."""
+        assert isinstance(self.redis, aioredis.Redis)
+        client = await upgrade(self.redis, self.config.redis_url, **REDIS_OPTIONS)
+        self._ask_cluster = False
+        if client is not self.redis:
+            self.redis = self.publisher.redis = self.redundancy.leadership.redis = client
+            log.info("feeder.redis.cluster", redis_url=redact(self.config.redis_url))
 
     async def _unless_stopped(self, awaitable: Any) -> Any:
         """Await `awaitable`, or raise _Stopped as soon as a stop is requested."""

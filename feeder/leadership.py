@@ -17,11 +17,11 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, RedisError
 
 from polybus.feeder.roles import Plan, View, plan
+from polybus.redisio import Client
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, DecodeError
 from polybus.wire.partitions import Lease, decode_lease
@@ -83,7 +83,7 @@ class Leadership:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         *,
         me: str,
         prefix: str,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
+
+from polybus.redisio import Client
 
 
 __all__ = ["LeaseRead", "read_leases", "tidy_leases"]
@@ -28,9 +29,9 @@ class LeaseRead:
     """Live leases beyond the read limit, not looked at this poll."""
 
 
-async def read_leases(redis: aioredis.Redis, key: str, since_ms: float, limit: int) -> LeaseRead:
+async def read_leases(redis: Client, key: str, since_ms: float, limit: int) -> LeaseRead:
     """Leases expiring after `since_ms`, soonest first, at most `limit` of them."""
-    raw = await redis.execute_command(  # type: ignore[no-untyped-call]
+    raw = await redis.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
         "ZRANGEBYSCORE",
         key,
         f"({since_ms}",
@@ -57,7 +58,7 @@ async def read_leases(redis: aioredis.Redis, key: str, since_ms: float, limit: i
 
 
 async def tidy_leases(
-    redis: aioredis.Redis,
+    redis: Client,
     key: str,
     expired_before: float,
     remove: list[str | bytes],

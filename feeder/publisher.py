@@ -12,7 +12,6 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
     NoPermissionError,
@@ -25,6 +24,7 @@ from redis.exceptions import (
 )
 
 from polybus.feeder.outbox import Batch
+from polybus.redisio import Client
 from polybus.wire import keys, status_rules
 from polybus.wire.errors import BackendError, WriteRefused
 
@@ -90,7 +90,7 @@ class Publisher:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         *,
         prefix: str = keys.DEFAULT_PREFIX,
         maxlen: int = 100_000,

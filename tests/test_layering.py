@@ -4,6 +4,8 @@
        │
     replay ──► feeder ──► wire ◄── consumers
        └─────► simulator ──┘
+    redisio (the Redis client: single server or cluster) ──► wire; feeder, consumers and
+    replay may import it
 
 Arrows point at what a package may import; nothing points back up at the face.
 """
@@ -17,13 +19,14 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("wire", "feeder", "consumers", "simulator", "replay")
+SUBPACKAGES = ("wire", "feeder", "consumers", "simulator", "replay", "redisio")
 ALLOWED = {
     "wire": set(),
-    "feeder": {"wire"},
-    "consumers": {"wire"},
+    "feeder": {"wire", "redisio"},
+    "consumers": {"wire", "redisio"},
     "simulator": {"wire"},
-    "replay": {"wire", "feeder", "simulator"},
+    "replay": {"wire", "feeder", "simulator", "redisio"},
+    "redisio": {"wire"},
 }
 """The other polybus subpackages each one may import (itself always)."""
 

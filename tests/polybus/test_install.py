@@ -79,8 +79,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_generic_names_are_not_installed(venv: Path, tmp_path: Path) -> None:
-    """`import feeder` (or consumers, wire, simulator, replay) fails outside the checkout."""
-    for name in ("feeder", "consumers", "wire", "simulator", "replay"):
+    """`import feeder` (or consumers, wire, simulator, replay, redisio) fails outside the
+    checkout."""
+    for name in ("feeder", "consumers", "wire", "simulator", "replay", "redisio"):
         result = run(venv, "-c", f"import {name}", cwd=tmp_path)
         assert "ModuleNotFoundError" in result.stderr, (name, result.stderr)
 
@@ -92,6 +93,7 @@ def test_the_public_api_imports_from_the_wheel(venv: Path, tmp_path: Path) -> No
         from polybus import (ConnectionState, MarketData, MarketFeed, MarketWebSocket,
                              OrderBook, PriceLevel)
         from polybus.feeder.publisher import LUA
+        from polybus.redisio import connect
         assert MarketWebSocket is MarketFeed and "XADD" in LUA.upper()
         print(polybus.__file__)
     """)

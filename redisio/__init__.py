@@ -1,0 +1,31 @@
+"""The way in to Redis for every polybus package: one server or a Redis Cluster, asked, not set.
+
+A `REDIS_URL` may name a single Redis or any node of a cluster; `connect` asks the server which
+it is and returns the client that fits, so nothing else changes for the user. This is the only
+place that decides; the feeder, the consumers and replay import it (it imports only wire).
+"""
+
+from __future__ import annotations
+
+from polybus.redisio.connect import (
+    REDIS_ERRORS,
+    UNSETTLED,
+    Client,
+    connect,
+    is_cluster,
+    on_cluster,
+    run_ids,
+    upgrade,
+)
+
+
+__all__ = [
+    "REDIS_ERRORS",
+    "UNSETTLED",
+    "Client",
+    "connect",
+    "is_cluster",
+    "on_cluster",
+    "run_ids",
+    "upgrade",
+]
