@@ -31,7 +31,6 @@ from redis.exceptions import (
     AuthorizationError,
     BusyLoadingError,
     ClusterDownError,
-    RedisError,
     ResponseError,
     TryAgainError,
 )
@@ -49,7 +48,7 @@ from polybus.feeder.publisher import Publisher
 from polybus.feeder.recorder import Recorder
 from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
-from polybus.redisio import Client, upgrade
+from polybus.redisio import REDIS_ERRORS, REDIS_OR_OS_ERRORS, Client, upgrade
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
@@ -71,6 +70,10 @@ REDIS_OPTIONS: dict[str, Any] = dict(
     decode_responses=True, socket_connect_timeout=2, socket_timeout=10
 )
 """The feeder's Redis client settings, for a single server and a cluster alike."""
+
+
+_RETRIED: tuple[type[Exception], ...] = (*REDIS_OR_OS_ERRORS, BackendError)
+"""What waiting for Redis retries (unless hopeless at start-up)."""
 
 
 class _Stopped(Exception):
@@ -376,6 +379,7 @@ class Feeder:
             break
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
         self.outbox.discarding = False
+        self._poke_if_takeovers()
         self.redis_refused = ""
         self.publisher.forget()
         self._resync(self.carried(), "redis_refused")
@@ -385,6 +389,13 @@ class Feeder:
             refused_s=round(time.monotonic() - since, 3),
             discarded=self.outbox.discarded,
         )
+
+    def _poke_if_takeovers(self) -> None:
+        """A lease gained while Redis was away poked the outbox, and take_nowait() ate the
+        poke: wake the publish loop again, or it waits for an event the closed gate of that
+        partition only buffers, and never takes the partition over."""
+        if self.redundancy.pending:
+            self.outbox.poke()
 
     async def _probe_write(self) -> None:
         """One real write: the first carried token's book marked suspect (it is resynced
@@ -410,6 +421,7 @@ class Feeder:
         await self._wait_for_redis(fatal=False)
         self.outbox.take_nowait()  # superseded by the fresh snapshots requested below
         self.outbox.discarding = False
+        self._poke_if_takeovers()
         self.publisher.forget()
         self._resync(self.carried(), "redis_lost")
         self.beacon.rewrite_meta()
@@ -448,7 +460,7 @@ class Feeder:
                 await self._unless_stopped(self.publisher.load())
                 self.redis_ok = self._reached = True
                 return
-            except (RedisError, BackendError, OSError) as exc:
+            except _RETRIED as exc:
                 cause = exc.__cause__ if isinstance(exc, BackendError) else exc
                 if fatal and cause is not None and _hopeless(cause):
                     raise ConfigError(
@@ -516,7 +528,7 @@ class Feeder:
                 )
                 bad: list[str | bytes] = [*plan.invalid, *read.undecodable]
                 await tidy_leases(self.redis, key, oldest, bad, plan.clamp)
-            except (RedisError, OSError):
+            except REDIS_OR_OS_ERRORS:
                 continue
             if bad:  # removed now, so each is reported once
                 log.warning(
@@ -617,7 +629,7 @@ class Feeder:
         within what is left of STOP_BUDGET, whatever Redis does."""
         batch = self.outbox.take_nowait()
         if self._reached:
-            with contextlib.suppress(BackendError, RedisError, OSError, TimeoutError):
+            with contextlib.suppress(BackendError, *REDIS_ERRORS, OSError, TimeoutError):
                 await asyncio.wait_for(self._last_words(batch), self._left(0.8))
         await self._close_redis()
         with contextlib.suppress(Exception):
@@ -636,7 +648,7 @@ class Feeder:
         await self.redis.delete(keys.feeder(self.config.feeder_id, prefix))
 
     async def _close_redis(self) -> None:
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*REDIS_ERRORS, OSError, TimeoutError):
             await asyncio.wait_for(self.redis.aclose(), min(0.5, self._left()))
 
 

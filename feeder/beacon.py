@@ -4,8 +4,9 @@ The health hash (`P:feeder:<id>`, wire/hashes.py) is rewritten every POLYBUS_HEA
 with a TTL, so a killed feeder's key expires; if Redis refuses the write (out of memory) the
 key is deleted instead — a reader must not take a feeder that cannot write for one that
 maintains its books. The same beat notices a restarted Redis (a new `run_id`: every quiet
-token's book is gone too, so all are resynced) and puts the question/outcome of described
-tokens into their book hashes. One `feeder.stats` line every POLYBUS_STATS_INTERVAL.
+token's book is gone too, so all are resynced; on a cluster, a new run_id of any primary) and
+puts the question/outcome of described tokens into their book hashes. One `feeder.stats` line
+every POLYBUS_STATS_INTERVAL.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
-from redis.exceptions import RedisError
 
 from polybus.feeder.publisher import refusal
+from polybus.redisio import REDIS_ERRORS, REDIS_OR_OS_ERRORS, on_cluster, run_ids
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, WriteRefused
 from polybus.wire.hashes import ConnectionHealth, FeederHealth, book_meta, encode_health
@@ -89,11 +90,13 @@ class Beacon:
         cfg = self.feeder.config
         key = keys.feeder(cfg.feeder_id, cfg.prefix)
         try:
-            pipe = self.feeder.redis.pipeline(transaction=True)
+            # MULTI keeps the TTL with the hash; on a cluster (one key, one node, in order) a
+            # plain pipeline does it without redis-py's slow cluster transactions
+            pipe = self.feeder.redis.pipeline(transaction=not on_cluster(self.feeder.redis))
             pipe.hset(key, mapping=self.fields())  # type: ignore[arg-type]
             pipe.pexpire(key, int(cfg.health_ttl * 1000))
             await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
     async def beat(self) -> None:
@@ -106,25 +109,28 @@ class Beacon:
                 log.error("feeder.health.refused", reason=exc.reason, error=str(exc))
             self._refused = exc.reason
             cfg = self.feeder.config
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
                 await self.feeder.redis.delete(keys.feeder(cfg.feeder_id, cfg.prefix))
             raise
         self._refused = ""
 
     async def run(self) -> None:
         """The health loop: beat, notice a restarted Redis, label described books."""
-        f, run_id = self.feeder, ""
+        f, known = self.feeder, dict[str, str]()
         while True:
-            with contextlib.suppress(RedisError, BackendError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS, BackendError, OSError):
                 await self.beat()
-                # A restarted server (new run_id) lost every quiet token's book too.
-                server = await f.redis.info("server")
-                if run_id and server.get("run_id") != run_id and f.redis_ok:
-                    log.warning("feeder.redis.restarted")
+                # A restarted server (new run_id under a known name) lost every quiet token's
+                # book too. A promoted replica has a new name: it kept what was replicated,
+                # and the seq check catches the tokens whose last writes it never got.
+                ids = await run_ids(f.redis)
+                restarted = [n for n, r in ids.items() if known.get(n, r) != r]
+                if restarted and f.redis_ok:
+                    log.warning("feeder.redis.restarted", nodes=restarted)
                     f.publisher.forget()
                     f.resync(f.carried(), "redis_lost")
                     self.rewrite_meta()
-                run_id = str(server.get("run_id", ""))
+                known = ids
                 if self._dirty:
                     await self._write_meta()
             await asyncio.sleep(f.config.health_interval)
@@ -169,5 +175,5 @@ class Beacon:
                 pipe.hset(keys.book(token, prefix), mapping=self.meta[token])  # type: ignore[arg-type]
         try:
             await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_OR_OS_ERRORS:
             self._dirty |= tokens

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from polybus.feeder.roles import Plan, View, plan
-from polybus.redisio import Client
+from polybus.redisio import REDIS_OR_OS_ERRORS, Client, on_cluster
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, DecodeError
 from polybus.wire.partitions import Lease, decode_lease
@@ -30,6 +30,10 @@ from polybus.wire.partitions import Lease, decode_lease
 __all__ = ["Beat", "Leadership"]
 
 log = structlog.get_logger("feeder.leadership")
+
+_LISTEN_ERRORS: tuple[type[Exception], ...] = (*REDIS_OR_OS_ERRORS, KeyError)
+"""What ends a subscription until the next try (KeyError: a cluster client's slot map is
+missing a slot, seen with redis-py 8.1 mid-failover)."""
 
 _MEMBERS = """
 local t = redis.call('TIME')
@@ -191,7 +195,7 @@ class Leadership:
         )
         for p, res in zip(wanted, results, strict=True):
             if isinstance(res, BaseException):
-                if isinstance(res, RedisError | OSError):
+                if isinstance(res, REDIS_OR_OS_ERRORS):
                     continue  # unknown this beat: a lease I held may lapse; fencing covers it
                 raise res
             code, fence, holder = int(res[0]), int(res[1]), str(res[2])
@@ -220,8 +224,10 @@ class Leadership:
         sha = await self._load(_RELEASE)
         pipe = self.redis.pipeline(transaction=False)
         for p in chosen:
-            pipe.evalsha(sha, 1, keys.lease(p, self.prefix), self.me)
-        pipe.publish(keys.handover(self.prefix), ",".join(map(str, chosen)))
+            pipe.execute_command("EVALSHA", sha, 1, keys.lease(p, self.prefix), self.me)
+        # PUBLISH reaches every node's subscribers on a cluster too; execute_command is what
+        # redis-py's cluster pipeline allows (it refuses pipe.publish and pipe.evalsha)
+        pipe.execute_command("PUBLISH", keys.handover(self.prefix), ",".join(map(str, chosen)))
         await pipe.execute()
         for p in chosen:
             self.led.pop(p, None)
@@ -230,13 +236,18 @@ class Leadership:
     async def listen(self) -> None:
         """Set `wake` whenever a leader hands partitions over (pub/sub); reconnects forever."""
         while True:
+            if on_cluster(self.redis):
+                # a cluster client's pub/sub needs its slot map first (redis-py 8.1 raises
+                # KeyError without one); PUBLISH reaches subscribers on every node
+                with contextlib.suppress(*REDIS_OR_OS_ERRORS):
+                    await self.redis.ping()
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.handover(self.prefix))
                 async for message in pubsub.listen():
                     if message and message.get("type") == "message":
                         self.wake.set()
-            except (RedisError, OSError):
+            except _LISTEN_ERRORS:
                 await asyncio.sleep(self.lease_ms / 3000)
             finally:
                 with contextlib.suppress(Exception):

@@ -3,7 +3,10 @@
 Each token's entries of a batch go in one EVALSHA (stream entries + hash fold, atomic), and all
 of a batch's script calls, quarantine and lifecycle entries go in one non-transactional
 pipeline: one round trip per batch, never per event. Keys of different tokens may live on
-different Redis Cluster slots; each script call only touches one token's two keys.
+different Redis Cluster slots; each script call only touches one token's two keys, so on a
+cluster the same pipeline is split by redis-py into one pipeline per primary, sent at once.
+After a failover the new primary has no script cache (it is not replicated): its calls answer
+NOSCRIPT, the script is loaded on every primary and those calls alone are sent again.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from redis.exceptions import (
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
-    RedisError,
     ResponseError,
     TimeoutError as RedisTimeoutError,
 )
 
 from polybus.feeder.outbox import Batch
-from polybus.redisio import Client
+from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client
 from polybus.wire import keys, status_rules
 from polybus.wire.errors import BackendError, WriteRefused
 
@@ -62,8 +64,8 @@ def refusal(exc: BaseException) -> WriteRefused | None:
     A refusal is an answer: the connection works, so reconnecting or resubscribing cannot help
     (only the operator can: memory, a failover, an ACL). A lost connection is not a refusal.
     """
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | NoScriptError):
-        return None
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, NoScriptError, *UNSETTLED)):
+        return None  # lost, or a cluster mid-failover (CLUSTERDOWN, TRYAGAIN, MOVED): not a no
     if isinstance(exc, ResponseError):
         text = str(exc)
         code = next((c for kind, c in _CODES if isinstance(exc, kind)), "")
@@ -122,7 +124,7 @@ class Publisher:
         """Load the Lua step into the server's script cache (again after a restart)."""
         try:
             self._sha = str(await self.redis.script_load(LUA))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
     def _script_args(
@@ -177,7 +179,7 @@ class Publisher:
                 again = await self._run([calls[i] for i in missing], Batch())
                 for i, res in zip(missing, again, strict=True):
                     results[i] = res
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
         broken = []
         failed: BaseException | None = None
@@ -211,7 +213,8 @@ class Publisher:
         pipe = self.redis.pipeline(transaction=False)
         sha = self._sha or ""
         for _, args in calls:
-            pipe.evalsha(sha, *args)
+            # the same bytes as pipe.evalsha(), which redis-py's cluster pipeline refuses
+            pipe.execute_command("EVALSHA", sha, *args)
         qkey = keys.quarantine(self.prefix)
         for fields in batch.quarantine:
             pipe.xadd(qkey, fields, maxlen=self.quarantine_maxlen, approximate=True)  # type: ignore[arg-type]

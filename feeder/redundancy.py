@@ -27,11 +27,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from polybus.feeder.gate import Gate
 from polybus.feeder.leadership import Beat, Leadership
 from polybus.feeder.outbox import Batch
+from polybus.redisio import REDIS_OR_OS_ERRORS
 from polybus.wire.codec import decode
 from polybus.wire.errors import BackendError, DecodeError
 from polybus.wire.events import Book, Event, Status
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["Redundancy"]
 
 log = structlog.get_logger("feeder.redundancy")
+
+_RETRIED: tuple[type[Exception], ...] = (*REDIS_OR_OS_ERRORS, BackendError)
+"""What costs a beat, never the loop."""
 
 
 class Redundancy:
@@ -75,7 +78,7 @@ class Redundancy:
         """Before any socket opens: check the partition count (ConfigError), join, and take
         the free leases — so a feeder alone writes from its first frame, as one always did."""
         await self.leadership.setup()
-        with contextlib.suppress(RedisError, BackendError, OSError):  # run() beats again
+        with contextlib.suppress(*REDIS_OR_OS_ERRORS, BackendError):  # run() beats again
             self.apply(await self.leadership.beat(self.warm()))
         for p, (fence, old) in list(self.pending.items()):
             if not old:  # nothing held yet, nobody to take over from
@@ -92,7 +95,7 @@ class Redundancy:
                 try:
                     self.apply(await self.leadership.beat(self.warm()))
                     self._errors = 0
-                except (RedisError, BackendError, OSError) as exc:
+                except _RETRIED as exc:
                     self._errors += 1
                     if self._errors in (1, 10) or self._errors % 100 == 0:
                         log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from polybus.redisio.connect import (
     REDIS_ERRORS,
+    REDIS_OR_OS_ERRORS,
     UNSETTLED,
     Client,
     connect,
@@ -21,6 +22,7 @@ from polybus.redisio.connect import (
 
 __all__ = [
     "REDIS_ERRORS",
+    "REDIS_OR_OS_ERRORS",
     "UNSETTLED",
     "Client",
     "connect",

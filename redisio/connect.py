@@ -19,6 +19,7 @@ from redis.exceptions import (
 
 __all__ = [
     "REDIS_ERRORS",
+    "REDIS_OR_OS_ERRORS",
     "UNSETTLED",
     "Client",
     "connect",
@@ -35,6 +36,9 @@ pipeline, MULTI, a server's run_id), callers ask `on_cluster`."""
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 """What a Redis call can raise: redis-py's cluster client raises RedisClusterException (no
 node serves a slot, …), which is not a RedisError."""
+
+REDIS_OR_OS_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
+"""REDIS_ERRORS and a socket's own errors: what a loop that must survive Redis catches."""
 
 UNSETTLED: tuple[type[Exception], ...] = (
     ClusterDownError,

@@ -1,4 +1,5 @@
-"""End-to-end harness: simulator → feeder → a private redis-server, and the truth check."""
+"""End-to-end harness: simulator → feeder → a private redis-server (or a local Redis Cluster),
+and the truth check."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
+from polybus.redisio import Client, connect
 from polybus.simulator import SimConfig, Simulator
 from polybus.wire import keys
-from tests.support import RedisServer, wait_for
+from tests.support import LocalCluster, RedisServer, wait_for
 
 
 FAST = dict(
@@ -35,8 +35,8 @@ FAST = dict(
 @dataclass
 class Rig:
     sim: Simulator
-    redis_server: RedisServer
-    redis: aioredis.Redis
+    redis_server: RedisServer | LocalCluster
+    redis: Client
     feeder: Feeder
     task: asyncio.Task[int]
     tokens: list[str]
@@ -44,7 +44,7 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    redis_server: RedisServer,
+    redis_server: RedisServer | LocalCluster,
     *,
     markets: int = 6,
     seed: int = 7,
@@ -52,7 +52,10 @@ async def rig(
     sim_options: dict[str, object] | None = None,
     **feeder: object,
 ) -> AsyncIterator[Rig]:
-    """Start simulator and feeder on all the simulator's tokens; stop both afterwards."""
+    """Start simulator and feeder on all the simulator's tokens; stop both afterwards.
+
+    With a LocalCluster, the feeder is given the URL of one node (it finds the cluster
+    itself) and `Rig.redis` is a cluster client."""
     sim = Simulator(
         SimConfig(
             markets=markets,
@@ -76,7 +79,11 @@ async def rig(
     )  # type: ignore[arg-type]
     app = Feeder(config)
     task = asyncio.create_task(app.run())
-    redis = redis_server.client()
+    redis: Client = (
+        await connect(redis_server.url, decode_responses=True)
+        if isinstance(redis_server, LocalCluster)
+        else redis_server.client()
+    )
     try:
         yield Rig(sim, redis_server, redis, app, task, tokens)
     finally:
@@ -102,7 +109,7 @@ def levels_of(book: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[s
     return bids, asks
 
 
-async def mismatches(sim: Simulator, redis: aioredis.Redis, tokens: list[str]) -> list[str]:
+async def mismatches(sim: Simulator, redis: Client, tokens: list[str]) -> list[str]:
     """Tokens whose Redis book differs from the simulator's truth, or is not synced/current."""
     bad = []
     for token in tokens:
@@ -125,7 +132,7 @@ async def assert_books_equal_truth(r: Rig, timeout: float = 15.0) -> None:
 
 
 async def assert_redis_equals_truth(
-    sim: Simulator, redis: aioredis.Redis, tokens: list[str], timeout: float = 15.0
+    sim: Simulator, redis: Client, tokens: list[str], timeout: float = 15.0
 ) -> None:
     """Pause the simulator's flow, then wait until Redis holds exactly its true books."""
     await sim.pause()
