@@ -295,7 +295,8 @@ class Feeder:
         publish, others = helpers[0], [*self._tasks, *helpers[1:], stopper]
         if not self._deadline:  # ended by a connection, not by stop()
             self._deadline = time.monotonic() + STOP_BUDGET
-        self.redundancy.leave()  # partitions a warm standby takes: no `disconnected` for them
+        await self.redundancy.leave(self._left(0.15))  # no `disconnected` for what a
+        # warm standby takes over
         await asyncio.gather(*(_cancel_firmly(task, self._left(0.4)) for task in others))
         await _cancel_firmly(publish, self._left(0.3))
         await self._shutdown()

@@ -194,6 +194,8 @@ class Redundancy:
             await feeder.publisher.write(batch)
             return
         gate.taking[p] = fence
+        for token in tokens:  # others wrote them since we last did: their seq is theirs
+            feeder.publisher.seqs.pop(token, None)
         try:
             first = Batch()
             now = time.time_ns() // 1000
@@ -270,10 +272,16 @@ class Redundancy:
             "warm": self.warm(),
         }
 
-    def leave(self) -> None:
+    async def leave(self, budget: float) -> None:
         """Stopping: stop writing the partitions another live member has warm. Their books
         go on under that standby, so this feeder's sockets closing is no news for consumers
-        (no `disconnected`); what arrives meanwhile is held, and the standby replays it."""
+        (no `disconnected`); what arrives meanwhile is held, and the standby replays it.
+
+        The members' warm partitions are read again first (within `budget`): a standby that
+        finished warming since the last beat must count, or its partitions would be given
+        `disconnected` statuses for nothing."""
+        with contextlib.suppress(*REDIS_OR_OS_ERRORS, BackendError, TimeoutError):
+            await asyncio.wait_for(self.leadership.read(), budget)
         me, warm = self.leadership.me, self.leadership.warm
         members = set(self.leadership.members)
         covered = {p for m, ps in warm.items() if m != me and m in members for p in ps}
