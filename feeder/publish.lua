@@ -14,8 +14,9 @@
 -- Returns {last_id, seq, code, writer, before}: code 0 = written; 1 = written, but the hash's
 -- seq is not the one this feeder last wrote, or another feeder wrote it since (Redis
 -- restarted, failed over or was flushed; a partition changed hands): resync the token;
--- 2 = refused, NOTHING written: the hash holds a higher fence (`writer` took the partition
--- over; this feeder's lease is gone). `before` = the last ARGV[6] entries, newest first.
+-- 2 = refused, NOTHING written: the hash holds a higher fence of another writer (`writer`
+-- took the partition over; this feeder's lease is gone). `before` = the last ARGV[6]
+-- entries, newest first.
 -- Fencing (docs/ha.md): the book hash records `writer` and `fence`; only the book hash is
 -- read, so the step stays single-slot for Redis Cluster.
 local book, stream = KEYS[1], KEYS[2]
@@ -24,7 +25,9 @@ local me, fence = ARGV[4], tonumber(ARGV[5])
 local seq = tonumber(redis.call('HGET', book, 'seq')) or 0
 local held = redis.call('HMGET', book, 'writer', 'fence')
 local writer = held[1]
-if fence and (tonumber(held[2]) or 0) > fence then
+-- (the same writer with an older fence is its own earlier lease, lapsed and taken again:
+-- its queue is still in order, so its batches from before are not refused)
+if fence and (tonumber(held[2]) or 0) > fence and writer ~= me then
   return {'', seq, 2, writer or '', {}}
 end
 local broken = 0
@@ -164,7 +167,9 @@ if last_id then
   end
   if me ~= '' then
     redis.call('HSET', book, 'writer', me)
-    if fence then redis.call('HSET', book, 'fence', ARGV[5]) end
+    if fence and fence > (tonumber(held[2]) or 0) then  -- a fence never goes down
+      redis.call('HSET', book, 'fence', ARGV[5])
+    end
   end
 end
 return {last_id or '', seq, broken, me, before}

@@ -174,11 +174,11 @@ class Redundancy:
         while self.pending:
             p, (fence, old) = next(iter(self.pending.items()))
             if self.leadership.led.get(p) != fence:  # lost again before we got to it
-                del self.pending[p]
+                self.pending.pop(p, None)
                 continue
             began = time.monotonic()
             await self._take_over(p, fence, old)  # raises what the publisher raises: retried
-            del self.pending[p]
+            self.pending.pop(p, None)  # a beat may have dropped it meanwhile (lost again)
             self.takeover_ms.append(1000 * (time.monotonic() - began))
             self.counts["takeovers"] += 1
 
@@ -209,6 +209,8 @@ class Redundancy:
                     t: w for t, w in feeder.publisher.fenced.items() if t not in refused
                 }
                 self.fenced(refused)
+                return
+            if self.leadership.led.get(p) != fence:  # lost while the first write was out
                 return
             second, cold = self._catch_up(tokens)
             gate.open[p] = fence  # from here on, new events of p go to the outbox

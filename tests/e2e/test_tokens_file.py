@@ -83,13 +83,15 @@ async def test_twenty_thousand_tokens_from_a_file_all_sync(redis_server, tmp_pat
         cwd=str(tmp_path),
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "feeder.log").open("wb"),
     )
     redis = redis_server.client()
     try:
 
         async def all_synced() -> bool:
-            assert proc.returncode is None, "the feeder exited"
+            if proc.returncode is not None:
+                log = (tmp_path / "feeder.log").read_text(errors="replace")
+                raise AssertionError(f"the feeder exited {proc.returncode}: {log[-3000:]}")
             pipe = redis.pipeline(transaction=False)
             for token in tokens:
                 pipe.hget(keys.book(token), "status")

@@ -84,3 +84,14 @@ async def test_a_token_under_no_fence_is_never_written(redis_server: RedisServer
     await pub.write(batch_of(book(), delta("3")))
     assert pub.unfenced == 2
     assert await redis.exists(keys.stream(T)) == 0
+
+
+async def test_a_feeders_own_older_fence_is_not_refused(redis_server: RedisServer) -> None:
+    """A lease that lapsed and was taken again by the same feeder: its batch queued under the
+    old fence still goes in (it is the same, ordered queue), nothing is dropped."""
+    redis = redis_server.client()
+    await Publisher(redis, writer="a", fences=lambda t: 5).write(batch_of(book()))
+    same = Publisher(redis, writer="a", fences=lambda t: 5)
+    await same.write(batch_of(delta("9"), fence=4))
+    assert same.fenced == {}
+    assert await redis.hmget(keys.book(T), ["bid:0.47", "fence"]) == ["9", "5"]  # never down
