@@ -79,7 +79,6 @@ class Beat:
     """partition -> (my new fence, the previous writer as far as known)."""
     lost: set[int] = field(default_factory=set)
     """Partitions I led and no longer do (renewal failed, or released)."""
-    plan: Plan | None = None
 
 
 class Leadership:
@@ -102,8 +101,6 @@ class Leadership:
         """partition -> the fence I hold it with."""
         self.carrying: frozenset[int] = frozenset(range(partitions))
         """Partitions whose tokens I subscribe (all until the first beat says otherwise)."""
-        self.holders: dict[int, Lease] = {}
-        """partition -> the lease seen at the last beat (who leads, with which fence)."""
         self.members: list[str] = []
         self.warm: dict[str, frozenset[int]] = {}
         self.wake = asyncio.Event()
@@ -161,7 +158,6 @@ class Leadership:
         }
         for p, lease in leases.items():
             self._last_writer[p] = lease.holder
-        self.holders = leases
         return View(self.me, frozenset(self.members), self.warm, leases)
 
     async def beat(self, warm: frozenset[int]) -> Beat:
@@ -175,7 +171,7 @@ class Leadership:
             led=frozenset(self.led),
             warm=warm,
         )
-        beat = Beat(plan=todo)
+        beat = Beat()
         await self._apply(todo, beat)
         self.carrying = todo.carry | frozenset(self.led)
         return beat
@@ -198,7 +194,7 @@ class Leadership:
                 if isinstance(res, REDIS_OR_OS_ERRORS):
                     continue  # unknown this beat: a lease I held may lapse; fencing covers it
                 raise res
-            code, fence, holder = int(res[0]), int(res[1]), str(res[2])
+            code, fence = int(res[0]), int(res[1])
             if code == 2:
                 previous = self._last_writer.get(p, "")
                 self.led[p] = fence
@@ -206,8 +202,6 @@ class Leadership:
             elif code == 0 and p in self.led:
                 del self.led[p]
                 beat.lost.add(p)
-            if holder:
-                self.holders[p] = Lease(fence, holder)
         if todo.release:
             await self.release(sorted(todo.release))
             beat.lost.update(todo.release)

@@ -87,6 +87,17 @@ class Outbox:
         while self._batch.size >= self.capacity:
             self._space.clear()
             await self._space.wait()
+        self._add(events, epoch, rx)
+
+    def put_nowait(self, events: list[Event], epoch: int, rx: int) -> None:
+        """Queue control events (status markers) regardless of capacity: they are few."""
+        if self.discarding:
+            self.discarded += len(events)
+            return
+        self._add(events, epoch, rx)
+
+    def _add(self, events: list[Event], epoch: int, rx: int) -> None:
+        """Into the batch, each under its partition's fence; the gate holds the others."""
         batch, gate = self._batch, self.gate
         for event in events:
             if gate is None:
@@ -95,21 +106,6 @@ class Outbox:
                 batch.add(event, epoch, rx)
                 batch.fences[event.asset_id] = fence
         if batch.size:
-            self._ready.set()
-
-    def put_nowait(self, events: list[Event], epoch: int, rx: int) -> None:
-        """Queue control events (status markers) regardless of capacity: they are few."""
-        if self.discarding:
-            self.discarded += len(events)
-            return
-        gate, batch = self.gate, self._batch
-        for event in events:
-            if gate is None:
-                batch.add(event, epoch, rx)
-            elif (fence := gate.admit(event, epoch, rx)) is not None:
-                batch.add(event, epoch, rx)
-                batch.fences[event.asset_id] = fence
-        if self._batch.size:
             self._ready.set()
 
     def poke(self) -> None:

@@ -70,7 +70,6 @@ class Redundancy:
         """Tokens this feeder would carry but whose partitions it does not."""
         self.counts: Counter[str] = Counter()
         """takeovers, matched, unmatched, replayed, cold, fenced, released, lost."""
-        self.takeover_ms: list[float] = []
         self._errors = 0
 
     # --- the beat ---------------------------------------------------------------------------
@@ -176,10 +175,8 @@ class Redundancy:
             if self.leadership.led.get(p) != fence:  # lost again before we got to it
                 self.pending.pop(p, None)
                 continue
-            began = time.monotonic()
             await self._take_over(p, fence, old)  # raises what the publisher raises: retried
             self.pending.pop(p, None)  # a beat may have dropped it meanwhile (lost again)
-            self.takeover_ms.append(1000 * (time.monotonic() - began))
             self.counts["takeovers"] += 1
 
     async def _take_over(self, p: int, fence: int, old: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from polybus.wire.errors import DecodeError
 
 
-__all__ = ["Lease", "assign", "carriers", "decode_lease", "encode_lease", "partition_of", "ranked"]
+__all__ = ["Lease", "assign", "decode_lease", "encode_lease", "partition_of", "ranked"]
 
 
 def partition_of(token: str, partitions: int) -> int:
@@ -83,12 +83,6 @@ def _fill_the_light(mine: dict[str, set[int]], floor: int) -> None:
         _, p, heavy = max(moves)
         mine[heavy].remove(p)
         mine[light].add(p)
-
-
-def carriers(partition: int, members: Iterable[str], replicas: int, partitions: int) -> list[str]:
-    """The members that carry `partition`, best score first."""
-    mine = assign(members, partitions, replicas)
-    return [m for m in ranked(partition, mine) if partition in mine[m]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import redis.asyncio as aioredis
 
+from polybus.rig import fast_env
 from polybus.simulator import Simulator
 from polybus.wire import keys
 from polybus.wire.partitions import decode_lease
@@ -20,20 +21,7 @@ from polybus.wire.partitions import decode_lease
 LEASE_MS = 1000
 """The lease the tests run with: a takeover within LEASE_MS + 1 s is the promise."""
 
-ENV = {
-    "WS_PING_INTERVAL": "0.5",
-    "WS_PONG_TIMEOUT": "3",
-    "WS_SNAPSHOT_TIMEOUT": "2",
-    "WS_RECONNECT_BASE_DELAY": "0.05",
-    "WS_RECONNECT_MAX_DELAY": "0.5",
-    "WS_RATE_LIMIT_DELAY": "0.3",
-    "WS_CONNECT_STAGGER": "0",
-    "POLYBUS_HEALTH_INTERVAL": "0.3",
-    "POLYBUS_HEALTH_TTL": "2",
-    "POLYBUS_STATS_INTERVAL": "3600",
-    "POLYBUS_LEASE_MS": str(LEASE_MS),
-    "POLYBUS_LOG_FORMAT": "json",
-}
+ENV = fast_env(POLYBUS_LEASE_MS=str(LEASE_MS))
 """Production code paths on a shorter clock."""
 
 

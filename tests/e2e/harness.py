@@ -11,25 +11,10 @@ from dataclasses import dataclass
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
 from polybus.redisio import Client, connect
+from polybus.rig import FAST
 from polybus.simulator import SimConfig, Simulator
 from polybus.wire import keys
 from tests.support import LocalCluster, RedisServer, wait_for
-
-
-FAST = dict(
-    ping_interval=0.5,
-    pong_timeout=3.0,
-    silence_timeout=2.0,
-    snapshot_timeout=2.0,
-    reconnect_base_delay=0.05,
-    reconnect_max_delay=0.5,
-    rate_limit_delay=0.3,
-    connect_stagger=0.0,
-    health_interval=0.3,
-    health_ttl=2.0,
-    stats_interval=3600.0,
-)
-"""Feeder timings for tests: the same code paths as production, on a shorter clock."""
 
 
 @dataclass
