@@ -18,9 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
-
 from polybus.consumers.books import TokenBook
+from polybus.redisio import Client
 from polybus.wire import keys
 
 
@@ -67,7 +66,7 @@ class CursorReport:
         return out
 
     async def publish(
-        self, redis: aioredis.Redis, books: Mapping[str, TokenBook], events: int, reloads: int
+        self, redis: Client, books: Mapping[str, TokenBook], events: int, reloads: int
     ) -> None:
         """Rewrite the hash (tokens unsubscribed since drop out) and reset the lag window."""
         fields = self.fields(books, events, reloads)
@@ -82,7 +81,7 @@ class CursorReport:
         self._written = set(fields)
         self.lag_ms = 0.0
 
-    async def remove(self, redis: aioredis.Redis) -> None:
+    async def remove(self, redis: Client) -> None:
         """Remove the hash (a clean disconnect): HDEL of every field written."""
         if self._written:
             await redis.hdel(self.key, *self._written)

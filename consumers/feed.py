@@ -54,7 +54,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
@@ -65,6 +64,7 @@ from polybus.consumers.liveness import FeederChange, FeederWatch, LeaseChange, L
 from polybus.consumers.models import ConnectionState, MarketData, OrderBook
 from polybus.consumers.reader import Reader
 from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
+from polybus.redisio import Client
 from polybus.wire import keys
 from polybus.wire.errors import BusError
 from polybus.wire.settings import bus_target
@@ -109,7 +109,7 @@ class MarketFeed:
         cursor_interval: float = 2.0,
         reconnect_max_delay: float = 5.0,
         socket_timeout: float | None = None,
-        redis: aioredis.Redis | None = None,
+        redis: Client | None = None,
         lease_ms: int | None = None,
     ) -> None:
         """`lease_s`: how long this client's interest in a token lasts (P:interest);
@@ -204,7 +204,7 @@ class MarketFeed:
         self._state = ConnectionState.CONNECTING
         try:
             if self._redis is None:
-                self._redis = open_client(self.url, socket_timeout=self.socket_timeout)
+                self._redis = await open_client(self.url, socket_timeout=self.socket_timeout)
             await probe(self._redis, self.prefix)
         except Exception as exc:  # the seed's rule: any failure is False and on_error
             self._state = ConnectionState.FAILED
@@ -254,6 +254,7 @@ class MarketFeed:
         if self._task is not None:
             await _stop(self._task)
             self._task = None
+        await self._reader.close()
         if self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._report.remove(self._redis)
@@ -316,7 +317,7 @@ class MarketFeed:
         """Full jitter on min(0.1 s · 2^(n−1), max)."""
         return random.uniform(0.0, min(0.1 * 2 ** (attempt - 1), self.reconnect_max_delay))
 
-    def _redis_client(self) -> aioredis.Redis:
+    def _redis_client(self) -> Client:
         assert self._redis is not None, "MarketFeed is not connected"
         return self._redis
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-import redis.asyncio as aioredis
-
+from polybus.redisio import Client
 from polybus.wire import keys
 
 
@@ -40,7 +39,7 @@ class Leases:
         """True when every lease should be renewed (a third of the lease has passed)."""
         return (time.monotonic() if now is None else now) >= self._next
 
-    async def lease(self, redis: aioredis.Redis, tokens: Iterable[str]) -> None:
+    async def lease(self, redis: Client, tokens: Iterable[str]) -> None:
         """Lease (or extend) these tokens until now + lease (on subscribe)."""
         wanted = list(tokens)
         if wanted:
@@ -51,7 +50,7 @@ class Leases:
         """Renew at the next chance (Redis is back: a restarted one lost every lease)."""
         self._next = 0.0
 
-    async def renew(self, redis: aioredis.Redis, tokens: Iterable[str]) -> None:
+    async def renew(self, redis: Client, tokens: Iterable[str]) -> None:
         """Extend the leases of all these tokens, and start the next renewal period (first:
         a refused renewal waits its period too, it is not retried every round)."""
         self._next = time.monotonic() + self.lease_s / 3

@@ -28,13 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoPermissionError
 
-from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.consumers.redisio import RAW, classify, scan
+from polybus.redisio import Client
 from polybus.wire import keys
-from polybus.wire.errors import DecodeError
 from polybus.wire.hashes import HealthField, decode_run
 from polybus.wire.maintained import partition_count, read_lease
 from polybus.wire.partitions import Lease, partition_of
@@ -77,7 +76,7 @@ class FeederWatch:
         """Whether any feeder was ever seen (before that, none is expected)."""
         return bool(self.live or self.lost)
 
-    async def check(self, redis: aioredis.Redis) -> FeederChange:
+    async def check(self, redis: Client) -> FeederChange:
         """Look at the health keys once; report what changed."""
         candidates = set(self.live) | set(self.lost)
         if self._checks % self.scan_every == 0 or not self.live:
@@ -102,18 +101,8 @@ class FeederWatch:
                     now[key] = decode_run(started)
         return self._update(now)
 
-    async def _scan(self, redis: aioredis.Redis) -> set[str]:
-        found: set[str] = set()
-        cursor: Any = 0
-        while True:
-            cursor, names = await raw(redis, "SCAN", cursor, "MATCH", self.pattern, "COUNT", 1000)
-            for name in names:
-                try:
-                    found.add(text(name))
-                except DecodeError:
-                    continue
-            if int(cursor) == 0:
-                return found
+    async def _scan(self, redis: Client) -> set[str]:
+        return await scan(redis, self.pattern)
 
     def _update(self, now: dict[str, str]) -> FeederChange:
         change = FeederChange()
@@ -168,7 +157,7 @@ class LeaseWatch:
             return set()
         return {self.partition(t) for t in tokens} & (set(self.missing) | self.lost)
 
-    async def check(self, redis: aioredis.Redis, tokens: Iterable[str], now: float) -> LeaseChange:
+    async def check(self, redis: Client, tokens: Iterable[str], now: float) -> LeaseChange:
         """One round trip (two when the count is first seen or changes); what changed."""
         tokens = list(tokens)
         raw_count, leases = await self._read(redis, self._wanted(tokens))
@@ -193,9 +182,7 @@ class LeaseWatch:
             return []
         return sorted({self.partition(t) for t in tokens})
 
-    async def _read(
-        self, redis: aioredis.Redis, wanted: list[int]
-    ) -> tuple[Any, dict[int, Lease | None]]:
+    async def _read(self, redis: Client, wanted: list[int]) -> tuple[Any, dict[int, Lease | None]]:
         pipe = redis.pipeline(transaction=False)
         pipe.execute_command("GET", keys.partitions(self.prefix), **RAW)
         for p in wanted:

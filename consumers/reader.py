@@ -16,6 +16,10 @@ Until then the book is `suspect`: never served as good.
 One bad token never costs the others: replies are read undecoded (redisio.py) and decoded
 per entry; a hash or key that cannot be used (garbage, wrong type) puts only its token aside
 (`bad`), retried with backoff; an XREAD refused because of one key finds that key (TYPE).
+
+On a Redis Cluster one XREAD cannot name streams of many slots: the reader waits for the
+feeders' notices of which streams moved and reads just those, one pipelined XREAD each
+(moved.py); an XREAD refused for one key costs only that key.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoPermissionError, ResponseError
 
 from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
+from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.poison import Poison
 from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.redisio import Client, on_cluster
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import BackendError, DecodeError, SequenceGap
@@ -91,10 +96,16 @@ class Reader:
         """Tokens whose hash or key cannot be used now (retried with backoff, quietly)."""
         self.events = 0
         self.reloads = 0
+        self.moved = MovedWatch(prefix, block_ms)
+        """On a cluster: which followed streams have news (moved.py)."""
+
+    async def close(self) -> None:
+        """Stop the cluster notice readers (a single server has none)."""
+        await self.moved.close()
 
     # --- loading --------------------------------------------------------------------------
     async def load(
-        self, redis: aioredis.Redis, tokens: list[str], into: dict[str, TokenBook] | None = None
+        self, redis: Client, tokens: list[str], into: dict[str, TokenBook] | None = None
     ) -> list[Callback]:
         """Read these tokens' hashes (one pipeline) into their books — the followed ones, or
         those of `into` (books not yet followed, so the loop cannot race their loading)."""
@@ -124,7 +135,7 @@ class Reader:
             self.poison.good(token)
         return calls
 
-    async def load_pending(self, redis: aioredis.Redis) -> list[Callback]:
+    async def load_pending(self, redis: Client) -> list[Callback]:
         """Reload every token marked for it whose backoff (if poisoned) has run out."""
         now = time.monotonic()
         return await self.load(redis, sorted(t for t in self.reload if self.poison.due(t, now)))
@@ -163,7 +174,7 @@ class Reader:
 
     # --- following ------------------------------------------------------------------------
     async def fetch(
-        self, redis: aioredis.Redis, block_ms: int | None = None
+        self, redis: Client, block_ms: int | None = None
     ) -> tuple[Targets, Reply, list[Callback]]:
         """One XREAD over every followed stream, from the cursors held, blocking `block_ms`
         at most (default: the reader's). A refusal caused by some keys (WRONGTYPE, say) puts
@@ -177,6 +188,8 @@ class Reader:
         if not targets:
             await asyncio.sleep(block / 1000)  # nothing to follow: don't spin
             return targets, [], []
+        if on_cluster(redis):
+            return await self._fetch_moved(redis, targets, block)
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
@@ -192,7 +205,26 @@ class Reader:
             return {}, [], calls
         return targets, list(reply or []), []
 
-    async def _culprits(self, redis: aioredis.Redis, targets: Targets) -> list[Callback]:
+    async def _fetch_moved(
+        self, redis: Client, targets: Targets, block: int
+    ) -> tuple[Targets, Reply, list[Callback]]:
+        """On a cluster: wait for notices, then one XREAD per moved stream (all on a sweep)."""
+        by_token = {token: key for key, (token, _) in targets.items()}
+        news = await self.moved.wait(redis, by_token, block)
+        chosen = targets if news is None else {by_token[t]: targets[by_token[t]] for t in news}
+        per_stream = max(16, self.count // max(1, len(chosen)))
+        cursors = {key: book.cursor for key, (_, book) in chosen.items()}
+        reply, errors = await read_each(redis, cursors, per_stream)
+        _raise_global(list(errors.values()))
+        calls: list[Callback] = []
+        for key, exc in errors.items():
+            token, book = chosen[key]
+            calls += self.set_bad(token, book, "stream", exc)
+        # a stream that filled its share may hold more: read it again without waiting
+        self.moved.poke(chosen[text(key)][0] for key, items in reply if len(items) >= per_stream)
+        return chosen, reply, calls
+
+    async def _culprits(self, redis: Client, targets: Targets) -> list[Callback]:
         """XREAD was refused: find the streams that are not streams and put them aside."""
         pipe = redis.pipeline(transaction=False)
         for key in targets:
@@ -246,7 +278,7 @@ class Reader:
         return [("error", {"error": error}), *self.gap(token, f"poisoned {entry_id}", quiet=True)]
 
     # --- auditing -------------------------------------------------------------------------
-    async def audit(self, redis: aioredis.Redis) -> list[Callback]:
+    async def audit(self, redis: Client) -> list[Callback]:
         """Check every followed token for gaps XREAD cannot show: one HGET each, then one
         XRANGE for those whose hash is ahead of us (is the next entry still there?)."""
         tokens = [t for t in self.books if t not in self.reload]
@@ -270,10 +302,12 @@ class Reader:
                 ahead.append((token, book, hash_seq))
             elif reason := audit_reason(book.seq, hash_seq, None):
                 calls += self.gap(token, reason)
+        if on_cluster(redis):  # entries we have not read: a notice may have been lost
+            self.moved.poke(token for token, _, _ in ahead)
         return calls + await self._audit_next(redis, ahead)
 
     async def _audit_next(
-        self, redis: aioredis.Redis, ahead: list[tuple[str, TokenBook, int | None]]
+        self, redis: Client, ahead: list[tuple[str, TokenBook, int | None]]
     ) -> list[Callback]:
         if not ahead:
             return []

@@ -16,10 +16,13 @@ decoded per entry here, where one bad entry can be told apart from the others.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
@@ -33,6 +36,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from polybus.redisio import Client, connect, on_cluster
 from polybus.wire import keys
 from polybus.wire.errors import ConfigError, DecodeError
 from polybus.wire.hashes import HealthField
@@ -47,6 +51,7 @@ __all__ = [
     "probe",
     "raw",
     "safe_url",
+    "scan",
     "stream_id",
     "text",
 ]
@@ -60,12 +65,14 @@ _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _FATAL_REPLIES = ("DB index is out of range", "invalid DB index", "WRONGPASS", "NOAUTH")
 
 
-def open_client(url: str, *, socket_timeout: float) -> aioredis.Redis:
+async def open_client(url: str, *, socket_timeout: float) -> Client:
     """A client for `url` (redis://, rediss://…?ssl_ca_certs=PATH, unix://) that fails fast:
     no hidden retries (the caller has its own backoff) and a read timeout, so a server that
-    stops answering is noticed within `socket_timeout`. Raises ConfigError for a bad URL."""
+    stops answering is noticed within `socket_timeout`; a cluster client when `url` names a
+    cluster node (polybus.redisio asks). Raises ConfigError for a bad URL, and what redis-py
+    raises when the server cannot be reached."""
     try:
-        return aioredis.Redis.from_url(
+        return await connect(
             url,
             decode_responses=True,
             socket_connect_timeout=3,
@@ -76,12 +83,12 @@ def open_client(url: str, *, socket_timeout: float) -> aioredis.Redis:
         raise ConfigError(f"REDIS_URL {safe_url(url)!r} is not a Redis URL: {exc}") from exc
 
 
-async def raw(redis: aioredis.Redis, *args: Any) -> Any:
+async def raw(redis: Client, *args: Any) -> Any:
     """One command whose reply comes back undecoded (bytes)."""
-    return await redis.execute_command(*args, **RAW)  # type: ignore[no-untyped-call]
+    return await redis.execute_command(*args, **RAW)
 
 
-async def probe(redis: aioredis.Redis, prefix: str) -> None:
+async def probe(redis: Client, prefix: str) -> None:
     """PING, then one of each read a MarketFeed makes (of a token that does not exist), so an
     ACL that denies them fails `connect()` rather than the loop later."""
     await redis.ping()
@@ -89,9 +96,45 @@ async def probe(redis: aioredis.Redis, prefix: str) -> None:
     pipe.execute_command("HGETALL", keys.book(token, prefix), **RAW)
     pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.stream(token, prefix), "0-0", **RAW)
     pipe.execute_command("HGET", keys.feeder(token, prefix), HealthField.STARTED, **RAW)
-    pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
     pipe.execute_command("GET", keys.partitions(prefix), **RAW)  # who writes: leases
+    if on_cluster(redis):  # a cluster pipeline refuses SCAN (it goes to every primary)
+        pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.moved(0, prefix), "0-0", **RAW)
+    else:
+        pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
     await pipe.execute()
+    if on_cluster(redis):
+        await scan(redis, keys.feeder_pattern(prefix), count=1, steps=1)
+
+
+async def scan(redis: Client, pattern: str, *, count: int = 1000, steps: int = 0) -> set[str]:
+    """The key names matching `pattern` on one server, or on every primary of a cluster (a
+    SCAN cursor is a node's own). Names that are not UTF-8 are left out. `steps` > 0: stop
+    after that many SCAN calls per node (a probe)."""
+    nodes: list[Any] = [None]
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # a new client knows no node until its first command
+        nodes = list(redis.get_primaries())
+    found: set[str] = set()
+    for node in nodes:
+        where = {} if node is None else {"target_nodes": node}
+        cursor: Any = 0
+        for _ in itertools.count(1) if steps <= 0 else range(steps):
+            reply: Any = await redis.execute_command(
+                "SCAN", cursor, "MATCH", pattern, "COUNT", count, **RAW, **where
+            )
+            cursor, names = reply
+            if isinstance(cursor, dict):  # a cluster's cursors are {node name: cursor}
+                cursor = next(iter(cursor.values()))
+            found.update(_names(names))
+            if int(cursor) == 0:
+                break
+    return found
+
+
+def _names(names: list[Any]) -> Iterator[str]:
+    for name in names:
+        with contextlib.suppress(DecodeError):
+            yield text(name)
 
 
 def classify(exc: BaseException) -> Kind:

@@ -110,6 +110,7 @@ class Feeder:
             maxlen=config.stream_maxlen,
             writer=config.feeder_id,
             fences=gate.fence,
+            partitions=config.partitions,
         )
         epochs = itertools.count(1)
         self.recorder = Recorder(config.record) if config.record else None

@@ -7,6 +7,12 @@ different Redis Cluster slots; each script call only touches one token's two key
 cluster the same pipeline is split by redis-py into one pipeline per primary, sent at once.
 After a failover the new primary has no script cache (it is not replicated): its calls answer
 NOSCRIPT, the script is loaded on every primary and those calls alone are sent again.
+
+On a cluster, consumers cannot block on many tokens' streams in one XREAD (it names one slot):
+after each batch the publisher appends, per partition it touched, one entry naming the written
+tokens to `P:moved:{pN}` (docs/wire.md), which consumers block on instead. It is a second round
+trip, sent only once the batch's steps have answered: a consumer woken by it must find the
+entries there. A notice that cannot be written is kept and sent with the next batch.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from redis.exceptions import (
 )
 
 from polybus.feeder.outbox import Batch
-from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client
+from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client, on_cluster
 from polybus.wire import keys, status_rules
 from polybus.wire.errors import BackendError, WriteRefused
+from polybus.wire.partitions import partition_of
 
 
 __all__ = ["LUA", "Publisher", "refusal", "render"]
@@ -52,6 +59,10 @@ PEEK = 16
 exchange event among them; our own statuses may sit on top)."""
 
 LUA = render(resources.files("polybus.feeder").joinpath("publish.lua").read_text())
+
+MOVED_MAXLEN = 1000
+"""Entries kept per `P:moved:{pN}` (approximate): seconds of batches; a consumer further
+behind than that sweeps every stream it follows instead (consumers/moved.py)."""
 
 FENCED = 2
 """The Lua step's code for "the hash holds a higher fence (a successor writes this token's
@@ -100,8 +111,14 @@ class Publisher:
         markets_maxlen: int = 100_000,
         writer: str = "",
         fences: Callable[[str], int | None] | None = None,
+        partitions: int | None = None,
     ) -> None:
+        """`partitions`: the partition count; on a cluster, written tokens are then announced
+        on their partitions' `P:moved:{pN}` (without, consumers on a cluster only poll)."""
         self.redis = redis
+        self.partitions = partitions
+        self.unannounced: set[str] = set()
+        """Tokens written whose notice could not be sent yet (sent with the next batch)."""
         self.writer = writer
         self.fences = fences
         self.fenced: dict[str, str] = {}
@@ -201,9 +218,39 @@ class Publisher:
         failed = failed or next(
             (r for r in results[len(calls) :] if isinstance(r, Exception)), None
         )
+        written = [t for (t, _), r in zip(calls, results, strict=False) if _wrote(r)]
+        await self._announce(written)
         if failed is not None:
             raise refusal(failed) or BackendError(f"redis: {failed}") from failed
         return broken
+
+    async def _announce(self, written: list[str]) -> None:
+        """On a cluster: one `P:moved:{pN}` entry per partition touched, in one pipeline. A
+        failure keeps the tokens for the next batch (consumers sweep meanwhile)."""
+        if self.partitions is None or not on_cluster(self.redis):
+            return
+        tokens = self.unannounced.union(written)
+        if not tokens:
+            return
+        by_partition: dict[int, list[str]] = {}
+        for token in tokens:
+            by_partition.setdefault(partition_of(token, self.partitions), []).append(token)
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, names in by_partition.items():
+            key = keys.moved(partition, self.prefix)
+            fields = {"tokens": " ".join(names)}
+            pipe.xadd(key, fields, maxlen=MOVED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        try:
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS:
+            self.unannounced = tokens
+            return
+        self.unannounced = {
+            t
+            for (_, names), r in zip(by_partition.items(), results, strict=True)
+            if isinstance(r, Exception)
+            for t in names
+        }
 
     def forget(self) -> None:
         """Stop checking continuity (after a deliberate full resync)."""
@@ -223,3 +270,8 @@ class Publisher:
             pipe.xadd(mkey, fields, maxlen=self.markets_maxlen, approximate=True)  # type: ignore[arg-type]
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
+
+
+def _wrote(result: Any) -> bool:
+    """Whether a step's reply says it appended (not an error, not fenced off)."""
+    return not isinstance(result, Exception) and int(result[2]) != FENCED

@@ -23,6 +23,7 @@ __all__ = [
     "lease",
     "markets",
     "members",
+    "moved",
     "partitions",
     "prefix_pattern",
     "quarantine",
@@ -139,3 +140,10 @@ def fence(partition: int, prefix: str = DEFAULT_PREFIX) -> str:
 def handover(prefix: str = DEFAULT_PREFIX) -> str:
     """Pub/sub channel: partitions a leader has just released ("3,7")."""
     return f"{prefix}:handover"
+
+
+def moved(partition: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """Stream, on a Redis Cluster only: per batch, the tokens of partition N whose streams the
+    feeder just wrote (`tokens` = space-separated ids). A consumer cannot XREAD streams of many
+    slots at once; it blocks on these instead, then reads only the named streams."""
+    return f"{prefix}:moved:{{p{partition}}}"

@@ -8,6 +8,7 @@ import time
 
 from redis.asyncio.cluster import RedisCluster
 
+from polybus import MarketFeed
 from polybus.redisio import connect
 from polybus.wire import keys
 from tests.e2e.harness import assert_books_equal_truth, rig
@@ -81,3 +82,66 @@ async def test_a_primary_killed_mid_flow_fails_over_and_books_recover(
         await assert_books_equal_truth(r, timeout=max(1.0, 10 - (time.monotonic() - killed_at)))
         assert not r.task.done(), "the feeder stopped"
         assert r.feeder.redis_ok
+
+
+def feed_mismatches(sim, feed: MarketFeed, tokens: list[str]) -> list[str]:
+    """Tokens whose MarketFeed book is not synced or differs from the simulator's truth."""
+    bad = []
+    for token in tokens:
+        book = feed.get_order_book(token)
+        bids, asks = sim.engine.true_book(token)
+        if book is None or book.status != "synced":
+            bad.append(f"{token[:8]}:{None if book is None else book.status}")
+        elif [(lv.price_str, lv.size_str) for lv in book.bids] != list(bids) or [
+            (lv.price_str, lv.size_str) for lv in book.asks
+        ] != list(asks):
+            bad.append(f"{token[:8]}:levels")
+    return bad
+
+
+async def feeds_equal_truth(r, feeds: list[MarketFeed], timeout: float) -> None:
+    """Pause the flow; wait until every feed's books equal the truth."""
+    await r.sim.pause()
+    last: list[str] = []
+
+    def converged() -> bool:
+        nonlocal last
+        last = [m for f in feeds for m in feed_mismatches(r.sim, f, r.tokens)]
+        return not last
+
+    try:
+        await wait_for(converged, timeout, "the consumers' books to equal the truth", 0.05)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still different: {last[:6]}") from None
+
+
+async def test_two_market_feeds_follow_a_cluster_through_a_primary_kill(
+    redis_cluster: LocalCluster,
+) -> None:
+    """Two MarketFeed consumers given one node's URL follow every token (on all primaries)
+    from the feeder's notices, their books equal the truth; after SIGKILL of a primary they
+    equal it again within 10 s, and neither consumer nor feeder dies."""
+    async with rig(redis_cluster, markets=8) as r:
+        feeds = [MarketFeed(redis_cluster.url, name=f"c{i}") for i in range(2)]
+        try:
+            for feed in feeds:
+                assert await feed.connect() and await feed.subscribe(r.tokens)
+                assert isinstance(feed._redis, RedisCluster)
+            await wait_for(lambda: not feed_mismatches(r.sim, feeds[1], r.tokens), 10, "synced")
+            notices = [f._reader.moved.notices for f in feeds]
+            await flowed(r, 300)
+            await feeds_equal_truth(r, feeds, 5)
+            assert all(f._reader.moved.notices > n for f, n in zip(feeds, notices, strict=True))
+            port, _ = max(primary_of(redis_cluster, r.tokens).items(), key=lambda kv: len(kv[1]))
+            victim = next(n for n in redis_cluster.nodes if n.port == port)
+            killed_at = time.monotonic()
+            redis_cluster.kill(victim)
+            r.sim.resume()
+            await asyncio.to_thread(redis_cluster.wait_promoted, victim)
+            await flowed(r, 300, timeout=10)
+            await feeds_equal_truth(r, feeds, max(1.0, 10 - (time.monotonic() - killed_at)))
+            assert all(f._task is not None and not f._task.done() for f in feeds)
+            assert not r.task.done(), "the feeder stopped"
+        finally:
+            for feed in feeds:
+                await feed.disconnect()

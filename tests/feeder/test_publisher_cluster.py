@@ -61,3 +61,26 @@ async def test_a_primary_without_the_script_is_reloaded_and_retried(
             assert await client.hget(keys.book(token), "seq") == "2"
     finally:
         await client.aclose()
+
+
+async def test_written_tokens_are_announced_per_partition_after_the_batch(
+    redis_cluster: LocalCluster,
+) -> None:
+    """With a partition count, each partition a batch touched gets one `P:moved:{pN}` entry
+    naming exactly its written tokens; without one, nothing is announced."""
+    from polybus.wire.partitions import partition_of
+
+    client = await connect(redis_cluster.url, decode_responses=True)
+    try:
+        await Publisher(client).write(batch_of(snapshot(TOKENS[0])))
+        assert [await client.exists(keys.moved(p)) for p in range(4)] == [0] * 4
+        pub = Publisher(client, partitions=4)
+        await pub.write(batch_of(*(snapshot(t) for t in TOKENS)))
+        for p in range(4):
+            entries = await client.xrange(keys.moved(p))
+            assert len(entries) == 1
+            named = entries[0][1]["tokens"].split()
+            assert sorted(named) == sorted(t for t in TOKENS if partition_of(t, 4) == p)
+        assert pub.unannounced == set()
+    finally:
+        await client.aclose()

@@ -1,0 +1,127 @@
+"""Following tokens on a real Redis Cluster: notices of moved streams wake the reader, which
+reads only those streams; a missed notice costs a sweep or an audit, never an event."""
+
+from __future__ import annotations
+
+import asyncio
+
+from polybus.consumers.books import TokenBook
+from polybus.consumers.cursor import CursorReport
+from polybus.consumers.reader import Reader
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.redisio import Client, connect
+from polybus.wire import keys
+from polybus.wire.events import Book, PriceChange
+from tests.support import LocalCluster
+
+
+TOKENS = [str(10**20 + i) for i in range(24)]
+PARTITIONS = 4
+
+
+def snapshot(token: str) -> Book:
+    return Book(token, "0xm", "100", (("0.47", "310.5"),), (("0.49", "275"),), "h0")
+
+
+def change(token: str, size: str) -> PriceChange:
+    return PriceChange(token, "101", "bid", "0.47", size, "", "0.47", "0.49")  # type: ignore[arg-type]
+
+
+async def publish(pub: Publisher, *events: object) -> None:
+    batch = Batch()
+    for event in events:
+        batch.add(event, 1, 7)  # type: ignore[arg-type]
+    await pub.write(batch)
+
+
+async def started(client: Client, tokens: list[str]) -> Reader:
+    """A reader following `tokens`, loaded, past its start-up sweeps."""
+    await client.set(keys.partitions(), str(PARTITIONS))
+    books = {t: TokenBook(t) for t in tokens}
+    reader = Reader(books, "pm", CursorReport("t"), block_ms=200)
+    reader.moved.sweep_s = 3600.0  # only notices (and the start-up sweeps) from here on
+    await reader.load(client, tokens)
+    for _ in range(3):  # the first fetch sweeps; each partition's reader asks for one more
+        await reader.fetch(client, 200)
+    await asyncio.sleep(0)
+    while reader.moved.sweep:
+        await reader.fetch(client, 200)
+    return reader
+
+
+async def applied(reader: Reader, client: Client, want: int, timeout: float = 5.0) -> list[str]:
+    """Fetch and apply until `want` entries were applied; the tokens they were for."""
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(seen) < want and loop.time() < deadline:
+        targets, reply, _ = await reader.fetch(client, 200)
+        for key, items in reply:
+            seen += [keys.token_of(key.decode())] * len(items)
+        for _ in reader.entries(targets, reply):
+            pass
+    return seen
+
+
+async def test_notices_alone_deliver_new_entries(redis_cluster: LocalCluster) -> None:
+    """Once started, a reader whose sweeps are off gets every new entry of tokens on all
+    three primaries from the notices, reading only the streams named."""
+    client = await connect(redis_cluster.url)
+    reader: Reader | None = None
+    try:
+        pub = Publisher(client, partitions=PARTITIONS)
+        await publish(pub, *(snapshot(t) for t in TOKENS))
+        reader = await started(client, TOKENS)
+        sweeps = reader.moved.sweeps
+        await publish(pub, change(TOKENS[3], "5"), change(TOKENS[17], "6"))
+        seen = await applied(reader, client, 2)
+        assert sorted(seen) == sorted([TOKENS[3], TOKENS[17]])
+        assert reader.moved.sweeps == sweeps and reader.moved.notices > 0
+        assert reader.books[TOKENS[17]].seq == 2
+    finally:
+        if reader is not None:
+            await reader.close()
+        await client.aclose()
+
+
+async def test_without_notices_the_audit_finds_the_news(redis_cluster: LocalCluster) -> None:
+    """Entries written by a publisher that announces nothing reach the reader through the gap
+    audit (hash ahead of the book), not lost and not waiting for a sweep."""
+    client = await connect(redis_cluster.url)
+    reader: Reader | None = None
+    try:
+        await publish(Publisher(client, partitions=PARTITIONS), *(snapshot(t) for t in TOKENS))
+        reader = await started(client, TOKENS)
+        await publish(Publisher(client), change(TOKENS[5], "9"))  # no partitions: silent
+        assert await applied(reader, client, 1, timeout=0.6) == []
+        await reader.audit(client)
+        assert await applied(reader, client, 1) == [TOKENS[5]]
+    finally:
+        if reader is not None:
+            await reader.close()
+        await client.aclose()
+
+
+async def test_a_failed_partition_read_makes_the_next_fetch_a_sweep(
+    redis_cluster: LocalCluster,
+) -> None:
+    """A partition's notice stream that cannot be read (here: not a stream) is retried, and
+    the next fetch reads every followed stream, so nothing waits on the broken notices."""
+    client = await connect(redis_cluster.url)
+    reader: Reader | None = None
+    try:
+        pub = Publisher(client, partitions=PARTITIONS)
+        await publish(pub, *(snapshot(t) for t in TOKENS))
+        reader = await started(client, TOKENS)
+        sweeps, failures = reader.moved.sweeps, reader.moved.failures
+        for p in range(PARTITIONS):
+            await client.delete(keys.moved(p))
+            await client.set(keys.moved(p), "garbage")
+        await publish(Publisher(client), change(TOKENS[8], "3"))
+        assert await applied(reader, client, 1) == [TOKENS[8]]
+        assert reader.moved.failures > failures and reader.moved.sweeps > sweeps
+    finally:
+        if reader is not None:
+            await reader.close()
+        await client.aclose()
