@@ -11,7 +11,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from polybus.consumers.format import age, entry_line, short
+from polybus.consumers.moved import MovedWatch, read_each
+from polybus.consumers.redisio import text
 from polybus.consumers.writers import verdicts
+from polybus.redisio import Client, on_cluster
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.maintained import Verdict
@@ -72,24 +75,59 @@ async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
         await redis.aclose()
         return 1
     printed = 0
+    moved = MovedWatch(prefix, block_ms=500)
     try:
+        await _resolve_newest(redis, streams)
         while not stop.is_set():
-            reply: Any = await redis.xread(streams, count=500, block=500)  # type: ignore[arg-type]
-            for key, entries in reply or []:
-                token = keys.token_of(key)
+            for key, entries in await _next(redis, streams, moved):
+                token = keys.token_of(text(key))
                 for entry_id, fields in entries:
-                    streams[key] = entry_id
-                    try:
-                        line = entry_line(token, decode(fields, token, entry_id))
-                    except Exception as exc:  # DecodeError, or whatever garbage provokes
-                        line = f"{short(token)} {entry_id} undecodable: {exc!r}"
-                    print(line, flush=True)
+                    streams[text(key)] = text(entry_id)
+                    print(_line(token, text(entry_id), fields), flush=True)
                     printed += 1
                     if args.count and printed >= args.count:
                         return 0
     finally:
+        await moved.close()
         await redis.aclose()
     return 0
+
+
+def _line(token: str, entry_id: str, fields: dict[Any, Any]) -> str:
+    try:
+        return entry_line(token, decode(fields, token, entry_id))
+    except Exception as exc:  # DecodeError, or whatever garbage provokes
+        return f"{short(token)} {entry_id} undecodable: {exc!r}"
+
+
+async def _resolve_newest(redis: Client, streams: dict[str, str]) -> None:
+    """On a cluster, `$` (from now) becomes each stream's newest id: there, streams are read
+    without blocking (one XREAD names one slot), and `$` would never yield anything."""
+    if not on_cluster(redis):
+        return
+    newest = [k for k, cursor in streams.items() if cursor == "$"]
+    pipe = redis.pipeline(transaction=False)
+    for key in newest:
+        pipe.xrevrange(key, count=1)
+    for key, reply in zip(newest, await pipe.execute(), strict=True):
+        streams[key] = reply[0][0] if reply else "0-0"
+
+
+async def _next(redis: Client, streams: dict[str, str], moved: MovedWatch) -> list[Any]:
+    """The next entries: one blocking XREAD over every stream; on a cluster, the streams the
+    feeders' notices name (moved.py), one XREAD each in one pipeline."""
+    if not on_cluster(redis):
+        reply: Any = await redis.xread(streams, count=500, block=500)  # type: ignore[arg-type]
+        return list(reply or [])
+    by_token = {keys.token_of(k): k for k in streams}
+    news = await moved.wait(redis, by_token, 500)
+    chosen = streams if news is None else {by_token[t]: streams[by_token[t]] for t in news}
+    entries, errors = await read_each(redis, chosen, 500)
+    if errors:  # a key that is not a stream (or an ACL): say so once per key, go on
+        for key, exc in errors.items():
+            print(f"polybus tail: {key}: {exc}", file=sys.stderr)
+            streams.pop(key, None)
+    return entries
 
 
 def writer_line(verdict: Verdict) -> str:

@@ -9,6 +9,11 @@ were trimmed away meanwhile come back as deleted ids and are acknowledged, not r
 A poisoned entry (one that cannot be decoded) is acknowledged at once — retrying it can never
 succeed and would leave it pending forever — counted in `poisoned` and reported to `on_error`
 (a DecodeError naming the token and entry); `read()` and `reclaim()` never raise for one.
+
+On a Redis Cluster one XREADGROUP cannot name streams of many slots: `read()` waits for the
+feeders' notices of which streams moved (moved.py) and sends one XREADGROUP per named stream,
+in one pipeline (one round trip per node). Call `close()` when done: it stops the notice
+readers.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
-from polybus.consumers.redisio import raw, text
+from polybus.consumers.moved import MovedWatch, node_of
+from polybus.consumers.redisio import RAW, raw, text
+from polybus.redisio import Client, on_cluster
 from polybus.wire import keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import DecodeError
@@ -50,7 +56,7 @@ class GroupReader:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         group: str,
         member: str,
         tokens: list[str],
@@ -68,6 +74,12 @@ class GroupReader:
         """Pending entries found deleted (trimmed) when reclaimed: acknowledged and skipped."""
         self.poisoned = 0
         """Entries that could not be decoded: acknowledged, reported, skipped."""
+        self.moved = MovedWatch(prefix, block_ms=500)
+        """On a cluster: which of the streams have news."""
+
+    async def close(self) -> None:
+        """Stop the cluster notice readers (a single server has none)."""
+        await self.moved.close()
 
     async def create(self, start: str = "0") -> None:
         """Create the group on every stream (and the stream if absent); idempotent."""
@@ -79,7 +91,9 @@ class GroupReader:
                     raise
 
     async def read(self, count: int = 100, block_ms: int = 1000) -> list[Work]:
-        """New entries for this member (XREADGROUP `>`)."""
+        """New entries for this member (XREADGROUP `>`), `count` per stream at most."""
+        if on_cluster(self.redis):
+            return await self._read_moved(count, block_ms)
         reply: Any = await raw(
             self.redis,
             "XREADGROUP",
@@ -97,6 +111,33 @@ class GroupReader:
         out: list[Work] = []
         for key, items in reply or []:
             out += await self._decode(text(key), items)
+        return out
+
+    async def _read_moved(self, count: int, block_ms: int) -> list[Work]:
+        """On a cluster: wait for notices, then one XREADGROUP per moved stream (every stream
+        on a sweep). A stream refused (NOGROUP, say) raises only if no other gave work."""
+        by_token = {token: key for key, token in self.streams.items()}
+        news = await self.moved.wait(self.redis, by_token, block_ms)
+        chosen = list(self.streams) if news is None else [by_token[t] for t in news]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in chosen:
+            where = await node_of(self.redis, key)
+            pipe.execute_command(
+                "XREADGROUP", "GROUP", self.group, self.member, "COUNT", count,
+                "STREAMS", key, ">", **RAW, **where,
+            )  # fmt: skip
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        out: list[Work] = []
+        for key, reply in zip(chosen, replies, strict=True):
+            if isinstance(reply, Exception) or not reply:
+                continue
+            items = reply[0][1]
+            if len(items) >= count:  # more may wait: read it again without waiting
+                self.moved.poke([self.streams[key]])
+            out += await self._decode(key, items)
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None and not out:
+            raise failed
         return out
 
     async def reclaim(self, count: int = 100) -> list[Work]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 
 from polybus.consumers.redisio import RAW, raw, text
 from polybus.redisio import REDIS_OR_OS_ERRORS, Client
@@ -31,7 +32,7 @@ from polybus.wire.errors import DecodeError
 from polybus.wire.partitions import partition_of
 
 
-__all__ = ["MovedWatch", "read_each"]
+__all__ = ["MovedWatch", "node_of", "read_each"]
 
 log = structlog.get_logger("consumers.moved")
 
@@ -54,7 +55,8 @@ async def read_each(
         return [], {}
     pipe = redis.pipeline(transaction=False)
     for key, cursor in streams.items():
-        pipe.execute_command("XREAD", "COUNT", count, "STREAMS", key, cursor, **RAW)
+        where = await node_of(redis, key)
+        pipe.execute_command("XREAD", "COUNT", count, "STREAMS", key, cursor, **RAW, **where)
     replies: list[Any] = await pipe.execute(raise_on_error=False)
     reply: list[Any] = []
     errors: dict[str, BaseException] = {}
@@ -64,6 +66,18 @@ async def read_each(
         elif answer:
             reply += answer
     return reply, errors
+
+
+async def node_of(redis: Client, key: str) -> dict[str, Any]:
+    """`target_nodes` naming the node that serves `key`, on a cluster ({} on one server).
+
+    redis-py cannot tell where XREAD's keys are (they follow options), so without a node named
+    it asks the server (COMMAND GETKEYS) for every XREAD, one round trip each before the
+    pipeline goes out. A key that moved meanwhile is redirected (MOVED) as usual."""
+    if not isinstance(redis, RedisCluster):
+        return {}
+    await redis.initialize()  # no-op once the client knows the cluster
+    return {"target_nodes": redis.get_node_from_key(key)}
 
 
 class MovedWatch:
@@ -134,17 +148,11 @@ class MovedWatch:
                 if not cursor:  # from the newest notice: what came before, a sweep covers
                     cursor = await _last_id(redis, key)
                     self._wake(sweep=True)
-                reply: Any = await raw(
-                    redis,
-                    "XREAD",
-                    "COUNT",
-                    _NOTICES,
-                    "BLOCK",
-                    self.block_ms,
-                    "STREAMS",
-                    key,
-                    cursor,
-                )
+                where = await node_of(redis, key)
+                reply: Any = await redis.execute_command(
+                    "XREAD", "COUNT", _NOTICES, "BLOCK", self.block_ms, "STREAMS", key, cursor,
+                    **RAW, **where,
+                )  # fmt: skip
                 cursor = self._take(reply, cursor)
             except asyncio.CancelledError:
                 raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio.cluster import RedisCluster
+
 from polybus.consumers.books import TokenBook
 from polybus.consumers.cursor import CursorReport
 from polybus.consumers.reader import Reader
@@ -64,20 +66,28 @@ async def applied(reader: Reader, client: Client, want: int, timeout: float = 5.
     return seen
 
 
+async def getkeys_calls(client: Client) -> int:
+    """COMMAND GETKEYS calls every node served (redis-py's way to route an XREAD blindly)."""
+    stats = await client.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+    return sum(s.get("cmdstat_command|getkeys", {}).get("calls", 0) for s in stats.values())
+
+
 async def test_notices_alone_deliver_new_entries(redis_cluster: LocalCluster) -> None:
     """Once started, a reader whose sweeps are off gets every new entry of tokens on all
-    three primaries from the notices, reading only the streams named."""
+    three primaries from the notices, reading only the streams named, each XREAD sent to its
+    node (no COMMAND GETKEYS round trip per stream)."""
     client = await connect(redis_cluster.url)
     reader: Reader | None = None
     try:
         pub = Publisher(client, partitions=PARTITIONS)
         await publish(pub, *(snapshot(t) for t in TOKENS))
         reader = await started(client, TOKENS)
-        sweeps = reader.moved.sweeps
+        sweeps, getkeys = reader.moved.sweeps, await getkeys_calls(client)
         await publish(pub, change(TOKENS[3], "5"), change(TOKENS[17], "6"))
         seen = await applied(reader, client, 2)
         assert sorted(seen) == sorted([TOKENS[3], TOKENS[17]])
         assert reader.moved.sweeps == sweeps and reader.moved.notices > 0
+        assert await getkeys_calls(client) == getkeys
         assert reader.books[TOKENS[17]].seq == 2
     finally:
         if reader is not None:
