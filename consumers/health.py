@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from polybus.consumers.writers import read_partitions
+from polybus.redisio import Client, connect
 from polybus.wire import keys
 from polybus.wire.hashes import FeederHealth, decode_health, health_report
 from polybus.wire.maintained import partition_count, read_lease
@@ -62,14 +62,12 @@ class Report:
         self.problems.append(problem)
 
 
-async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
+async def _scan(redis: Client, pattern: str) -> list[str]:
     # Feeder and consumer keys are few among 2 keys per token: large SCAN steps, few round trips.
     return [str(k) async for k in redis.scan_iter(match=pattern, count=10_000)]
 
 
-async def check(
-    redis: aioredis.Redis, prefix: str, max_silence: float, max_lag_ms: float
-) -> Report:
+async def check(redis: Client, prefix: str, max_silence: float, max_lag_ms: float) -> Report:
     """Inspect feeders, the books they carry, and consumers under `prefix`."""
     report = Report()
     healths: dict[str, FeederHealth] = {}
@@ -110,7 +108,7 @@ async def check(
 
 
 async def partition_leaders(
-    redis: aioredis.Redis, prefix: str, live: dict[str, FeederHealth], report: Report
+    redis: Client, prefix: str, live: dict[str, FeederHealth], report: Report
 ) -> None:
     """Fill the report's partitions (see the module docstring); nothing for older feeders."""
     raw = await read_partitions(redis, prefix)
@@ -207,9 +205,7 @@ def register(subparsers: Any) -> None:
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Print the verdict; 0 healthy, 1 unhealthy (an unreachable Redis escapes: exit 2)."""
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
-    redis = aioredis.Redis.from_url(
-        target.redis_url, decode_responses=True, socket_connect_timeout=3
-    )
+    redis = await connect(target.redis_url, decode_responses=True, socket_connect_timeout=3)
     try:
         report = await check(redis, target.prefix, args.max_silence, args.max_lag * 1000)
     finally:
