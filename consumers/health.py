@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 
 from polybus.consumers.writers import read_partitions
-from polybus.redisio import Client, connect
+from polybus.redisio import REDIS_ERRORS, Client, connect, on_cluster
 from polybus.wire import keys
 from polybus.wire.hashes import FeederHealth, decode_health, health_report
 from polybus.wire.maintained import partition_count, read_lease
@@ -122,13 +123,7 @@ async def partition_leaders(
         )
         return
     report.partition_count = count
-    pipe = redis.pipeline(transaction=False)
-    pipe.time()
-    pipe.zrange(keys.members(prefix), 0, -1, withscores=True)
-    for p in range(count):
-        pipe.get(keys.lease(p, prefix))
-        pipe.pttl(keys.lease(p, prefix))
-    replies = await pipe.execute(raise_on_error=False)
+    replies = await _lease_reads(redis, prefix, count)
     members = _live_members(replies[0], replies[1])
     carrying = {m: live[m].carrying for m in members if m in live}
     default_ms = max((h.lease_ms for h in live.values()), default=0) or DEFAULT_LEASE_MS
@@ -166,6 +161,32 @@ async def partition_leaders(
             f"no standby for partition(s) {','.join(lonely)}: a kill of "
             "their leader leaves them unwritten"
         )
+
+
+async def _lease_reads(redis: Client, prefix: str, count: int) -> list[Any]:
+    """[TIME of the members' server, members with expiries, then GET and PTTL of each lease],
+    error replies in place: one pipeline (one round trip per primary on a cluster)."""
+    members = keys.members(prefix)
+    pipe = redis.pipeline(transaction=False)
+    if not on_cluster(redis):
+        pipe.time()
+    pipe.zrange(members, 0, -1, withscores=True)
+    for p in range(count):
+        pipe.get(keys.lease(p, prefix))
+        pipe.pttl(keys.lease(p, prefix))
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    if on_cluster(redis):  # a cluster pipeline refuses TIME, a command of no key
+        replies.insert(0, await _time_of(redis, members))
+    return replies
+
+
+async def _time_of(redis: RedisCluster, key: str) -> Any:
+    """TIME of the primary serving `key`: the clock the members' expiries were written by
+    (their Lua step runs there); an error reply as garbage, like the pipeline's."""
+    try:
+        return await redis.execute_command("TIME", target_nodes=redis.get_node_from_key(key))
+    except REDIS_ERRORS as exc:
+        return exc
 
 
 def _live_members(now: Any, scores: Any) -> list[str]:
