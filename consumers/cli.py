@@ -8,13 +8,11 @@ import os
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from polybus.consumers.format import age, entry_line, short
 from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.redisio import text
 from polybus.consumers.writers import verdicts
-from polybus.redisio import Client, on_cluster
+from polybus.redisio import Client, connect, on_cluster
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.maintained import Verdict
@@ -45,10 +43,12 @@ _READS_REDIS: dict[str, Any] = {"uses_redis": True, "log_level_default": "warnin
 """Tools that print data: only warnings log (on stderr)."""
 
 
-def _client(args: argparse.Namespace) -> tuple[aioredis.Redis, str]:
+async def _client(args: argparse.Namespace) -> tuple[Client, str]:
+    """A client for `--redis-url` (a single server or any node of a cluster: the server is
+    asked) and the prefix."""
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
     # backslashreplace: a non-UTF-8 byte in Redis is shown escaped, never a crash
-    client = aioredis.Redis.from_url(
+    client = await connect(
         target.redis_url,
         decode_responses=True,
         encoding_errors="backslashreplace",
@@ -63,7 +63,7 @@ async def run_tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    redis, prefix = _client(args)
+    redis, prefix = await _client(args)
     if args.tokens:
         tokens = [keys.validate_token(t.strip()) for t in args.tokens.split(",") if t.strip()]
         streams = {keys.stream(t, prefix): "0-0" if args.from_start else "$" for t in tokens}
@@ -162,8 +162,8 @@ def book_lines(
 
 
 async def _book(args: argparse.Namespace) -> int:
-    redis, prefix = _client(args)
-    token = keys.validate_token(args.token)
+    token = keys.validate_token(args.token)  # a bad argument is refused before connecting
+    redis, prefix = await _client(args)
     try:
         fields: dict[str, str] = await redis.hgetall(keys.book(token, prefix))  # type: ignore[assignment]
         # a book is only as good as its writer: does it still hold the token's lease?
@@ -183,5 +183,5 @@ async def run_top(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """The live table until stopped (or printed once)."""
     from polybus.consumers.top import top
 
-    redis, prefix = _client(args)
+    redis, prefix = await _client(args)
     return await top(redis, prefix, rows=args.rows, once=args.once, stop=stop)

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from polybus.consumers.writers import read_partitions
+from polybus.redisio import REDIS_ERRORS, Client, connect, on_cluster
 from polybus.wire import keys
 from polybus.wire.hashes import FeederHealth, decode_health, health_report
 from polybus.wire.maintained import partition_count, read_lease
@@ -62,14 +63,12 @@ class Report:
         self.problems.append(problem)
 
 
-async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
+async def _scan(redis: Client, pattern: str) -> list[str]:
     # Feeder and consumer keys are few among 2 keys per token: large SCAN steps, few round trips.
     return [str(k) async for k in redis.scan_iter(match=pattern, count=10_000)]
 
 
-async def check(
-    redis: aioredis.Redis, prefix: str, max_silence: float, max_lag_ms: float
-) -> Report:
+async def check(redis: Client, prefix: str, max_silence: float, max_lag_ms: float) -> Report:
     """Inspect feeders, the books they carry, and consumers under `prefix`."""
     report = Report()
     healths: dict[str, FeederHealth] = {}
@@ -110,7 +109,7 @@ async def check(
 
 
 async def partition_leaders(
-    redis: aioredis.Redis, prefix: str, live: dict[str, FeederHealth], report: Report
+    redis: Client, prefix: str, live: dict[str, FeederHealth], report: Report
 ) -> None:
     """Fill the report's partitions (see the module docstring); nothing for older feeders."""
     raw = await read_partitions(redis, prefix)
@@ -124,13 +123,7 @@ async def partition_leaders(
         )
         return
     report.partition_count = count
-    pipe = redis.pipeline(transaction=False)
-    pipe.time()
-    pipe.zrange(keys.members(prefix), 0, -1, withscores=True)
-    for p in range(count):
-        pipe.get(keys.lease(p, prefix))
-        pipe.pttl(keys.lease(p, prefix))
-    replies = await pipe.execute(raise_on_error=False)
+    replies = await _lease_reads(redis, prefix, count)
     members = _live_members(replies[0], replies[1])
     carrying = {m: live[m].carrying for m in members if m in live}
     default_ms = max((h.lease_ms for h in live.values()), default=0) or DEFAULT_LEASE_MS
@@ -170,6 +163,32 @@ async def partition_leaders(
         )
 
 
+async def _lease_reads(redis: Client, prefix: str, count: int) -> list[Any]:
+    """[TIME of the members' server, members with expiries, then GET and PTTL of each lease],
+    error replies in place: one pipeline (one round trip per primary on a cluster)."""
+    members = keys.members(prefix)
+    pipe = redis.pipeline(transaction=False)
+    if not on_cluster(redis):
+        pipe.time()
+    pipe.zrange(members, 0, -1, withscores=True)
+    for p in range(count):
+        pipe.get(keys.lease(p, prefix))
+        pipe.pttl(keys.lease(p, prefix))
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    if on_cluster(redis):  # a cluster pipeline refuses TIME, a command of no key
+        replies.insert(0, await _time_of(redis, members))
+    return replies
+
+
+async def _time_of(redis: RedisCluster, key: str) -> Any:
+    """TIME of the primary serving `key`: the clock the members' expiries were written by
+    (their Lua step runs there); an error reply as garbage, like the pipeline's."""
+    try:
+        return await redis.execute_command("TIME", target_nodes=redis.get_node_from_key(key))
+    except REDIS_ERRORS as exc:
+        return exc
+
+
 def _live_members(now: Any, scores: Any) -> list[str]:
     """Members whose expiry (server ms) is after the server's TIME; garbage reads as none."""
     if not isinstance(now, list | tuple) or not isinstance(scores, list):
@@ -207,9 +226,7 @@ def register(subparsers: Any) -> None:
 async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """Print the verdict; 0 healthy, 1 unhealthy (an unreachable Redis escapes: exit 2)."""
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
-    redis = aioredis.Redis.from_url(
-        target.redis_url, decode_responses=True, socket_connect_timeout=3
-    )
+    redis = await connect(target.redis_url, decode_responses=True, socket_connect_timeout=3)
     try:
         report = await check(redis, target.prefix, args.max_silence, args.max_lag * 1000)
     finally:

@@ -13,13 +13,13 @@ import contextlib
 import time
 from decimal import Decimal
 
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from polybus.consumers.format import age, short
 from polybus.consumers.writers import verdicts
+from polybus.redisio import Client
 from polybus.wire import keys
 from polybus.wire.hashes import SUMMARY_FIELDS, BookHash, read_book
 from polybus.wire.maintained import HANDOVER, MAINTAINED, UNMAINTAINED, Verdict
@@ -38,7 +38,7 @@ Row = BookHash
 """One book as `top` shows it: its SUMMARY_FIELDS, read leniently (no levels)."""
 
 
-async def snapshot(redis: aioredis.Redis, prefix: str) -> dict[str, Row]:
+async def snapshot(redis: Client, prefix: str) -> dict[str, Row]:
     """token -> the fields `top` shows, for every book hash under the prefix."""
     found = [str(k) async for k in redis.scan_iter(keys.book_pattern(prefix), count=1000)]
     pipe = redis.pipeline(transaction=False)
@@ -55,9 +55,7 @@ _MIN_WIDTH = {"status": len("suspect"), "writer": len("handover")}
 """Never cut these to `sync…` on a narrow terminal: the market column wraps instead."""
 
 
-async def maintainers(
-    redis: aioredis.Redis, prefix: str, rows: dict[str, Row]
-) -> dict[str, Verdict]:
+async def maintainers(redis: Client, prefix: str, rows: dict[str, Row]) -> dict[str, Verdict]:
     """token -> who maintains its book (wire/maintained.py), in two round trips."""
     return await verdicts(
         redis, prefix, {t: {"writer": r.writer, "fence": r.fence} for t, r in rows.items()}
@@ -136,7 +134,7 @@ def _writer_cell(verdict: Verdict | None) -> str:
 
 
 async def top(
-    redis: aioredis.Redis,
+    redis: Client,
     prefix: str,
     *,
     rows: int = 30,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from polybus.redisio import Client
 from polybus.wire import keys
 from polybus.wire.hashes import BookField
 from polybus.wire.maintained import Verdict, judge, partition_count
@@ -26,7 +25,7 @@ def _value(reply: Any) -> Any:
     return f"<{reply}>" if isinstance(reply, Exception) else reply
 
 
-async def read_partitions(redis: aioredis.Redis, prefix: str) -> Any:
+async def read_partitions(redis: Client, prefix: str) -> Any:
     """GET `P:partitions` (None: absent; an error reply as garbage text)."""
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.partitions(prefix))
@@ -35,7 +34,7 @@ async def read_partitions(redis: aioredis.Redis, prefix: str) -> Any:
 
 
 async def verdicts(
-    redis: aioredis.Redis, prefix: str, books: Mapping[str, Mapping[str, Any]]
+    redis: Client, prefix: str, books: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Verdict]:
     """token -> the verdict on its book; `books` holds at least `writer` and `fence` of each."""
     partitions = await read_partitions(redis, prefix)

@@ -58,11 +58,11 @@ import orjson
 import structlog
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
-    RedisError,
     TimeoutError as RedisTimeoutError,
 )
 
 from polybus import __version__
+from polybus.redisio import REDIS_ERRORS
 from polybus.wire.errors import ConfigError, InvalidToken
 
 
@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_main_task(args))
     except (ConfigError, InvalidToken) as exc:
         return _refuse(args, str(exc))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:  # a cluster's own errors too (no node serves a slot, …)
         if not getattr(args, "uses_redis", False):
             raise
         lost = isinstance(exc, RedisConnectionError | RedisTimeoutError)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -90,7 +90,7 @@ async def connect(url: str, **kwargs: Any) -> Client:
         raise
 
 
-def on_cluster(redis: object) -> bool:
+def on_cluster(redis: object) -> TypeGuard[RedisCluster]:
     """Whether a client is a cluster client (scripts in its pipelines need `execute_command`,
     and each node has its own run_id)."""
     return isinstance(redis, RedisCluster)

@@ -19,10 +19,8 @@ import os
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from polybus.feeder.config import redact
+from polybus.redisio import REDIS_OR_OS_ERRORS, Client, connect
 from polybus.replay.pacing import Progress
 from polybus.replay.sessions import SessionError, detect_format, parse_speed, parse_time, summarize
 from polybus.wire.errors import BackendError, InvalidToken
@@ -32,6 +30,9 @@ from polybus.wire.settings import bus_target
 __all__ = ["register", "run"]
 
 DEFAULT_PREFIX = "replay"
+
+_LOST: tuple[type[Exception], ...] = (*REDIS_OR_OS_ERRORS, BackendError)
+"""A Redis (or its cluster) failing mid-replay: exit 1."""
 
 
 def register(subparsers: Any) -> None:
@@ -115,16 +116,16 @@ async def _into_redis(
     args: argparse.Namespace, speed: float, start: int | None, end: int | None, progress: Progress
 ) -> int:
     url = bus_target(os.environ, redis_url=args.redis_url).redis_url
-    redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    # unreachable now is a setting to fix (exit 2), not a failure
+    redis = await connect(url, decode_responses=True, socket_connect_timeout=2)
     try:
-        await redis.ping()  # unreachable now is a setting to fix (exit 2), not a failure
         return await _replay_into(redis, redact(url), args, speed, start, end, progress)
     finally:
         await redis.aclose()
 
 
 async def _replay_into(
-    redis: aioredis.Redis,
+    redis: Client,
     shown_url: str,
     args: argparse.Namespace,
     speed: float,
@@ -146,7 +147,7 @@ async def _replay_into(
             progress=progress,
             clear=args.clear,
         )
-    except (RedisError, BackendError, OSError) as exc:
+    except _LOST as exc:
         print(f"polybus replay: redis {shown_url}: {exc}", file=sys.stderr)
         return 1
     except InvalidToken as exc:

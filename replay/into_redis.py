@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from polybus.feeder.outbox import Batch, Outbox
 from polybus.feeder.publisher import Publisher
+from polybus.redisio import Client
 from polybus.replay.pacing import Pacer, Progress
 from polybus.replay.rawfold import OutboxSink, RawFolder
 from polybus.replay.sessions import (
@@ -64,7 +64,7 @@ class ReplayResult:
         return self.published / self.seconds if self.seconds > 0 else 0.0
 
 
-async def _scan(redis: aioredis.Redis, prefix: str) -> list[str]:
+async def _scan(redis: Client, prefix: str) -> list[str]:
     found: list[str] = []
     for pattern in (keys.book_pattern(prefix), keys.stream_pattern(prefix)):
         found += [k async for k in redis.scan_iter(match=pattern, count=1000)]
@@ -74,7 +74,7 @@ async def _scan(redis: aioredis.Redis, prefix: str) -> list[str]:
     return found
 
 
-async def prepare_prefix(redis: aioredis.Redis, prefix: str, clear: bool) -> None:
+async def prepare_prefix(redis: Client, prefix: str, clear: bool) -> None:
     """Refuse a prefix that holds books or streams, or delete them when `clear`."""
     found = await _scan(redis, prefix)
     if found and not clear:
@@ -83,13 +83,14 @@ async def prepare_prefix(redis: aioredis.Redis, prefix: str, clear: bool) -> Non
             f"{found[0]}); pick another --prefix or pass --clear"
         )
     for at in range(0, len(found), 500):
+        # on a cluster, redis-py splits a DEL of many keys into one DEL per slot (a pipeline)
         await redis.delete(*found[at : at + 500])
 
 
 class _Writer:
     """Outbox → Publisher, counting what was written."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: Client, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         self.outbox = Outbox(capacity=1 << 62)
@@ -133,7 +134,7 @@ class _Writer:
 
 async def replay_into_redis(
     path: str | Path,
-    redis: aioredis.Redis,
+    redis: Client,
     *,
     prefix: str = keys.DEFAULT_PREFIX,
     speed: float = 0.0,
@@ -193,7 +194,7 @@ def _timed(path: str | Path, fmt: str) -> Iterator[tuple[dict[str, Any], int | N
         yield line, line_time(line, fmt)  # type: ignore[arg-type]
 
 
-async def _write_hash(redis: aioredis.Redis, prefix: str, line: dict[str, Any]) -> None:
+async def _write_hash(redis: Client, prefix: str, line: dict[str, Any]) -> None:
     """A recorded book hash, as the start of its token's replayed stream.
 
     `seq` is kept, so the Lua step numbers the replayed entries exactly as recorded; `last_id`

@@ -13,10 +13,8 @@ import os
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from polybus.feeder.config import parse_tokens
+from polybus.redisio import REDIS_OR_OS_ERRORS, Client, connect
 from polybus.wire.errors import ConfigError
 from polybus.wire.settings import bus_target
 
@@ -53,18 +51,16 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 async def _record(args: argparse.Namespace, stop: asyncio.Event, tokens: list[str]) -> int:
     target = bus_target(os.environ, redis_url=args.redis_url, prefix=args.prefix)
-    redis = aioredis.Redis.from_url(
-        target.redis_url, decode_responses=True, socket_connect_timeout=2
-    )
+    # unreachable now is a setting to fix (exit 2), not a failure
+    redis = await connect(target.redis_url, decode_responses=True, socket_connect_timeout=2)
     try:
-        await redis.ping()  # unreachable now is a setting to fix (exit 2), not a failure
         return await _record_from(redis, target.prefix, args, stop, tokens)
     finally:
         await redis.aclose()
 
 
 async def _record_from(
-    redis: aioredis.Redis,
+    redis: Client,
     prefix: str,
     args: argparse.Namespace,
     stop: asyncio.Event,
@@ -82,7 +78,7 @@ async def _record_from(
         result = await record_streams(
             redis, args.out, tokens, prefix=prefix, duration=args.duration, stop=stop
         )
-    except (RedisError, OSError) as exc:
+    except REDIS_OR_OS_ERRORS as exc:
         print(f"polybus record: {exc}", file=sys.stderr)
         return 1
     print(

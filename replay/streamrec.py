@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from polybus.feeder.recorder import FLUSH_INTERVAL, GzipMembers
+from polybus.redisio import Client, on_cluster
 from polybus.replay.sessions import STREAM_FORMAT, open_write
 from polybus.wire import keys
 from polybus.wire.hashes import read_book
@@ -33,6 +34,9 @@ from polybus.wire.hashes import read_book
 __all__ = ["RecordResult", "all_tokens", "record_streams"]
 
 READ_COUNT = 1000
+
+CLUSTER_POLL = 0.05
+"""On a cluster, seconds between two reads that found nothing (see `_fetch`)."""
 
 
 @dataclass
@@ -43,7 +47,7 @@ class RecordResult:
     entries: int = 0
 
 
-async def all_tokens(redis: aioredis.Redis, prefix: str) -> list[str]:
+async def all_tokens(redis: Client, prefix: str) -> list[str]:
     """Every token that has a book hash under `prefix`, sorted."""
     found = [
         keys.token_of(k) async for k in redis.scan_iter(match=keys.book_pattern(prefix), count=1000)
@@ -59,7 +63,7 @@ def _write(f: Out, item: dict[str, Any]) -> None:
 
 
 async def record_streams(
-    redis: aioredis.Redis,
+    redis: Client,
     path: str | Path,
     tokens: list[str],
     *,
@@ -103,16 +107,43 @@ async def record_streams(
     return result
 
 
-async def _read(
-    redis: aioredis.Redis, cursors: dict[str, str], f: Out, block_ms: int | None
-) -> int:
-    """One XREAD over every stream; entries written, cursors moved; returns how many."""
-    replies: Any = await redis.xread(cursors, count=READ_COUNT, block=block_ms)  # type: ignore[arg-type]
+async def _read(redis: Client, cursors: dict[str, str], f: Out, block_ms: int | None) -> int:
+    """One read of every stream; entries written, cursors moved; returns how many."""
     count = 0
-    for key, entries in replies or []:
+    for key, entries in await _fetch(redis, cursors, block_ms):
         token = keys.token_of(key)
         for entry_id, fields in entries:
             _write(f, {"kind": "entry", "token": token, "id": entry_id, "fields": fields})
         count += len(entries)
         cursors[key] = entries[-1][0]
     return count
+
+
+async def _fetch(redis: Client, cursors: dict[str, str], block_ms: int | None) -> list[Any]:
+    """[(stream, entries)] of the streams with entries after their cursor: one XREAD over
+    every stream, blocking up to `block_ms` (None: not at all)."""
+    if on_cluster(redis):
+        return await _fetch_cluster(redis, cursors, block_ms)
+    replies: Any = await redis.xread(cursors, count=READ_COUNT, block=block_ms)  # type: ignore[arg-type]
+    return list(replies or [])
+
+
+async def _fetch_cluster(
+    redis: RedisCluster, cursors: dict[str, str], block_ms: int | None
+) -> list[Any]:
+    """`_fetch` on a cluster, where one XREAD may only name streams of one slot, and a
+    blocking XREAD per stream would hold a connection per token: one pipeline of
+    non-blocking XREADs instead (redis-py sends one round trip per primary, at once), and a
+    pause of CLUSTER_POLL when nothing came. Each XREAD names its node: left to find it,
+    redis-py asks the server (COMMAND GETKEYS) twice per XREAD, one by one."""
+    await redis.initialize()  # the slot map get_node_from_key reads (a no-op once known)
+    pipe = redis.pipeline(transaction=False)
+    for key, cursor in cursors.items():
+        node = redis.get_node_from_key(key)
+        pipe.execute_command(
+            "XREAD", "COUNT", READ_COUNT, "STREAMS", key, cursor, target_nodes=node
+        )
+    replies = [stream for reply in await pipe.execute() for stream in reply or []]
+    if not replies and block_ms:
+        await asyncio.sleep(min(CLUSTER_POLL, block_ms / 1000))
+    return replies
