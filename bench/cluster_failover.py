@@ -6,8 +6,8 @@ the simulator and a feeder with its default timings, all in this process. A read
 victim serves, one on another primary — for the newest stream entry and the book's status.
 Each round SIGKILLs the primary serving the most tokens, then prints: when the reader saw the
 victim's slots answer again and what it got meanwhile (errors by kind), how long no new entry
-reached each token's stream (the write stall; entry ids are the server's clock), and when a
-fresh book (the resync) was written there. The
+reached each token's stream (the write stall; entry ids are the server's clock), and whether
+the feeder resynced the token (a `suspect` status, then a fresh book) and when. The
 killed node is started again (it rejoins as a replica) before the next round. Not a test.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
 from collections import Counter
@@ -38,7 +39,6 @@ class Watch:
     errors: Counter[str] = field(default_factory=Counter)
     first_answer: float | None = None
     first_entry: float | None = None
-    book: float | None = None
     slowest: float = 0.0
     """The longest a read took (redis-py retries inside a call before it raises)."""
 
@@ -62,9 +62,23 @@ async def poll(redis: RedisCluster, w: Watch, since: float, killed: float) -> No
         w.first_answer = time.monotonic() - since
     if entries and w.first_entry is None:
         w.first_entry = _after(entries[0][0], killed)
-    book = next((i for i, f in entries if f["type"] == "book"), None)
-    if book is not None and w.book is None:
-        w.book = _after(book, killed)
+
+
+async def stream_after(redis: RedisCluster, w: Watch, killed: float) -> str:
+    """What the token's stream shows of the failover: the longest time between two entries
+    from its last entry before the kill on, and when it was marked suspect and when its fresh
+    snapshot followed (the feeder's resync), if it was."""
+    entries: Any = await redis.xrange(keys.stream(w.token), min=f"({w.last_id}", count=5000)
+    stamps = [int(w.last_id.split("-")[0])] + [int(i.split("-")[0]) for i, _ in entries]
+    gap = max(b - a for a, b in itertools.pairwise(stamps)) / 1000
+    suspect = next((n for n, (_, f) in enumerate(entries) if f.get("state") == "suspect"), None)
+    if suspect is None:
+        return f"longest gap between entries {gap:.2f} s; no resync (nothing was lost)"
+    book = next(i for i, f in entries[suspect:] if f["type"] == "book")
+    return (
+        f"longest gap between entries {gap:.2f} s; suspect at "
+        f"{_after(entries[suspect][0], killed):.2f} s, fresh book {_after(book, killed):.2f} s"
+    )
 
 
 async def round_(cluster: LocalCluster, tokens: list[str], reader: RedisCluster) -> None:
@@ -86,17 +100,26 @@ async def round_(cluster: LocalCluster, tokens: list[str], reader: RedisCluster)
 
     async def done() -> bool:
         await asyncio.gather(*(poll(reader, w, since, killed) for w in watches))
-        return promoted.done() and all(w.book is not None for w in watches)
+        return promoted.done() and all(w.first_entry is not None for w in watches)
 
-    await wait_for(done, 60, "a fresh book in both streams after the failover")
+    await wait_for(done, 60, "new entries in both streams after the failover")
+    await asyncio.sleep(SETTLE)  # let a resync, if any, finish before reading the streams
     print(f"  every node saw the replica promoted at {seen[0]:.2f} s")
     for w, where in zip(watches, ("victim's slots", "another primary"), strict=True):
         print(
             f"  {where:>15}: reader's first answer {w.first_answer or 0:.2f} s (errors "
             + (", ".join(f"{k} x{v}" for k, v in w.errors.items()) or "none")
-            + f"; slowest read {w.slowest:.2f} s), first entry written {w.first_entry or 0:.2f} s, "
-            f"fresh book {w.book or 0:.2f} s"
+            + f"; slowest read {w.slowest:.2f} s); first entry written "
+            f"{w.first_entry or 0:.2f} s; {await stream_after(reader, w, killed)}"
         )
+    marked = 0
+    for token in tokens:
+        since_kill: Any = await reader.xrange(keys.stream(token), min=str(int(killed * 1000)))
+        marked += any(f.get("state") == "suspect" for _, f in since_kill)
+    print(
+        f"  {marked} of {len(tokens)} tokens marked suspect and resynced "
+        f"({len(by_node[port])} on the victim)"
+    )
     cluster.revive(victim)
 
 
@@ -121,6 +144,9 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         cluster.close()
 
+
+SETTLE = 3.0
+"""Seconds after both streams moved again before the streams are read."""
 
 DEFAULT_TIMINGS: dict[str, Any] = {"reconnect_base_delay": 1.0, "reconnect_max_delay": 60.0}
 """The feeder's own defaults for its exchange side (benchkit's FAST shortens them); its Redis

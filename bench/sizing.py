@@ -83,16 +83,25 @@ async def measure(
 
 
 def advise(args: argparse.Namespace, per_token: dict[int, float]) -> None:
-    """Memory per primary for the given token count, and tokens per shard of given sizes."""
+    """Memory per primary for the given token count, tokens per shard of given sizes, and the
+    primaries the token count needs (every stream at its cap: a quiet token's stream is not
+    trimmed by age, it only fills more slowly)."""
     each = args.tokens / args.primaries
     print(f"\n{args.tokens:,} tokens on {args.primaries} primaries = {each:,.0f} per primary:")
     for maxlen, size in sorted(per_token.items(), reverse=True):
-        shard = ", ".join(f"{int(gb * GB * 0.75 / size):,} per {gb} GB" for gb in (8, 16, 32, 64))
+        fits = {gb: int(gb * GB * USABLE / size) for gb in (16, 32, 64)}
         print(
             f"  MAXLEN {maxlen:>7,}: {size / 1e6:6.2f} MB per token at the cap -> "
-            f"{each * size / GB:7.1f} GiB per primary if all are busy; tokens at the cap per "
-            f"shard (maxmemory = 75% of RAM): {shard}"
+            f"{each * size / GB:6.1f} GiB per primary; tokens per primary at "
+            f"maxmemory {USABLE:.0%} of RAM: "
+            + ", ".join(f"{n:,} ({gb} GB)" for gb, n in fits.items())
+            + f"; {args.tokens:,} tokens need {-(-args.tokens // fits[64]):,} primaries of 64 GB"
         )
+
+
+USABLE = 0.75
+"""maxmemory as a share of a node's RAM: the rest is fragmentation, client and replication
+buffers (no fork: the nodes run without persistence)."""
 
 
 async def run(args: argparse.Namespace) -> None:
