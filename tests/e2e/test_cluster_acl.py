@@ -78,8 +78,9 @@ async def test_feeder_writes_a_cluster_under_the_documented_cluster_acl(
     acl_cluster: LocalCluster,
 ) -> None:
     """The feeder as polybus-feeder (single-server rules + the cluster rules) finds the
-    cluster, writes every book on every primary (leases, health, publish path) and no node
-    denies it a command; the strategy user is detected as on a cluster and reads a book."""
+    cluster, writes every book on every primary (leases, health, publish path) and stops
+    cleanly, and no node denies it a command; the strategy user is detected as on a cluster
+    and reads a book."""
     sim = Simulator(
         SimConfig(markets=6, seed=4, rate=300.0, new_market_every=0.0, resolve_every=0.0)
     )
@@ -112,10 +113,13 @@ async def test_feeder_writes_a_cluster_under_the_documented_cluster_acl(
             assert await strategy.xrange(keys.stream(tokens[-1]), count=1)
         finally:
             await strategy.aclose()
+        assert not task.done(), "the feeder stopped"
+        feeder.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+        assert not await admin.exists(keys.feeder("acl")), "its health key deleted at stop"
         # detection asks INFO first; the strategy user may not run it and falls back
         info = "polybus-strategy: command info"
         assert [d for d in denials(acl_cluster) if not d.endswith(info)] == []
-        assert not task.done(), "the feeder stopped"
     finally:
         feeder.stop()
         with contextlib.suppress(Exception):
