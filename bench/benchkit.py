@@ -16,7 +16,7 @@ from typing import Any
 
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
-from polybus.redisproc import RedisServer
+from polybus.redisproc import LocalCluster, RedisServer
 from polybus.rig import FAST, fast_env, wait_for
 from polybus.simulator import SimConfig, Simulator
 
@@ -35,9 +35,15 @@ class Pair:
 
 @contextlib.asynccontextmanager
 async def feeder_on_simulator(
-    server: RedisServer, *, markets: int, seed: int = 1, rate: float = 0.0, **feeder: Any
+    server: RedisServer | LocalCluster,
+    *,
+    markets: int,
+    seed: int = 1,
+    rate: float = 0.0,
+    **feeder: Any,
 ) -> AsyncIterator[Pair]:
-    """Start a simulator and a feeder on all its tokens, writing to `server`; stop both after."""
+    """Start a simulator and a feeder on all its tokens, writing to `server` (a cluster: given
+    one node's URL, the feeder finds the rest); stop both after."""
     sim = Simulator(
         SimConfig(markets=markets, seed=seed, rate=rate, new_market_every=0.0, resolve_every=0.0)
     )
