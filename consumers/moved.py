@@ -83,7 +83,9 @@ async def node_of(redis: Client, key: str) -> dict[str, Any]:
 class MovedWatch:
     """The tokens whose streams have news, from the partitions' `P:moved:{pN}` streams."""
 
-    def __init__(self, prefix: str, block_ms: int, sweep_s: float = 2.0) -> None:
+    def __init__(self, prefix: str, block_ms: int, sweep_s: float = float("inf")) -> None:
+        """`sweep_s`: read every followed stream at least this often (default never: the
+        reader's gap audit already finds what a lost notice hid, at far less cost)."""
         self.prefix, self.block_ms, self.sweep_s = prefix, block_ms, sweep_s
         self.moved: set[str] = set()
         self.sweep = True

@@ -1,0 +1,209 @@
+"""Consumer lag at many tokens, single Redis beside a Redis Cluster, measured in one run.
+
+    python bench/consumer_lag.py [--tokens 2000] [--rate 5000] [--seconds 10] [--consumers 1]
+
+For each bus (a private redis-server, then a private 3-primary/3-replica cluster): this process
+writes price changes over `--tokens` tokens at `--rate` events/s through the feeder's own
+publisher (the Lua step, and on a cluster the `P:moved:{pN}` notices), each event's `hash`
+holding its send time; `--consumers` MarketFeed processes follow every token and note, per
+`on_price_change`, now − send time. Prints delivered share, p50/p99/p99.9/max lag, each
+process's CPU, and on the cluster the notices and sweeps the consumers used. Lag here is
+write → callback: the publisher's round trip, Redis, the consumer's read, decode and apply.
+Not a test: figures for the notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from polybus.consumers import MarketFeed
+from polybus.feeder.outbox import Batch
+from polybus.feeder.publisher import Publisher
+from polybus.redisio import Client, connect
+from polybus.redisproc import LocalCluster, RedisServer
+from polybus.wire import keys
+from polybus.wire.events import Book, PriceChange
+
+
+PARTITIONS = 16
+TICK_S = 0.005
+"""The publisher writes one batch per tick (a feeder's batches are of that order)."""
+
+
+def tokens_of(n: int) -> list[str]:
+    return [str(10**20 + i) for i in range(n)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the consumer process -------------------------------------------------------------------
+async def consume(url: str, n: int, out: str) -> None:
+    """Follow `n` tokens; on `stop` (stdin) write the lags (ms) and the feed's counters."""
+    tokens = tokens_of(n)
+    feed = MarketFeed(url, name=f"lag{os.getpid()}")
+    lags: list[float] = []
+    feed.on_price_change = lambda d: lags.append((time.time_ns() - int(d["hash"])) / 1e6)
+    assert await feed.connect()
+    await feed.subscribe(tokens)
+    while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    moved = feed._reader.moved
+    report = {"lags": lags, "notices": moved.notices, "sweeps": moved.sweeps}
+    Path(out).write_bytes(orjson.dumps(report))
+    await feed.disconnect()
+
+
+# --- the publishing side --------------------------------------------------------------------
+async def publish(redis: Client, tokens: list[str], rate: float, seconds: float) -> int:
+    """Price changes round-robin over the tokens at `rate`/s; how many were written."""
+    pub = Publisher(redis, partitions=PARTITIONS)
+    per_tick, sent, i = max(1, round(rate * TICK_S)), 0, 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (now := loop.time()) < start + seconds:
+        due = int((now - start) * rate) - sent
+        batch = Batch()
+        for _ in range(min(due, 20 * per_tick)):
+            token = tokens[i % len(tokens)]
+            size = str(1 + i % 997)
+            stamp = str(time.time_ns())
+            batch.add(PriceChange(token, "2", "bid", "0.40", size, "", "", stamp), 1, 1)
+            i += 1
+        if batch.size:
+            await pub.write(batch)
+            sent += batch.size
+        await asyncio.sleep(TICK_S)
+    return sent
+
+
+async def seed(redis: Client, tokens: list[str]) -> None:
+    """A book per token, and the partition count the notices are keyed by."""
+    await redis.set(keys.partitions(), str(PARTITIONS))
+    pub = Publisher(redis, partitions=PARTITIONS)
+    for start in range(0, len(tokens), 500):
+        batch = Batch()
+        for t in tokens[start : start + 500]:
+            batch.add(Book(t, "0xm", "1", (("0.40", "10"),), (("0.60", "10"),), "h"), 1, 1)
+        await pub.write(batch)
+
+
+async def run_one(
+    url: str, args: argparse.Namespace, tmp: Path, pids: dict[str, int]
+) -> dict[str, Any]:
+    tokens = tokens_of(args.tokens)
+    redis = await connect(url, decode_responses=True)
+    await seed(redis, tokens)
+    procs = []
+    for c in range(args.consumers):
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--consume",
+                url,
+                str(args.tokens),
+                str(tmp / f"c{c}.json"),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        )
+    for proc in procs:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert line.strip() == b"ready", line
+    watched = {
+        **pids,
+        **{f"consumer{i}": p.pid for i, p in enumerate(procs)},
+        "publisher": os.getpid(),
+    }
+    before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    began = time.monotonic()
+    sent = await publish(redis, tokens, args.rate, args.seconds)
+    await asyncio.sleep(1.0)  # 100% within 1 s of the end is what is asked
+    wall = time.monotonic() - began
+    cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in watched.items()}
+    reports = []
+    for c, proc in enumerate(procs):
+        assert proc.stdin is not None
+        proc.stdin.write(b"stop\n")
+        await proc.stdin.drain()
+        await asyncio.wait_for(proc.wait(), 30)
+        reports.append(orjson.loads((tmp / f"c{c}.json").read_bytes()))
+    await redis.aclose()
+    return {"sent": sent, "reports": reports, "cpu": cpu}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def show(name: str, result: dict[str, Any]) -> None:
+    sent = result["sent"]
+    for i, rep in enumerate(result["reports"]):
+        lags = rep["lags"]
+        share = 100 * len(lags) / max(1, sent)
+        print(
+            f"{name:8} consumer{i}: delivered {len(lags)}/{sent} ({share:.1f}%)"
+            f"  p50 {pct(lags, 0.5):.2f} ms  p99 {pct(lags, 0.99):.2f} ms"
+            f"  p99.9 {pct(lags, 0.999):.2f} ms  max {max(lags, default=float('nan')):.2f} ms"
+            f"  notices {rep['notices']}  sweeps {rep['sweeps']}"
+        )
+    cpu = "  ".join(f"{k} {v:.2f}" for k, v in result["cpu"].items())
+    print(f"{name:8} cores busy: {cpu}")
+
+
+def redis_pids(server: RedisServer | LocalCluster) -> dict[str, int]:
+    nodes = server.nodes if isinstance(server, LocalCluster) else [server]
+    return {f"redis:{n.port}": n.proc.pid for n in nodes if n.proc is not None}
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="polybus-lag-"))
+    print(
+        f"{args.tokens} tokens, {args.rate:.0f} events/s offered for {args.seconds:.0f} s, "
+        f"{args.consumers} consumer process(es), one batch per {TICK_S * 1000:.0f} ms"
+    )
+    single = RedisServer()
+    single.start()
+    try:
+        show("single", await run_one(single.url, args, tmp, redis_pids(single)))
+    finally:
+        single.close()
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        show("cluster", await run_one(cluster.url, args, tmp, redis_pids(cluster)))
+    finally:
+        cluster.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--consume":
+        asyncio.run(consume(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--consumers", type=int, default=1)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(parser.parse_args()))
