@@ -20,9 +20,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from polybus.redisio import Client, connect
 from polybus.wire import keys
 from polybus.wire.hashes import BookField, BookHash
 from polybus.wire.settings import bus_target
@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> int:
 async def _in_shared_redis(
     args: argparse.Namespace, stop: asyncio.Event, url: str, prefix: str
 ) -> int:
-    client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3)
+    client = await connect(url, decode_responses=True, socket_connect_timeout=3)
     try:
         used = await _unless_stopped(stop, _keys_under(client, prefix))
         if used:
@@ -103,7 +103,7 @@ async def _in_shared_redis(
         await client.aclose()
 
 
-async def _keys_under(client: aioredis.Redis, prefix: str) -> list[str]:
+async def _keys_under(client: Client, prefix: str) -> list[str]:
     return [k async for k in client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)]
 
 
@@ -122,7 +122,7 @@ async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> 
     return task.result()
 
 
-async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+async def _delete_prefix(client: Client, prefix: str) -> None:
     """Delete every key under `prefix`: what the demo wrote into a server it did not start."""
     found = await _keys_under(client, prefix)
     for at in range(0, len(found), 500):
@@ -156,7 +156,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event, redis_url: str, p
         feeder.describe(market.yes, question=market.question, outcome="Yes")
         feeder.describe(market.no, question=market.question, outcome="No")
     feeder_task = asyncio.create_task(feeder.run())
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = await connect(redis_url, decode_responses=True)
     view = None if args.quiet else _View(client, prefix, tokens)
     started = time.monotonic()
     try:
@@ -192,7 +192,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event, redis_url: str, p
 class _View:
     """The live view: `polybus top`'s table in place on a terminal, a rate line otherwise."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, tokens: list[str]) -> None:
+    def __init__(self, client: Client, prefix: str, tokens: list[str]) -> None:
         from rich.console import Console
         from rich.live import Live
 

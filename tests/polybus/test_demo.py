@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import RedisServer
+from polybus.redisio import connect
+from tests.support import LocalCluster, RedisServer
 
 
 def run_demo(env: dict[str, str], cwd, *args: str) -> tuple[int, str, str]:
@@ -146,3 +147,29 @@ def test_with_redis_url_a_used_prefix_is_refused(redis_server: RedisServer, tmp_
     code, _, err = run_demo(demo_env(REDIS_URL=redis_server.url), tmp_path)
     assert code == 2 and "already holds 1 keys under prefix 'pm'" in err
     assert asyncio.run(seed_and_count(False)) == 1
+
+
+def test_on_a_cluster_node_url_the_demo_runs_and_leaves_nothing_behind(
+    redis_cluster: LocalCluster, tmp_path
+) -> None:
+    """REDIS_URL naming one node of a Redis Cluster: every book syncs (keys on every primary),
+    and afterwards the cluster holds exactly what it held before."""
+
+    async def keys() -> set[str]:
+        client = await connect(redis_cluster.url, decode_responses=True)
+        try:
+            return {k async for k in client.scan_iter("*")}
+        finally:
+            await client.aclose()
+
+    async def seed() -> None:
+        client = await connect(redis_cluster.url, decode_responses=True)
+        await client.set("someone:else", "1")
+        await client.aclose()
+
+    asyncio.run(seed())
+    before = asyncio.run(keys())
+    code, out, err = run_demo(demo_env(REDIS_URL=redis_cluster.url), tmp_path)
+    assert code == 0, err
+    assert "origin='REDIS_URL'" in out and "demo.summary synced=4/4" in out
+    assert asyncio.run(keys()) == before == {"someone:else"}
