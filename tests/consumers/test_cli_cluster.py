@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from polybus.wire import keys
 from tests.consumers.test_cli import all_synced, polybus
 from tests.e2e.harness import assert_books_equal_truth, rig
 from tests.e2e.test_cluster import primary_of
@@ -57,3 +58,27 @@ async def test_top_once_lists_the_books_of_every_primary(redis_cluster: LocalClu
         rows = [line for line in out.splitlines() if " synced " in line]
         assert len(rows) == len(r.tokens) == 16
         assert all(" ok " in row for row in rows)
+
+
+async def test_tail_follows_streams_on_every_primary(redis_cluster: LocalCluster) -> None:
+    """`tail` on a cluster: from the start, a token of each primary shows its first entries;
+    from now (no --tokens: every stream), new entries keep coming from the feeder's notices."""
+    async with rig(redis_cluster, markets=8) as r:
+        by_node = primary_of(redis_cluster, r.tokens)
+        chosen = [tokens[0] for tokens in by_node.values()]
+        await wait_for(lambda: r.feeder.published > 50, 10, "events published")
+        await r.sim.pause()
+        await wait_for(lambda: all_synced(r), 10, "synced books")
+        total = sum([await r.redis.xlen(keys.stream(t)) for t in chosen])
+        code, out, err = await polybus(
+            "tail", "--redis-url", redis_cluster.url, "--from-start", "--count", str(total),
+            "--tokens", ",".join(chosen),
+        )  # fmt: skip
+        assert code == 0, err
+        firsts = [line for line in out.splitlines() if " seq=1 status connected" in line]
+        assert len(firsts) == 3 and len(out.splitlines()) == total
+        r.sim.resume()
+        code, out, err = await polybus("tail", "--redis-url", redis_cluster.url, "--count", "30")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 30 and not any("seq=1 " in line for line in lines)
