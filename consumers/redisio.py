@@ -98,7 +98,9 @@ async def probe(redis: Client, prefix: str) -> None:
     pipe.execute_command("HGET", keys.feeder(token, prefix), HealthField.STARTED, **RAW)
     pipe.execute_command("GET", keys.partitions(prefix), **RAW)  # who writes: leases
     if on_cluster(redis):  # a cluster pipeline refuses SCAN (it goes to every primary)
-        pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", keys.moved(0, prefix), "0-0", **RAW)
+        moved = keys.moved(0, prefix)  # the notices' reads (consumers/moved.py)
+        pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", moved, "0-0", **RAW)
+        pipe.execute_command("XREVRANGE", moved, "+", "-", "COUNT", 1, **RAW)
     else:
         pipe.execute_command("SCAN", 0, "MATCH", keys.feeder_pattern(prefix), "COUNT", 1, **RAW)
     await pipe.execute()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from polybus import MarketFeed
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
 from polybus.redisio import Client, connect
@@ -79,8 +80,8 @@ async def test_feeder_writes_a_cluster_under_the_documented_cluster_acl(
 ) -> None:
     """The feeder as polybus-feeder (single-server rules + the cluster rules) finds the
     cluster, writes every book on every primary (leases, health, publish path) and stops
-    cleanly, and no node denies it a command; the strategy user is detected as on a cluster
-    and reads a book."""
+    cleanly, and no node denies it a command; a MarketFeed as polybus-strategy is detected as on
+    a cluster and follows every book from the notices, denied nothing either."""
     sim = Simulator(
         SimConfig(markets=6, seed=4, rate=300.0, new_market_every=0.0, resolve_every=0.0)
     )
@@ -101,18 +102,22 @@ async def test_feeder_writes_a_cluster_under_the_documented_cluster_acl(
         assert len({acl_cluster.node_for(keys.book(t)).port for t in tokens}) == 3
         await wait_for(lambda: feeder.published > 500, 20, "500 events published")
         assert isinstance(feeder.redis, RedisCluster)
-        await sim.pause()
-        await wait_for(
-            lambda: _equal(sim, admin, tokens), 15, "every book to equal the truth", interval=0.1
-        )
-        assert await admin.get(keys.lease(0)) is not None
-        strategy = await connect(user_url(acl_cluster, "polybus-strategy"), decode_responses=True)
+        feed = MarketFeed(user_url(acl_cluster, "polybus-strategy"))
         try:
-            assert isinstance(strategy, RedisCluster)
-            assert (await strategy.hgetall(keys.book(tokens[0])))["status"] == "synced"
-            assert await strategy.xrange(keys.stream(tokens[-1]), count=1)
+            assert await feed.connect() and await feed.subscribe(tokens)
+            assert isinstance(feed._redis, RedisCluster)
+            await wait_for(
+                lambda: all(feed.get_order_book(t).status == "synced" for t in tokens), 15, "synced"
+            )
+            notices = feed._reader.moved.notices
+            await wait_for(lambda: feed._reader.moved.notices > notices, 5, "notices read")
+            await sim.pause()
+            await wait_for(
+                lambda: _equal(sim, admin, tokens), 15, "every book to equal the truth", 0.1
+            )
+            assert await admin.get(keys.lease(0)) is not None
         finally:
-            await strategy.aclose()
+            await feed.disconnect()
         assert not task.done(), "the feeder stopped"
         feeder.stop()
         assert await asyncio.wait_for(task, 10) == 0
