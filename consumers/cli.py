@@ -10,7 +10,7 @@ from typing import Any
 
 from polybus.consumers.format import age, entry_line, short
 from polybus.consumers.moved import MovedWatch, read_each
-from polybus.consumers.redisio import text
+from polybus.consumers.redisio import classify, text
 from polybus.consumers.writers import verdicts
 from polybus.redisio import Client, connect, on_cluster
 from polybus.wire import hashes, keys
@@ -78,7 +78,7 @@ async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
     moved = MovedWatch(prefix, block_ms=500)
     try:
         await _resolve_newest(redis, streams)
-        while not stop.is_set():
+        while not stop.is_set() and streams:
             for key, entries in await _next(redis, streams, moved):
                 token = keys.token_of(text(key))
                 for entry_id, fields in entries:
@@ -87,6 +87,9 @@ async def _tail(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     printed += 1
                     if args.count and printed >= args.count:
                         return 0
+        if not streams:
+            print("polybus tail: no stream left to follow", file=sys.stderr)
+            return 1
     finally:
         await moved.close()
         await redis.aclose()
@@ -123,10 +126,16 @@ async def _next(redis: Client, streams: dict[str, str], moved: MovedWatch) -> li
     news = await moved.wait(redis, by_token, 500)
     chosen = streams if news is None else {by_token[t]: streams[by_token[t]] for t in news}
     entries, errors = await read_each(redis, chosen, 500)
-    if errors:  # a key that is not a stream (or an ACL): say so once per key, go on
-        for key, exc in errors.items():
-            print(f"polybus tail: {key}: {exc}", file=sys.stderr)
-            streams.pop(key, None)
+    lost: BaseException | None = None
+    for key, exc in errors.items():
+        if classify(exc) == "lost":  # a node failing over, say: read it again next time
+            lost = exc
+            continue
+        print(f"polybus tail: {key}: {exc} (no longer followed)", file=sys.stderr)
+        streams.pop(key, None)  # not a stream, or an ACL: it will not get better
+    if lost is not None:
+        print(f"polybus tail: {len(errors)} streams unreadable, retrying: {lost}", file=sys.stderr)
+        await asyncio.sleep(0.2)
     return entries
 
 

@@ -145,7 +145,8 @@ class MovedWatch:
 
     async def _follow(self, redis: Client, partition: int) -> None:
         key, cursor = keys.moved(partition, self.prefix), ""
-        while True:
+        me = asyncio.current_task()
+        while self._tasks.get(partition) is me:
             try:
                 if not cursor:  # from the newest notice: what came before, a sweep covers
                     cursor = await _last_id(redis, key)
@@ -183,11 +184,14 @@ class MovedWatch:
         self._woken.set()
 
     async def close(self) -> None:
-        """Stop every partition's reader (at disconnect, or when the client changes)."""
+        """Stop every partition's reader (at disconnect, or when the client changes), within
+        about a block time: redis-py's cluster client may swallow a cancellation of a
+        blocked read and send it again, so each reader also checks that it is still wanted."""
         tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.block_ms / 1000 + 1.0)
         self.partitions, self.sweep = None, True
 
 

@@ -8,7 +8,7 @@ decoded per entry here, where one bad entry can be told apart from the others.
 
 `classify` sorts a Redis failure by what the caller can do:
 - `lost`: the server went away or stopped answering (refused connection, reset, socket
-  timeout): reconnect with backoff;
+  timeout), or a cluster is failing over: reconnect with backoff;
 - `fatal`: no retry can fix it (bad URL, wrong password, disabled user, unknown DB);
 - `refused`: the server answered with an error (NOPERM from an ACL, WRONGTYPE, OOM, …):
   report it, back off, try again later — an operator may fix it.
@@ -36,7 +36,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from polybus.redisio import Client, connect, on_cluster
+from polybus.redisio import UNSETTLED, Client, connect, on_cluster
 from polybus.wire import keys
 from polybus.wire.errors import ConfigError, DecodeError
 from polybus.wire.hashes import HealthField
@@ -145,6 +145,8 @@ def classify(exc: BaseException) -> Kind:
         return "fatal"
     if isinstance(exc, RedisError) and any(s in str(exc) for s in _FATAL_REPLIES):
         return "fatal"
+    if isinstance(exc, UNSETTLED):  # a cluster mid-failover (CLUSTERDOWN, TRYAGAIN, MOVED)
+        return "lost"
     if isinstance(exc, NoPermissionError | ResponseError):
         return "refused"
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
