@@ -4,9 +4,12 @@ Each token's entries of a batch go in one EVALSHA (stream entries + hash fold, a
 of a batch's script calls, quarantine and lifecycle entries go in one non-transactional
 pipeline: one round trip per batch, never per event. Keys of different tokens may live on
 different Redis Cluster slots; each script call only touches one token's two keys, so on a
-cluster the same pipeline is split by redis-py into one pipeline per primary, sent at once.
-After a failover the new primary has no script cache (it is not replicated): its calls answer
-NOSCRIPT, the script is loaded on every primary and those calls alone are sent again.
+cluster the batch goes as one pipeline per primary, sent at once (polybus.redisio.nodes), each
+primary failing alone: during a primary's failover the others' tokens are written on, and
+the failed primary's tokens are held or stranded, then resynced (feeder/strands.py). After a
+failover the new primary has no script cache (it is not replicated): its calls answer
+NOSCRIPT, the script is loaded on that primary and those calls alone are sent again, in one
+round trip.
 
 On a cluster, consumers cannot block on many tokens' streams in one XREAD (it names one slot):
 after each batch the publisher appends, per partition it touched, one entry naming the written

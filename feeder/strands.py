@@ -72,6 +72,7 @@ class Strands:
         since = self.since.pop(token, now)
         if now - since > HOLD_S or self.entries() + len(args) > HOLD_LIMIT:
             self.strand(token)
+            self.dropped += len(args)
             return False
         self.held[token] = Held(args, fence, since)
         return True
