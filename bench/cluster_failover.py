@@ -8,7 +8,9 @@ Each round SIGKILLs the primary serving the most tokens, then prints: when the r
 victim's slots answer again and what it got meanwhile (errors by kind), how long no new entry
 reached each token's stream (the write stall; entry ids are the server's clock), and whether
 the feeder resynced the token (a `suspect` status, then a fresh book) and when. The
-killed node is started again (it rejoins as a replica) before the next round. Not a test.
+killed node is started again (it rejoins as a replica) before the next round. Last, the write
+stall of all the healthy primaries' tokens together against the victim's; with
+`--full-coverage no` the cluster serves the slots it has while the victim is down. Not a test.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ async def stream_after(redis: RedisCluster, w: Watch, killed: float) -> str:
     )
 
 
-async def round_(cluster: LocalCluster, tokens: list[str], reader: RedisCluster) -> None:
+async def round_(
+    cluster: LocalCluster, tokens: list[str], reader: RedisCluster, coverage: str
+) -> None:
     by_node: dict[int, list[str]] = {}
     for t in tokens:
         by_node.setdefault(cluster.node_for(keys.book(t)).port, []).append(t)
@@ -94,6 +98,7 @@ async def round_(cluster: LocalCluster, tokens: list[str], reader: RedisCluster)
     victim = next(n for n in cluster.nodes if n.port == port)
     since, killed = time.monotonic(), time.time()
     cluster.kill(victim)
+    gone = time.time()  # (kill() asks every node its role first: the victim wrote till here)
     promoted = asyncio.create_task(asyncio.to_thread(cluster.wait_promoted, victim))
     seen: list[float] = []
     promoted.add_done_callback(lambda _: seen.append(time.monotonic() - since))
@@ -112,20 +117,50 @@ async def round_(cluster: LocalCluster, tokens: list[str], reader: RedisCluster)
             + f"; slowest read {w.slowest:.2f} s); first entry written "
             f"{w.first_entry or 0:.2f} s; {await stream_after(reader, w, killed)}"
         )
-    marked = 0
+    marked, since_kill = 0, {}
     for token in tokens:
-        since_kill: Any = await reader.xrange(keys.stream(token), min=str(int(killed * 1000)))
-        marked += any(f.get("state") == "suspect" for _, f in since_kill)
+        since_kill[token] = await reader.xrange(keys.stream(token), min=str(int(killed * 1000)))
+        marked += any(f.get("state") == "suspect" for _, f in since_kill[token])
     print(
         f"  {marked} of {len(tokens)} tokens marked suspect and resynced "
         f"({len(by_node[port])} on the victim)"
     )
+    print("  " + stalls(since_kill, set(by_node[port]), killed, gone))
     cluster.revive(victim)
+    set_coverage(cluster, coverage)  # the revived node starts with the default
+
+
+def stalls(entries: dict[str, Any], victims: set[str], killed: float, gone: float) -> str:
+    """The write stall of the healthy primaries' tokens together (the longest time none of
+    them got an entry, from the kill to the victim's first entry after it) and the victim's
+    (from the kill to that entry)."""
+    kill_ms, gone_ms = int(killed * 1000), int(gone * 1000)
+    back = min(_ms(i) for t in victims for i, _ in entries[t] if _ms(i) > gone_ms)
+    stamps = sorted(_ms(i) for t, es in entries.items() if t not in victims for i, _ in es)
+    points = [kill_ms, *(s for s in stamps if s < back), back]
+    healthy = max(b - a for a, b in itertools.pairwise(points))
+    return (
+        f"write stall: healthy primaries' tokens {healthy / 1000:.2f} s, "
+        f"the victim's {(back - kill_ms) / 1000:.2f} s"
+    )
+
+
+def _ms(entry_id: str) -> int:
+    return int(entry_id.split("-")[0])
+
+
+def set_coverage(cluster: LocalCluster, value: str) -> None:
+    """`cluster-require-full-coverage` on every live node."""
+    for node in cluster.nodes:
+        if node.alive:
+            with node.sync_client() as r:
+                r.config_set("cluster-require-full-coverage", value)
 
 
 async def run(args: argparse.Namespace) -> None:
     cluster = LocalCluster(node_timeout_ms=args.node_timeout_ms)
     cluster.start()
+    set_coverage(cluster, args.full_coverage)
     try:
         async with feeder_on_simulator(cluster, markets=8, rate=300.0, **DEFAULT_TIMINGS) as pair:
             reader = RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=1)
@@ -138,7 +173,7 @@ async def run(args: argparse.Namespace) -> None:
 
                     await wait_for(flowed, 30, "2000 more events")
                     print(f"round {i + 1}: SIGKILL of the primary serving the most tokens")
-                    await round_(cluster, pair.tokens, reader)
+                    await round_(cluster, pair.tokens, reader, args.full_coverage)
             finally:
                 await reader.aclose()
     finally:
@@ -157,6 +192,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--node-timeout-ms", type=int, default=1000)
+    parser.add_argument(
+        "--full-coverage",
+        choices=("yes", "no"),
+        default="yes",
+        help="cluster-require-full-coverage: with no, the other primaries serve on meanwhile",
+    )
     asyncio.run(run(parser.parse_args()))
     return 0
 

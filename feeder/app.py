@@ -48,7 +48,7 @@ from polybus.feeder.publisher import Publisher
 from polybus.feeder.recorder import Recorder
 from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
-from polybus.redisio import REDIS_ERRORS, REDIS_OR_OS_ERRORS, Client, upgrade
+from polybus.redisio import REDIS_ERRORS, REDIS_OR_OS_ERRORS, Client, cluster, upgrade
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
@@ -333,7 +333,9 @@ class Feeder:
             started = time.perf_counter()
             try:
                 await self.redundancy.take_over_pending()
+                stranded = len(self.publisher.strands.stranded)
                 broken = await self.publisher.write(batch)
+                self._note_strands(stranded)
             except WriteRefused as exc:
                 await self._writes_refused(exc)
                 continue
@@ -350,6 +352,25 @@ class Feeder:
             if self.publisher.fenced:
                 fenced, self.publisher.fenced = self.publisher.fenced, {}
                 self.redundancy.fenced(fenced)
+
+    def _note_strands(self, before: int) -> None:
+        """Log a cluster's partial failure when it strands tokens, and their return (never
+        per batch): the other primaries' tokens are written all along (feeder/strands.py)."""
+        strands = self.publisher.strands
+        if len(strands.stranded) > before:
+            log.warning(
+                "feeder.redis.stranded",
+                stranded=len(strands.stranded),
+                held=len(strands.held),
+                dropped=strands.dropped,
+            )
+        if self.publisher.recovered:
+            log.info(
+                "feeder.redis.unstranded",
+                tokens=len(self.publisher.recovered),
+                stranded=len(strands.stranded),
+                dropped=strands.dropped,
+            )
 
     async def _writes_refused(self, exc: WriteRefused) -> None:
         """Redis answers but refuses writes: keep the sockets, back off, resync once it takes.
@@ -489,7 +510,10 @@ class Feeder:
         client = await upgrade(self.redis, self.config.redis_url, **REDIS_OPTIONS)
         self._ask_cluster = False
         if client is not self.redis:
-            self.redis = self.publisher.redis = self.redundancy.leadership.redis = client
+            self.redis = self.redundancy.leadership.redis = client
+            # the publisher's own: a failed call of another loop (its slot on a dead primary)
+            # must not close the connections the publisher's replies are on (redisio.cluster)
+            self.publisher.redis = cluster(self.config.redis_url, **REDIS_OPTIONS)
             log.info("feeder.redis.cluster", redis_url=redact(self.config.redis_url))
 
     async def _unless_stopped(self, awaitable: Any) -> Any:
@@ -650,8 +674,11 @@ class Feeder:
         await self.redis.delete(keys.feeder(self.config.feeder_id, prefix))
 
     async def _close_redis(self) -> None:
+        clients = dict.fromkeys([self.redis, self.publisher.redis])  # one, or two on a cluster
         with contextlib.suppress(*REDIS_ERRORS, OSError, TimeoutError):
-            await asyncio.wait_for(self.redis.aclose(), min(0.5, self._left()))
+            await asyncio.wait_for(
+                asyncio.gather(*(c.aclose() for c in clients)), min(0.5, self._left())
+            )
 
 
 async def _cancel_firmly(task: asyncio.Task[Any], budget: float = 1.0) -> None:

@@ -64,7 +64,7 @@ class Beacon:
         )
         silence = min((c.silence_s for c in conns), default=0.0)
         live = sum(c.state.value == "subscribed" for c in f.connections)
-        writable = f.redis_ok and not f.redis_refused
+        writable = f.redis_ok and not f.redis_refused and not f.publisher.strands.stranded
         return encode_health(
             FeederHealth(
                 state="ok" if writable and live == len(conns) else "degraded",

@@ -4,9 +4,12 @@ Each token's entries of a batch go in one EVALSHA (stream entries + hash fold, a
 of a batch's script calls, quarantine and lifecycle entries go in one non-transactional
 pipeline: one round trip per batch, never per event. Keys of different tokens may live on
 different Redis Cluster slots; each script call only touches one token's two keys, so on a
-cluster the same pipeline is split by redis-py into one pipeline per primary, sent at once.
-After a failover the new primary has no script cache (it is not replicated): its calls answer
-NOSCRIPT, the script is loaded on every primary and those calls alone are sent again.
+cluster the batch goes as one pipeline per primary, sent at once (polybus.redisio.nodes), each
+primary failing alone: during a primary's failover the others' tokens are written on, and
+the failed primary's tokens are held or stranded, then resynced (feeder/strands.py). After a
+failover the new primary has no script cache (it is not replicated): its calls answer
+NOSCRIPT, the script is loaded on that primary and those calls alone are sent again, in one
+round trip.
 
 On a cluster, consumers cannot block on many tokens' streams in one XREAD (it names one slot):
 after each batch the publisher appends, per partition it touched, one entry naming the written
@@ -17,7 +20,9 @@ entries there. A notice that cannot be written is kept and sent with the next ba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -31,10 +36,14 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from polybus.feeder.outbox import Batch
+from polybus.feeder.outbox import SEP, Batch
+from polybus.feeder.strands import HOLD_LIMIT, PROBE_S, Strands
 from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client, on_cluster
+from polybus.redisio.nodes import Keyed, per_node, refresh, unsettled
 from polybus.wire import keys, status_rules
+from polybus.wire.codec import encode_items
 from polybus.wire.errors import BackendError, WriteRefused
+from polybus.wire.events import Status
 from polybus.wire.partitions import partition_of
 
 
@@ -136,6 +145,15 @@ class Publisher:
         self._sha: str | None = None
         self.seqs: dict[str, int] = {}
         """token -> the seq this feeder last wrote; the Lua step checks Redis still has it."""
+        self.strands = Strands()
+        """On a cluster: tokens held or stranded by a primary's failure (feeder/strands.py)."""
+        self.recovered: list[str] = []
+        """Stranded tokens whose probe landed in the last write (resynced now)."""
+        self._extra: list[Keyed] = []
+        """Quarantine and lifecycle entries of the write in flight, and on a cluster those
+        of earlier writes a primary's failure kept back."""
+        self._stale = False
+        self._refreshed = float("-inf")
 
     async def load(self) -> None:
         """Load the Lua step into the server's script cache (again after a restart)."""
@@ -164,47 +182,77 @@ class Publisher:
             *args,
         ]
 
-    def _may_write(self, token: str, batch: Batch) -> bool:
+    def _steps(self, batch: Batch) -> list[Step]:
+        """The batch's token steps, held entries first; none for a stranded token (on a cluster,
+        its probe instead, at most every PROBE_S)."""
+        steps = []
+        for token in dict.fromkeys([*self.strands.held, *batch.entries]):
+            entries, fence = self.strands.take(
+                token, batch.entries.get(token, []), batch.fences.get(token)
+            )
+            if entries and self._may_write(token, fence, len(entries)):
+                peek = token in batch.peek
+                argv = self._script_args(token, entries, PEEK if peek else 0, fence)
+                steps.append(Step(token, entries, fence, argv, peek=peek))
+        now = time.time_ns() // 1000
+        for token in self.strands.probes(time.monotonic()):
+            probe = [
+                SEP.join(encode_items(Status(token, "suspect", "redis_lost"), epoch=0, rx=now))
+            ]
+            argv = self._script_args(token, probe, 0)
+            steps.append(Step(token, probe, None, argv, probe=True))
+        return steps
+
+    def _may_write(self, token: str, fence: int | None, entries: int) -> bool:
         """With fences, a token queued under none and led under none now is not ours: its
         events are dropped (counted), never written unfenced."""
-        if self.fences is None or token in batch.fences or self.fences(token) is not None:
+        if self.fences is None or fence is not None or self.fences(token) is not None:
             return True
-        self.unfenced += batch.counts.get(token, 0)
+        self.unfenced += entries
         return False
 
     async def write(self, batch: Batch) -> list[str]:
-        """Write a batch in one round trip; return tokens whose Redis state lost continuity."""
+        """Write a batch in one round trip; return the tokens to resync: those whose Redis
+        state lost continuity and, on a cluster, the stranded ones whose slots answer again
+        (their probe marked them suspect)."""
         if self._sha is None:
             await self.load()
-        calls = [
-            (
-                token,
-                self._script_args(
-                    token, args, PEEK if token in batch.peek else 0, batch.fences.get(token)
-                ),
-            )
-            for token, args in batch.entries.items()
-            if self._may_write(token, batch)
-        ]
+        cluster = on_cluster(self.redis)
+        steps = self._steps(batch)
         try:
-            results = await self._run(calls, batch)
-            missing = [
-                i for i, res in enumerate(results[: len(calls)]) if isinstance(res, NoScriptError)
-            ]
-            if missing:  # the server lost its script cache (restart, SCRIPT FLUSH)
-                await self.load()
-                again = await self._run([calls[i] for i in missing], Batch())
-                for i, res in zip(missing, again, strict=True):
-                    results[i] = res
+            if cluster:
+                results = await self._run_nodes(steps, batch)
+            else:
+                results = await self._run_single(steps, batch)
         except REDIS_ERRORS as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
-        broken = []
+        broken, failed = self._settle(steps, results, batch, cluster)
+        extra = results[len(steps) :]
+        failed = failed or self._settle_extra(extra, cluster)
+        written = [s.token for s, r in zip(steps, results, strict=False) if _wrote(r)]
+        await self._announce(written)
+        if failed is not None:
+            raise refusal(failed) or BackendError(f"redis: {failed}") from failed
+        return broken
+
+    def _settle(
+        self, steps: list[Step], results: list[Any], batch: Batch, cluster: bool
+    ) -> tuple[list[str], BaseException | None]:
+        """Note each step's outcome; return the tokens to resync and the error to raise."""
+        broken: list[str] = []
         failed: BaseException | None = None
-        for (token, _), res in zip(calls, results, strict=False):
+        self.recovered = []
+        now = time.monotonic()
+        for step, res in zip(steps, results, strict=False):
+            token = step.token
             if isinstance(res, Exception):
-                self.seqs.pop(token, None)  # what Redis holds for it is unknown now
-                failed = failed or res
+                if not cluster or refusal(res) is not None:
+                    self.seqs.pop(token, None)  # what Redis holds for it is unknown now
+                    failed = failed or res
+                else:
+                    self._fell_out(step, res, now)
                 continue
+            self.strands.landed(token)
             _, seq, code, writer, before = res
             if token in batch.peek:
                 self.before[token] = list(before or [])
@@ -213,20 +261,39 @@ class Publisher:
                 self.seqs[token] = -1  # nothing written: resync if it is ever ours again
                 continue
             self.seqs[token] = int(seq)
-            if int(code):
+            if step.probe:
+                self.recovered.append(token)
+            if int(code) or step.probe:
                 broken.append(token)
-        failed = failed or next(
-            (r for r in results[len(calls) :] if isinstance(r, Exception)), None
-        )
-        written = [t for (t, _), r in zip(calls, results, strict=False) if _wrote(r)]
-        await self._announce(written)
-        if failed is not None:
-            raise refusal(failed) or BackendError(f"redis: {failed}") from failed
-        return broken
+        return broken, failed
+
+    def _fell_out(self, step: Step, error: BaseException, now: float) -> None:
+        """A cluster step that failed short of a refusal: declined steps are held (the seq
+        check stays: nothing ran), anything else strands its token (feeder/strands.py)."""
+        self._stale = True
+        if unsettled(error) and not step.probe and not step.peek:
+            if self.strands.hold(step.token, step.entries, step.fence, now):
+                return
+        self.seqs.pop(step.token, None)
+        self.strands.strand(step.token)
+
+    def _settle_extra(self, results: list[Any], cluster: bool) -> BaseException | None:
+        """Quarantine and lifecycle entries: on a cluster, those not written short of a
+        refusal are sent again with the next batch; else the first error is raised."""
+        commands, self._extra = self._extra, []
+        for cmd, res in zip(commands, results, strict=False):
+            if not isinstance(res, Exception):
+                continue
+            if not cluster or refusal(res) is not None:
+                return res
+            self._stale = True
+            if len(self._extra) < HOLD_LIMIT:
+                self._extra.append(cmd)
+        return None
 
     async def _announce(self, written: list[str]) -> None:
-        """On a cluster: one `P:moved:{pN}` entry per partition touched, in one pipeline. A
-        failure keeps the tokens for the next batch (consumers sweep meanwhile)."""
+        """On a cluster: one `P:moved:{pN}` entry per partition touched, in one round trip per
+        primary. A failure keeps the tokens for the next batch (consumers sweep meanwhile)."""
         if self.partitions is None or not on_cluster(self.redis):
             return
         tokens = self.unannounced.union(written)
@@ -235,41 +302,107 @@ class Publisher:
         by_partition: dict[int, list[str]] = {}
         for token in tokens:
             by_partition.setdefault(partition_of(token, self.partitions), []).append(token)
-        pipe = self.redis.pipeline(transaction=False)
-        for partition, names in by_partition.items():
-            key = keys.moved(partition, self.prefix)
-            fields = {"tokens": " ".join(names)}
-            pipe.xadd(key, fields, maxlen=MOVED_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        commands = [
+            _xadd(keys.moved(p, self.prefix), {"tokens": " ".join(names)}, MOVED_MAXLEN)
+            for p, names in by_partition.items()
+        ]
         try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+            results = await per_node(self.redis, commands)
         except REDIS_ERRORS:
             self.unannounced = tokens
             return
         self.unannounced = {
             t
-            for (_, names), r in zip(by_partition.items(), results, strict=True)
+            for names, r in zip(by_partition.values(), results, strict=True)
             if isinstance(r, Exception)
             for t in names
         }
 
     def forget(self) -> None:
-        """Stop checking continuity (after a deliberate full resync)."""
+        """Stop checking continuity (after a deliberate full resync, which also supersedes
+        what is held or stranded)."""
         self.seqs.clear()
+        self.strands.clear()
 
-    async def _run(self, calls: list[tuple[str, list[Any]]], batch: Batch) -> list[Any]:
+    def _extras(self, batch: Batch) -> list[Keyed]:
+        """The batch's quarantine and lifecycle entries, after those sent again."""
+        qkey, mkey = keys.quarantine(self.prefix), keys.markets(self.prefix)
+        self._extra += [_xadd(qkey, f, self.quarantine_maxlen) for f in batch.quarantine]
+        self._extra += [_xadd(mkey, f, self.markets_maxlen) for f in batch.markets]
+        return self._extra
+
+    async def _run_single(self, steps: list[Step], batch: Batch) -> list[Any]:
+        """One pipeline; the script loaded again if the server lost it (restart, SCRIPT
+        FLUSH), and the steps that said NOSCRIPT sent again."""
+        results = await self._pipeline([s.argv for s in steps], self._extras(batch))
+        missing = [i for i, r in enumerate(results[: len(steps)]) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load()
+            again = await self._pipeline([steps[i].argv for i in missing], [])
+            for i, res in zip(missing, again, strict=True):
+                results[i] = res
+        return results
+
+    async def _pipeline(self, argvs: list[list[Any]], extras: list[Keyed]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
-        sha = self._sha or ""
-        for _, args in calls:
-            # the same bytes as pipe.evalsha(), which redis-py's cluster pipeline refuses
-            pipe.execute_command("EVALSHA", sha, *args)
-        qkey = keys.quarantine(self.prefix)
-        for fields in batch.quarantine:
-            pipe.xadd(qkey, fields, maxlen=self.quarantine_maxlen, approximate=True)  # type: ignore[arg-type]
-        mkey = keys.markets(self.prefix)
-        for fields in batch.markets:
-            pipe.xadd(mkey, fields, maxlen=self.markets_maxlen, approximate=True)  # type: ignore[arg-type]
+        for argv in argvs:
+            pipe.execute_command("EVALSHA", self._sha or "", *argv)
+        for _, cmd in extras:
+            pipe.execute_command(*cmd)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
+
+    async def _run_nodes(self, steps: list[Step], batch: Batch) -> list[Any]:
+        """On a cluster: one pipeline per primary (polybus.redisio.nodes), each failing alone.
+        A promoted replica has no script cache (it is not replicated): the steps it answered
+        NOSCRIPT go again, after a SCRIPT LOAD on that node, in the same round trip."""
+        assert on_cluster(self.redis)
+        await self._refresh_if_due()
+        sha = self._sha or ""
+        commands: list[Keyed] = [
+            (keys.book(s.token, self.prefix), ("EVALSHA", sha, *s.argv)) for s in steps
+        ]
+        results = await per_node(self.redis, [*commands, *self._extras(batch)])
+        missing = [i for i, r in enumerate(results[: len(steps)]) if isinstance(r, NoScriptError)]
+        if missing:
+            again = await per_node(
+                self.redis, [commands[i] for i in missing], prelude=("SCRIPT", "LOAD", LUA)
+            )
+            for i, res in zip(missing, again, strict=True):
+                results[i] = res
+        return results
+
+    async def _refresh_if_due(self) -> None:
+        """After a step failed on a cluster, and while tokens are held or stranded, ask the
+        cluster for its slot map again (at most every PROBE_S): a promoted replica is found
+        there. Raises when no node answers (the whole cluster is lost)."""
+        assert on_cluster(self.redis)
+        pending = self._stale or self.strands.held or self.strands.stranded
+        now = time.monotonic()
+        if not pending or now - self._refreshed < PROBE_S:
+            return
+        self._refreshed, self._stale = now, False
+        await refresh(self.redis)
+
+
+@dataclass(slots=True)
+class Step:
+    """One token's atomic step of a batch."""
+
+    token: str
+    entries: list[str]
+    fence: int | None
+    argv: list[Any]
+    """EVALSHA's arguments after the sha."""
+    peek: bool = False
+    probe: bool = False
+    """A stranded token's probe (a `suspect` status): landing means its slot answers again."""
+
+
+def _xadd(key: str, fields: dict[str, str], maxlen: int) -> Keyed:
+    """An XADD with an approximate MAXLEN, routed by its key."""
+    items = [x for pair in fields.items() for x in pair]
+    return key, ("XADD", key, "MAXLEN", "~", str(maxlen), "*", *items)
 
 
 def _wrote(result: Any) -> bool:

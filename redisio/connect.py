@@ -22,6 +22,7 @@ __all__ = [
     "REDIS_OR_OS_ERRORS",
     "UNSETTLED",
     "Client",
+    "cluster",
     "connect",
     "is_cluster",
     "on_cluster",
@@ -76,6 +77,13 @@ async def upgrade(redis: aioredis.Redis, url: str, **kwargs: Any) -> Client:
     if not await is_cluster(redis):
         return redis
     await redis.aclose()
+    return cluster(url, **kwargs)
+
+
+def cluster(url: str, **kwargs: Any) -> RedisCluster:
+    """A cluster client for `url` (any node), connecting lazily. A second one for the same
+    cluster has connections of its own: redis-py closes every connection of a client when one
+    of its cluster calls fails, replies in flight on healthy nodes with them."""
     return RedisCluster.from_url(url, **kwargs)
 
 

@@ -48,7 +48,7 @@ async def test_a_primary_without_the_script_is_reloaded_and_retried(
     redis_cluster: LocalCluster,
 ) -> None:
     """NOSCRIPT from one primary (its cache is not replicated: a promoted replica has none)
-    reloads the step everywhere and sends only those calls again; seq stays contiguous."""
+    reloads the step on that primary and sends only those calls again; seq stays contiguous."""
     client = await connect(redis_cluster.url, decode_responses=True)
     try:
         pub = Publisher(client)
