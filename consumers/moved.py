@@ -26,7 +26,7 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 
 from polybus.consumers.redisio import RAW, raw, text
-from polybus.redisio import REDIS_OR_OS_ERRORS, Client
+from polybus.redisio import Client
 from polybus.wire import keys
 from polybus.wire.errors import DecodeError
 from polybus.wire.partitions import partition_of
@@ -38,9 +38,6 @@ log = structlog.get_logger("consumers.moved")
 
 _NOTICES = 500
 """Notices taken per read; a full read may have skipped trimmed ones: the next fetch sweeps."""
-
-_FAILURES: tuple[type[Exception], ...] = (*REDIS_OR_OS_ERRORS, DecodeError)
-"""What a partition's reader survives (and retries from the newest notice)."""
 
 _RETRY_S = 0.2
 """Pause after a partition's read failed (the cluster is failing over, or Redis is lost)."""
@@ -95,6 +92,8 @@ class MovedWatch:
         """Partition reads that failed (each followed by a sweep)."""
         self.notices = 0
         """Notices read."""
+        self.starts = 0
+        """Partition readers (re)started from the newest notice (each asks for a sweep)."""
         self.sweeps = 0
         """Fetches that read every followed stream."""
         self._woken = asyncio.Event()
@@ -112,7 +111,10 @@ class MovedWatch:
         """The followed tokens with news, waiting up to `block_ms` for a notice; None when
         every followed stream must be read (a sweep)."""
         followed = set(tokens)
-        await self._watch(redis, followed)
+        if not await self._watch(redis, followed):  # no notices to wait for: poll
+            await asyncio.sleep(block_ms / 1000)
+            self.sweeps += 1
+            return None
         loop = asyncio.get_running_loop()
         if not self.moved and not self.sweep and loop.time() < self._next_sweep:
             with contextlib.suppress(TimeoutError):
@@ -126,9 +128,9 @@ class MovedWatch:
         news, self.moved = self.moved & followed, set()
         return news
 
-    async def _watch(self, redis: Client, followed: set[str]) -> None:
-        """A blocking reader on each partition the followed tokens are in (none until the
-        feeders have recorded the partition count: until then every fetch sweeps)."""
+    async def _watch(self, redis: Client, followed: set[str]) -> bool:
+        """A blocking reader on each partition the followed tokens are in; False while the
+        feeders have not recorded the partition count (no notices: every fetch polls)."""
         if self._redis is not redis:
             await self.close()
             self._redis = redis
@@ -136,12 +138,13 @@ class MovedWatch:
             self.partitions = await _partition_count(redis, self.prefix)
             if self.partitions is None:
                 self.sweep = True
-                return
+                return False
         wanted = {partition_of(t, self.partitions) for t in followed}
         for partition in wanted - set(self._tasks):
             self._tasks[partition] = asyncio.create_task(self._follow(redis, partition))
         for partition in set(self._tasks) - wanted:
             self._tasks.pop(partition).cancel()
+        return True
 
     async def _follow(self, redis: Client, partition: int) -> None:
         key, cursor = keys.moved(partition, self.prefix), ""
@@ -150,6 +153,7 @@ class MovedWatch:
             try:
                 if not cursor:  # from the newest notice: what came before, a sweep covers
                     cursor = await _last_id(redis, key)
+                    self.starts += 1
                     self._wake(sweep=True)
                 where = await node_of(redis, key)
                 reply: Any = await redis.execute_command(
@@ -159,7 +163,7 @@ class MovedWatch:
                 cursor = self._take(reply, cursor)
             except asyncio.CancelledError:
                 raise
-            except _FAILURES as exc:
+            except Exception as exc:  # Redis failing, or a notice someone else wrote as garbage
                 self.failures += 1
                 if cursor:
                     log.warning("consumers.moved.lost", partition=partition, error=str(exc))

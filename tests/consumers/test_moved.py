@@ -15,6 +15,7 @@ from polybus.feeder.publisher import Publisher
 from polybus.redisio import Client, connect
 from polybus.wire import keys
 from polybus.wire.events import Book, PriceChange
+from polybus.wire.partitions import partition_of
 from tests.support import LocalCluster
 
 
@@ -44,12 +45,11 @@ async def started(client: Client, tokens: list[str]) -> Reader:
     reader = Reader(books, "pm", CursorReport("t"), block_ms=200)
     reader.moved.sweep_s = 3600.0  # only notices (and the start-up sweeps) from here on
     await reader.load(client, tokens)
-    for _ in range(3):  # the first fetch sweeps; each partition's reader asks for one more
+    for _ in range(50):  # the first fetch sweeps; each partition's reader asks for one more
         await reader.fetch(client, 200)
-    await asyncio.sleep(0)
-    while reader.moved.sweep:
-        await reader.fetch(client, 200)
-    return reader
+        if reader.moved.starts == len(reader.moved._tasks) and not reader.moved.sweep:
+            return reader
+    raise AssertionError("the partition readers did not start")
 
 
 async def applied(reader: Reader, client: Client, want: int, timeout: float = 5.0) -> list[str]:
@@ -134,4 +134,55 @@ async def test_a_failed_partition_read_makes_the_next_fetch_a_sweep(
     finally:
         if reader is not None:
             await reader.close()
+        await client.aclose()
+
+
+async def test_a_garbage_notice_costs_a_sweep_not_the_partition(
+    redis_cluster: LocalCluster,
+) -> None:
+    """A notice someone else wrote as garbage (not UTF-8) is stepped over: the next fetch
+    sweeps, and the partition's later notices are followed again."""
+    client = await connect(redis_cluster.url)
+    reader: Reader | None = None
+    try:
+        pub = Publisher(client, partitions=PARTITIONS)
+        await publish(pub, *(snapshot(t) for t in TOKENS))
+        reader = await started(client, TOKENS)
+        garbled = partition_of(TOKENS[2], PARTITIONS)
+        starts = reader.moved.starts
+        await client.xadd(keys.moved(garbled), {"tokens": b"\xff\xfe"})
+        await publish(pub, change(TOKENS[2], "4"))
+        assert await applied(reader, client, 1) == [TOKENS[2]]
+        for _ in range(50):  # its reader restarts from the newest notice (10 s at most)
+            if reader.moved.starts > starts and not reader.moved.sweep:
+                break
+            await reader.fetch(client, 200)
+        assert reader.moved.starts > starts
+        sweeps, notices = reader.moved.sweeps, reader.moved.notices
+        again = next(t for t in TOKENS if partition_of(t, PARTITIONS) == garbled and t != TOKENS[2])
+        await publish(pub, change(again, "8"))
+        assert await applied(reader, client, 1) == [again]
+        assert reader.moved.sweeps == sweeps and reader.moved.notices > notices
+    finally:
+        if reader is not None:
+            await reader.close()
+        await client.aclose()
+
+
+async def test_without_a_partition_count_fetches_poll_at_the_block_time(
+    redis_cluster: LocalCluster,
+) -> None:
+    """Before any feeder recorded `P:partitions` there are no notices: each fetch waits its
+    block time and reads every stream, never spinning."""
+    client = await connect(redis_cluster.url)
+    reader = Reader({t: TokenBook(t) for t in TOKENS}, "pm", CursorReport("t"), block_ms=200)
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for _ in range(4):
+            await reader.fetch(client, 200)
+        assert loop.time() - began >= 0.7
+        assert reader.moved.sweeps == 4
+    finally:
+        await reader.close()
         await client.aclose()
