@@ -187,6 +187,10 @@ def encode(entry: Entry) -> Fields:
 
 def text_fields(fields: Mapping[Any, Any]) -> Fields:
     """Fields as str -> str, whether redis returned bytes or str."""
+    try:  # the common case, every name and value bytes (a consumer reads undecoded): fast
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except (AttributeError, UnicodeDecodeError):
+        pass  # str from a decoding client, or something to refuse with a reason: below
     out: Fields = {}
     try:
         for k, v in fields.items():

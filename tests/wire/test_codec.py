@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, strategies as st
 
 from polybus.wire import validate
-from polybus.wire.codec import SCHEMA_VERSION, decode, decode_market, encode, encode_market
+from polybus.wire.codec import (
+    SCHEMA_VERSION,
+    decode,
+    decode_market,
+    encode,
+    encode_market,
+    text_fields,
+)
 from polybus.wire.errors import DecodeError
 from polybus.wire.events import (
     BestBidAsk,
@@ -408,3 +415,29 @@ def test_decode_is_total_raising_only_decode_error(
             decoded.last_trade_price,
         )
     validate.check_event(decoded)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({b"type": b"trade", b"price": b"0.5"}, {"type": "trade", "price": "0.5"}),
+        ({"type": "trade", "price": "0.5"}, {"type": "trade", "price": "0.5"}),
+        ({b"type": "trade", "price": b"0.5"}, {"type": "trade", "price": "0.5"}),
+        ({}, {}),
+    ],
+)
+def test_text_fields_take_bytes_str_or_both(
+    fields: dict[Any, Any], expected: dict[str, str]
+) -> None:
+    """Stream fields come back as text whether the client decoded them or not."""
+    assert text_fields(fields) == expected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{b"type": b"\xff"}, {b"\xfe": b"x"}, {b"type": 5}, {7: b"x"}],
+)
+def test_text_fields_refuse_what_is_not_text(fields: dict[Any, Any]) -> None:
+    """A name or value that is not UTF-8 text is a DecodeError, never a crash."""
+    with pytest.raises(DecodeError):
+        text_fields(fields)
