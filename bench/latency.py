@@ -21,7 +21,9 @@ CPU is each process's user+system time over the send window plus that second (/p
 
 A simulator hook was not used: its engine emits trades, books and both legs per action, so
 neither the offered event rate nor a per-event stamp is exact; this exchange does nothing
-but send. Not a test: figures for the notes.
+but send. It never sends faster than the feeder reads: when the feeder's socket backs up,
+`send` waits (TCP backpressure), so the events/s it managed are printed beside the offered rate.
+Not a test: figures for the notes.
 """
 
 from __future__ import annotations
@@ -243,6 +245,9 @@ def feeder_env(args: argparse.Namespace, ws_url: str, redis_url: str) -> dict[st
 class Run:
     rate: float
     consumers: int
+    seconds: float
+    load: str = ""
+    """The 1/5/15-minute load averages when the run began (the machine is shared)."""
     sent: int = 0
     end_ns: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
@@ -257,7 +262,7 @@ MID_MS_NS = 500_000
 
 
 async def run_one(args: argparse.Namespace, rate: float, n_consumers: int, tmp: Path) -> Run:
-    run = Run(rate, n_consumers)
+    run = Run(rate, n_consumers, args.seconds)
     server = RedisServer()
     server.start()
     procs: list[asyncio.subprocess.Process] = []
@@ -310,6 +315,7 @@ async def measure(
     assert server.proc is not None
     pids = {"exchange": ex.pid, "feeder": feeder.pid, "redis": server.proc.pid}
     pids.update({f"consumer{i}": c.pid for i, c in enumerate(consumers)})
+    run.load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     began = time.monotonic()
     await tell(ex, f"go {run.rate} {args.seconds} {args.per_frame}")
@@ -369,10 +375,10 @@ def show(run: Run) -> None:
     to_rx = [(rx * 1000 - s) / 1e6 for s, rx, _ in run.stamps.values()]
     to_xadd = [(x * 1e6 + MID_MS_NS - rx * 1000) / 1e6 for _, rx, x in run.stamps.values()]
     print(
-        f"\n== {run.rate:,.0f} events/s offered, {run.consumers} consumer(s): "
-        f"{run.sent:,} sent, {len(run.stamps):,} in the streams; delivered within 1 s of the end: "
-        + ", ".join(f"{s:.1f}%" for s in shares)
+        f"\n== {run.rate:,.0f} events/s offered, {run.consumers} consumer(s), load {run.load}: "
+        f"{run.sent:,} sent ({run.sent / run.seconds:,.0f}/s), {len(run.stamps):,} in the streams"
     )
+    print("  delivered within 1 s of the end: " + ", ".join(f"{s:.1f}%" for s in shares))
     print(f"  send→callback       {pcts(total)}")
     print(f"  send→feeder rx      {pcts(to_rx)}")
     print(f"  feeder rx→XADD      {pcts(to_xadd)}")
