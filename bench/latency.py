@@ -294,7 +294,7 @@ async def run_one(args: argparse.Namespace, rate: float, n_consumers: int, tmp: 
             run.received.append(orjson.loads((tmp / f"c{i}").read_bytes()))
         run.stamps = await stamps(server.url, args.tokens)
     finally:
-        for proc in procs:
+        for proc in reversed(procs):  # the exchange last: the feeder logs no drop at the end
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
