@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import structlog
@@ -100,6 +100,7 @@ class MovedWatch:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._redis: Client | None = None
         self._next_sweep = 0.0
+        self._counted, self._recount_at = -1, 0.0
 
     def poke(self, tokens: Iterable[str]) -> None:
         """These tokens have news (the audit found their hash ahead): read them next."""
@@ -107,10 +108,11 @@ class MovedWatch:
         if self.moved:
             self._woken.set()
 
-    async def wait(self, redis: Client, tokens: Iterable[str], block_ms: int) -> set[str] | None:
+    async def wait(
+        self, redis: Client, followed: Collection[str], block_ms: int
+    ) -> set[str] | None:
         """The followed tokens with news, waiting up to `block_ms` for a notice; None when
         every followed stream must be read (a sweep)."""
-        followed = set(tokens)
         if not await self._watch(redis, followed):  # no notices to wait for: poll
             await asyncio.sleep(block_ms / 1000)
             self.sweeps += 1
@@ -125,12 +127,15 @@ class MovedWatch:
             self._next_sweep = loop.time() + self.sweep_s
             self.sweeps += 1
             return None
-        news, self.moved = self.moved & followed, set()
+        news, self.moved = {t for t in self.moved if t in followed}, set()
         return news
 
-    async def _watch(self, redis: Client, followed: set[str]) -> bool:
+    async def _watch(self, redis: Client, followed: Collection[str]) -> bool:
         """A blocking reader on each partition the followed tokens are in; False while the
-        feeders have not recorded the partition count (no notices: every fetch polls)."""
+        feeders have not recorded the partition count (no notices: every fetch polls). The
+        partitions are worked out again when the number followed changes, else every second
+        (not per fetch: thousands of CRCs; a token whose reader starts late is caught up by the
+        next sweep or the gap audit)."""
         if self._redis is not redis:
             await self.close()
             self._redis = redis
@@ -139,6 +144,10 @@ class MovedWatch:
             if self.partitions is None:
                 self.sweep = True
                 return False
+        now = asyncio.get_running_loop().time()
+        if len(followed) == self._counted and now < self._recount_at:
+            return True
+        self._counted, self._recount_at = len(followed), now + 1.0
         wanted = {partition_of(t, self.partitions) for t in followed}
         for partition in wanted - set(self._tasks):
             self._tasks[partition] = asyncio.create_task(self._follow(redis, partition))
@@ -196,7 +205,7 @@ class MovedWatch:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.block_ms / 1000 + 1.0)
-        self.partitions, self.sweep = None, True
+        self.partitions, self.sweep, self._counted = None, True, -1
 
 
 async def _partition_count(redis: Client, prefix: str) -> int | None:

@@ -180,6 +180,8 @@ class Reader:
         at most (default: the reader's). A refusal caused by some keys (WRONGTYPE, say) puts
         those tokens aside: their callbacks return."""
         block = max(1, min(self.block_ms, self.block_ms if block_ms is None else block_ms))
+        if on_cluster(redis) and len(self.reload) < len(self.books):
+            return await self._fetch_moved(redis, block)
         targets: Targets = {
             keys.stream(t, self.prefix): (t, b)
             for t, b in self.books.items()
@@ -188,8 +190,6 @@ class Reader:
         if not targets:
             await asyncio.sleep(block / 1000)  # nothing to follow: don't spin
             return targets, [], []
-        if on_cluster(redis):
-            return await self._fetch_moved(redis, targets, block)
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
@@ -206,12 +206,17 @@ class Reader:
         return targets, list(reply or []), []
 
     async def _fetch_moved(
-        self, redis: Client, targets: Targets, block: int
+        self, redis: Client, block: int
     ) -> tuple[Targets, Reply, list[Callback]]:
-        """On a cluster: wait for notices, then one XREAD per moved stream (all on a sweep)."""
-        by_token = {token: key for key, (token, _) in targets.items()}
-        news = await self.moved.wait(redis, by_token, block)
-        chosen = targets if news is None else {by_token[t]: targets[by_token[t]] for t in news}
+        """On a cluster: wait for notices, then one XREAD per moved stream (all on a sweep).
+        Work per fetch follows the news, not the number of tokens followed."""
+        news = await self.moved.wait(redis, self.books, block)
+        tokens = self.books if news is None else news
+        chosen: Targets = {
+            keys.stream(t, self.prefix): (t, self.books[t])
+            for t in tokens
+            if t in self.books and t not in self.reload
+        }
         per_stream = max(16, self.count // max(1, len(chosen)))
         cursors = {key: book.cursor for key, (_, book) in chosen.items()}
         reply, errors = await read_each(redis, cursors, per_stream)
