@@ -222,6 +222,10 @@ async def test_a_rolling_restart_of_three_feeders_turns_no_book_suspect(
         disconnects: list[int] = []
         feed.on_disconnect = lambda: disconnects.append(1)
         bad: list[str] = []
+        changes: list[str] = []  # why a book left synced, for the failure message
+        feed.on_status = lambda p: changes.append(
+            f"{p['asset_id'][:8]} {p['previous']}->{p['status']} {p['state']} {p['reason']}"
+        )
         try:
             await led_by(redis, {"a", "b", "c"}, set(range(16)), 20)
             for proc in procs:
@@ -247,7 +251,8 @@ async def test_a_rolling_restart_of_three_feeders_turns_no_book_suspect(
                 await settled(redis, proc.name, tokens)
             watching = False
             await watcher
-            assert bad == [] and disconnects == []
+            left = [c for c in changes if "->synced" not in c and "failover" not in c]
+            assert bad == [] and disconnects == [], f"{len(set(bad))} books left synced: {left}"
             await assert_redis_equals_truth(sim, redis, tokens)
         finally:
             await feed.disconnect()
