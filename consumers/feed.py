@@ -60,11 +60,12 @@ from redis.exceptions import RedisError, ResponseError
 from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
 from polybus.consumers.interest import DEFAULT_LEASE_S, Leases
+from polybus.consumers.keyed import out_of_reach
 from polybus.consumers.liveness import FeederChange, FeederWatch, LeaseChange, LeaseWatch
 from polybus.consumers.models import ConnectionState, MarketData, OrderBook
 from polybus.consumers.reader import Reader
 from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
-from polybus.redisio import Client
+from polybus.redisio import REDIS_OR_OS_ERRORS, Client
 from polybus.wire import keys
 from polybus.wire.errors import BusError
 from polybus.wire.settings import bus_target
@@ -308,6 +309,8 @@ class MarketFeed:
         await self._fire_pending()  # what subscribe() loaded goes before its entries
         for calls in self._reader.entries(targets, reply):
             await self._fire_calls(calls)
+        if self._reader.unreached:  # part of a cluster is lost: those books are suspect
+            await self._stop_vouching()
         if self._refusal:
             log.info("consumers.redis.allowed", was=self._refusal)
             self._refusal = ""
@@ -346,11 +349,16 @@ class MarketFeed:
 
     async def _optional(self, what: str, write: Awaitable[None]) -> None:
         """A write the feed can do without (lease, cursor): a refusal is reported once (NOPERM
-        under a read-only ACL, say) and the feed goes on; a lost connection is raised."""
+        under a read-only ACL, say) and the feed goes on; a lost connection is raised — but
+        on a cluster a key's primary failing over is not a lost Redis: the write waits for
+        its next turn (the reads find out whether the whole cluster is gone)."""
         try:
             await write
-        except ResponseError as exc:
-            if classify(exc) == "lost":
+        except REDIS_OR_OS_ERRORS as exc:
+            if out_of_reach(self._redis_client(), exc):
+                log.info("consumers.feed.write_deferred", what=what, error=str(exc))
+                return
+            if not isinstance(exc, ResponseError) or classify(exc) == "lost":
                 raise
             if what not in self._warned:
                 self._warned.add(what)
@@ -424,7 +432,7 @@ class MarketFeed:
     async def _redis_lost(self, exc: BaseException) -> None:
         if not self._redis_ok:
             return
-        log.warning("consumers.redis.lost", error=str(exc))
+        log.warning("consumers.redis.lost", error=str(exc), exc_info=exc)
         self._redis_ok = False
         self._state = ConnectionState.RECONNECTING
         for token in list(self._books):  # suspect first: on_disconnect sees it

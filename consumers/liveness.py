@@ -9,6 +9,9 @@ changes holder or fence between checks — a failover, even with a short gap —
 the new leader's `failover` entry, the missed events and its snapshot follow in the stream.
 Garbage (a count or lease value no feeder writes, a key of another type) reads as no lease,
 logged once per reason; a denied GET (an ACL without it) is raised, like any refused read.
+On a cluster each key is read from its own primary (keyed.py): a lease whose primary is
+failing over is *unknown* for that check, not missing — the partition keeps what it had; so
+is the count (the check changes nothing).
 
 **Older feeders** (no `P:partitions`): a feeder's health key (`P:feeder:<id>`, a hash with a
 TTL) says it is alive.
@@ -31,6 +34,7 @@ from typing import Any
 import structlog
 from redis.exceptions import NoPermissionError
 
+from polybus.consumers.keyed import out_of_reach, reads
 from polybus.consumers.redisio import RAW, classify, scan
 from polybus.redisio import Client
 from polybus.wire import keys
@@ -45,6 +49,13 @@ log = structlog.get_logger("consumers.liveness")
 
 NO_COUNT = -1
 """The partition of every token while `P:partitions` holds garbage: it never has a lease."""
+
+
+class _Unknown:
+    """A key this check could not read (its primary is failing over)."""
+
+
+_UNKNOWN = _Unknown()
 
 
 @dataclass(slots=True)
@@ -161,6 +172,8 @@ class LeaseWatch:
         """One round trip (two when the count is first seen or changes); what changed."""
         tokens = list(tokens)
         raw_count, leases = await self._read(redis, self._wanted(tokens))
+        if raw_count is _UNKNOWN:  # its primary is failing over: nothing known to change
+            return LeaseChange()
         if raw_count is None:
             if self.partitioned:
                 log.info("consumers.leases.gone", key=keys.partitions(self.prefix))
@@ -182,22 +195,27 @@ class LeaseWatch:
             return []
         return sorted({self.partition(t) for t in tokens})
 
-    async def _read(self, redis: Client, wanted: list[int]) -> tuple[Any, dict[int, Lease | None]]:
-        pipe = redis.pipeline(transaction=False)
-        pipe.execute_command("GET", keys.partitions(self.prefix), **RAW)
-        for p in wanted:
-            pipe.execute_command("GET", keys.lease(p, self.prefix), **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _read(
+        self, redis: Client, wanted: list[int]
+    ) -> tuple[Any, dict[int, Lease | _Unknown | None]]:
+        """The raw count (_UNKNOWN: unreadable now) and each wanted partition's lease."""
+        names = [keys.partitions(self.prefix), *(keys.lease(p, self.prefix) for p in wanted)]
+        replies = await reads(redis, [(name, ("GET", name)) for name in names])
         for reply in replies:
-            if isinstance(reply, Exception) and (
-                isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+            if (
+                isinstance(reply, Exception)
+                and not out_of_reach(redis, reply)
+                and (isinstance(reply, NoPermissionError) or classify(reply) != "refused")
             ):
                 raise reply
-        count = replies[0]
+        count = _UNKNOWN if out_of_reach(redis, replies[0]) else replies[0]
         if isinstance(count, Exception):  # WRONGTYPE: exists, but no feeder wrote it
             count = f"<{count}>"
-        leases: dict[int, Lease | None] = {}
+        leases: dict[int, Lease | _Unknown | None] = {}
         for p, reply in zip(wanted, replies[1:], strict=True):
+            if out_of_reach(redis, reply):
+                leases[p] = _UNKNOWN
+                continue
             lease = None if isinstance(reply, Exception) else read_lease(reply)
             if lease is None and reply is not None:
                 self._once(
@@ -206,10 +224,14 @@ class LeaseWatch:
             leases[p] = lease
         return count, leases
 
-    def _update(self, leases: dict[int, Lease | None], wanted: set[int], now: float) -> LeaseChange:
+    def _update(
+        self, leases: dict[int, Lease | _Unknown | None], wanted: set[int], now: float
+    ) -> LeaseChange:
         change = LeaseChange()
         for p in wanted:
             lease = leases.get(p)
+            if isinstance(lease, _Unknown):  # unreadable now: it keeps what it had
+                continue
             if lease is not None:
                 self.missing.pop(p, None)
                 if p in self.lost:
