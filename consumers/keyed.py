@@ -8,16 +8,18 @@ that mean "its primary is failing over" from those about the key itself (WRONGTY
 
 A key out of reach makes the client's slot map stale: the next `reads` asks the cluster again
 (CLUSTER SLOTS) which node serves what, at most every REFRESH_S, so a promoted replica is
-found within that once it serves. A key unreached (refused, reset, timed out) is sent once
-more at once after that: another task's failed call on the same client may have closed a
-healthy node's connection under it (redis-py closes every connection at a CLUSTERDOWN), and
-only a node that fails twice is taken as gone. When no node answers the slot map cannot be
-had: that raises a ConnectionError, a lost Redis like a single server's. On one server this
-is one pipeline, as before: a failure there is everyone's, raised by the pipeline.
+found within that once it serves. A key unreached (refused, reset, timed out) is sent again,
+up to three times within ~0.1 s: another task's failed call on the same client may have
+closed a healthy node's connections under it (redis-py closes every node's connections at a
+CLUSTERDOWN, in tasks of their own), and only a node that fails every try is taken as gone.
+When no node answers the slot map cannot be had: that raises a ConnectionError, a lost Redis
+like a single server's. On one server this is one pipeline, as before: a failure there is
+everyone's, raised by the pipeline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Sequence
@@ -36,6 +38,10 @@ __all__ = ["REFRESH_S", "out_of_reach", "reads"]
 REFRESH_S = 0.25
 """Least time between two slot-map refreshes of one client while keys are out of reach."""
 
+_AGAIN_S = (0.0, 0.02, 0.05)
+"""Pauses before sending an unreached key's command again: only a key unreached every time
+is out of reach (redis-py closes healthy nodes' connections in tasks of their own)."""
+
 _stale: weakref.WeakSet[RedisCluster] = weakref.WeakSet()
 """Clients some key of which was out of reach since their map was last refreshed."""
 
@@ -53,9 +59,12 @@ async def reads(redis: Client, commands: Sequence[Keyed]) -> list[Any]:
         return replies
     await _refresh_if_due(redis)
     results = await _per_node(redis, commands)
-    again = [i for i, r in enumerate(results) if isinstance(r, BaseException) and unreached(r)]
-    if again:
+    for pause in _AGAIN_S:
+        again = [i for i, r in enumerate(results) if isinstance(r, BaseException) and unreached(r)]
+        if not again:
+            break
         _stale.add(redis)
+        await asyncio.sleep(pause)  # let the closing of connections scheduled meanwhile run
         await _refresh_if_due(redis)
         retried = await _per_node(redis, [commands[i] for i in again])
         for i, result in zip(again, retried, strict=True):
