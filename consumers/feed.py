@@ -432,7 +432,7 @@ class MarketFeed:
     async def _redis_lost(self, exc: BaseException) -> None:
         if not self._redis_ok:
             return
-        log.warning("consumers.redis.lost", error=str(exc), exc_info=exc)
+        log.warning("consumers.redis.lost", error=str(exc))
         self._redis_ok = False
         self._state = ConnectionState.RECONNECTING
         for token in list(self._books):  # suspect first: on_disconnect sees it
