@@ -26,7 +26,10 @@ health key expired. It vouches again — `on_connect` — once Redis answers, ev
 partition has a live lease (or a feeder is alive), and every subscribed token that ever had a
 book is `synced` again. Redis is reconnected with capped,
 jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
-cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
+cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded. On a Redis
+Cluster a primary's failover is not a lost Redis: only the books whose keys it serves turn
+suspect (vouching stops, as for any suspect book) and are reloaded once its replica serves
+them; the others are followed throughout (reader.py, keyed.py).
 
 `connect()` is False with `on_error`, as the seed's, when Redis is unreachable (the error as
 raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an

@@ -21,7 +21,8 @@ watch remembers each feeder it has seen with its run (the `started` field): when
 disappears the feeder is *lost*; when it comes back with the same run it was only a blip (the
 stream kept flowing), with a new run it restarted and will send fresh snapshots. Finding new
 feeders needs a SCAN of the keyspace, so that happens only every few checks; known keys are
-checked with one pipelined HGET each. Anything else under the pattern (a key of another type,
+checked with one pipelined HGET each (on a cluster a key whose primary is failing over keeps
+its state, and SCAN skips that primary). Anything else under the pattern (a key of another type,
 a name or `started` that is not UTF-8) is not a feeder: ignored, never an error for the loop.
 """
 
@@ -35,8 +36,9 @@ import structlog
 from redis.exceptions import NoPermissionError
 
 from polybus.consumers.keyed import out_of_reach, reads
-from polybus.consumers.redisio import RAW, classify, scan
+from polybus.consumers.redisio import classify, scan
 from polybus.redisio import Client
+from polybus.redisio.nodes import Keyed
 from polybus.wire import keys
 from polybus.wire.hashes import HealthField, decode_run
 from polybus.wire.maintained import partition_count, read_lease
@@ -94,14 +96,18 @@ class FeederWatch:
             candidates |= await self._scan(redis)
         self._checks += 1
         ordered = sorted(candidates)
-        pipe = redis.pipeline(transaction=False)
+        commands: list[Keyed] = []
         for key in ordered:
-            pipe.exists(key)
-            pipe.execute_command("HGET", key, HealthField.STARTED, **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+            commands += [(key, ("EXISTS", key)), (key, ("HGET", key, HealthField.STARTED))]
+        replies = await reads(redis, commands)
         now: dict[str, str] = {}
         for i, key in enumerate(ordered):
             exists, started = replies[2 * i], replies[2 * i + 1]
+            if out_of_reach(redis, exists) or out_of_reach(redis, started):
+                # its primary is failing over: unknown, so as it was (alive, or lost)
+                if key in self.live:
+                    now[key] = self.live[key]
+                continue
             for reply in (exists, started):
                 if isinstance(reply, Exception) and (
                     isinstance(reply, NoPermissionError) or classify(reply) != "refused"
@@ -113,7 +119,7 @@ class FeederWatch:
         return self._update(now)
 
     async def _scan(self, redis: Client) -> set[str]:
-        return await scan(redis, self.pattern)
+        return await scan(redis, self.pattern, partial=True)
 
     def _update(self, now: dict[str, str]) -> FeederChange:
         change = FeederChange()

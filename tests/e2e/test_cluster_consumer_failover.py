@@ -11,7 +11,7 @@ from typing import Any
 from polybus import MarketFeed
 from tests.e2e.harness import rig
 from tests.e2e.test_cluster import feeds_equal_truth, flowed, primary_of
-from tests.support import LocalCluster
+from tests.support import LocalCluster, wait_for
 
 
 async def test_a_primary_kill_turns_suspect_only_the_books_it_serves(
@@ -19,7 +19,8 @@ async def test_a_primary_kill_turns_suspect_only_the_books_it_serves(
 ) -> None:
     """SIGKILL of the primary serving the most tokens: a MarketFeed following every token keeps
     the other primaries' books synced and fed throughout, turns only the victim's books
-    suspect, has them synced and equal to the truth within 10 s, and its task never dies."""
+    suspect (stopping vouching meanwhile), has them synced and equal to the truth within 10 s,
+    vouches again, and its task never dies."""
     async with rig(redis_cluster, markets=8) as r:
         port, victims = max(primary_of(redis_cluster, r.tokens).items(), key=lambda kv: len(kv[1]))
         healthy = set(r.tokens) - set(victims)
@@ -30,13 +31,17 @@ async def test_a_primary_kill_turns_suspect_only_the_books_it_serves(
         def event(payload: dict[str, Any]) -> None:
             seen[payload["asset_id"]].append(time.monotonic())
 
+        vouches: list[str] = []
         feed.on_status = changes.append
+        feed.on_connect = lambda: vouches.append("connect")
+        feed.on_disconnect = lambda: vouches.append("disconnect")
         feed.on_price_change = feed.on_book_update = feed.on_trade = event
         try:
             assert await feed.connect() and await feed.subscribe(r.tokens)
             await flowed(r, 300)
             await feeds_equal_truth(r, [feed], 10)
             changes.clear()
+            vouches.clear()
             victim = next(n for n in redis_cluster.nodes if n.port == port)
             killed_at = time.monotonic()
             redis_cluster.kill(victim)
@@ -46,6 +51,8 @@ async def test_a_primary_kill_turns_suspect_only_the_books_it_serves(
             await flowed(r, 300, timeout=10)
             await feeds_equal_truth(r, [feed], max(1.0, 10 - (time.monotonic() - killed_at)))
             assert feed._task is not None and not feed._task.done(), "the feed's task died"
+            await wait_for(lambda: feed.vouching, 5, "the feed to vouch again")
+            assert vouches[0] == "disconnect" and vouches[-1] == "connect", vouches
         finally:
             await feed.disconnect()
         left = [
