@@ -7,10 +7,10 @@ minus the feeder's receive time — of the entries applied since the previous re
 quiet market reads 0 and a consumer falling behind reads high. A consumer whose loop is stuck
 stops rewriting the hash, and it expires.
 
-Only HSET, HDEL and PEXPIRE (in MULTI/EXEC) touch it — never DEL — so a least-privilege
-strategy user needs no more than those on `P:consumer:*` (docs/operations.md). Fields of
-tokens no longer followed are HDELed; a clean disconnect HDELs every field, which removes
-the key.
+Only HSET, HDEL and PEXPIRE (in MULTI/EXEC; on a cluster a plain pipeline to its node)
+touch it — never DEL — so a least-privilege strategy user needs no more than those on
+`P:consumer:*` (docs/operations.md). Fields of tokens no longer followed are HDELed; a clean
+disconnect HDELs every field, which removes the key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import time
 from collections.abc import Mapping
 
 from polybus.consumers.books import TokenBook
-from polybus.redisio import Client
+from polybus.consumers.keyed import reads
+from polybus.redisio import Client, on_cluster
+from polybus.redisio.nodes import Keyed
 from polybus.wire import keys
 
 
@@ -72,14 +74,33 @@ class CursorReport:
         fields = self.fields(books, events, reloads)
         stale = self._written - set(fields)
         self._next = time.monotonic() + self.interval  # a refused write waits its turn too
-        pipe = redis.pipeline(transaction=True)
-        if stale:
-            pipe.hdel(self.key, *stale)
-        pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
-        pipe.pexpire(self.key, self.ttl_ms)
-        await pipe.execute()
+        if on_cluster(redis):
+            await self._publish_on_node(redis, stale, fields)
+        else:
+            pipe = redis.pipeline(transaction=True)
+            if stale:
+                pipe.hdel(self.key, *stale)
+            pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
+            pipe.pexpire(self.key, self.ttl_ms)
+            await pipe.execute()
         self._written = set(fields)
         self.lag_ms = 0.0
+
+    async def _publish_on_node(
+        self, redis: Client, stale: set[str], fields: dict[str, str]
+    ) -> None:
+        """On a cluster: the same commands in order on the key's node, one plain pipeline
+        (keyed.py). Not MULTI/EXEC: redis-py's cluster transaction, queued while the client
+        wants its map again (any failed call on it), runs a nested event loop and fails. HSET
+        never clears a TTL, so only a first write cut in two could leave the key without one.
+        Raises the first command's error."""
+        pairs = [item for name_value in fields.items() for item in name_value]
+        commands: list[Keyed] = [(self.key, ("HDEL", self.key, *stale))] if stale else []
+        commands += [(self.key, ("HSET", self.key, *pairs))]
+        commands += [(self.key, ("PEXPIRE", self.key, self.ttl_ms))]
+        for result in await reads(redis, commands):
+            if isinstance(result, Exception):
+                raise result
 
     async def remove(self, redis: Client) -> None:
         """Remove the hash (a clean disconnect): HDEL of every field written."""

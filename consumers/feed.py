@@ -26,7 +26,10 @@ health key expired. It vouches again — `on_connect` — once Redis answers, ev
 partition has a live lease (or a feeder is alive), and every subscribed token that ever had a
 book is `synced` again. Redis is reconnected with capped,
 jittered exponential backoff, forever (state RECONNECTING meanwhile), resuming from the
-cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded.
+cursors held; anything lost meanwhile shows up as a `seq` gap and is reloaded. On a Redis
+Cluster a primary's failover is not a lost Redis: only the books whose keys it serves turn
+suspect (vouching stops, as for any suspect book) and are reloaded once its replica serves
+them; the others are followed throughout (reader.py, keyed.py).
 
 `connect()` is False with `on_error`, as the seed's, when Redis is unreachable (the error as
 raised) or can never work (a `ConfigError` naming REDIS_URL: bad URL, password, DB, or an
@@ -60,11 +63,12 @@ from redis.exceptions import RedisError, ResponseError
 from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
 from polybus.consumers.interest import DEFAULT_LEASE_S, Leases
+from polybus.consumers.keyed import out_of_reach
 from polybus.consumers.liveness import FeederChange, FeederWatch, LeaseChange, LeaseWatch
 from polybus.consumers.models import ConnectionState, MarketData, OrderBook
 from polybus.consumers.reader import Reader
 from polybus.consumers.redisio import classify, explain, open_client, probe, safe_url
-from polybus.redisio import Client
+from polybus.redisio import REDIS_OR_OS_ERRORS, Client
 from polybus.wire import keys
 from polybus.wire.errors import BusError
 from polybus.wire.settings import bus_target
@@ -308,6 +312,8 @@ class MarketFeed:
         await self._fire_pending()  # what subscribe() loaded goes before its entries
         for calls in self._reader.entries(targets, reply):
             await self._fire_calls(calls)
+        if self._reader.unreached:  # part of a cluster is lost: those books are suspect
+            await self._stop_vouching()
         if self._refusal:
             log.info("consumers.redis.allowed", was=self._refusal)
             self._refusal = ""
@@ -346,11 +352,16 @@ class MarketFeed:
 
     async def _optional(self, what: str, write: Awaitable[None]) -> None:
         """A write the feed can do without (lease, cursor): a refusal is reported once (NOPERM
-        under a read-only ACL, say) and the feed goes on; a lost connection is raised."""
+        under a read-only ACL, say) and the feed goes on; a lost connection is raised — but
+        on a cluster a key's primary failing over is not a lost Redis: the write waits for
+        its next turn (the reads find out whether the whole cluster is gone)."""
         try:
             await write
-        except ResponseError as exc:
-            if classify(exc) == "lost":
+        except REDIS_OR_OS_ERRORS as exc:
+            if out_of_reach(self._redis_client(), exc):
+                log.info("consumers.feed.write_deferred", what=what, error=str(exc))
+                return
+            if not isinstance(exc, ResponseError) or classify(exc) == "lost":
                 raise
             if what not in self._warned:
                 self._warned.add(what)

@@ -9,6 +9,9 @@ changes holder or fence between checks — a failover, even with a short gap —
 the new leader's `failover` entry, the missed events and its snapshot follow in the stream.
 Garbage (a count or lease value no feeder writes, a key of another type) reads as no lease,
 logged once per reason; a denied GET (an ACL without it) is raised, like any refused read.
+On a cluster each key is read from its own primary (keyed.py): a lease whose primary is
+failing over is *unknown* for that check, not missing — the partition keeps what it had; so
+is the count (the check changes nothing).
 
 **Older feeders** (no `P:partitions`): a feeder's health key (`P:feeder:<id>`, a hash with a
 TTL) says it is alive.
@@ -18,7 +21,8 @@ watch remembers each feeder it has seen with its run (the `started` field): when
 disappears the feeder is *lost*; when it comes back with the same run it was only a blip (the
 stream kept flowing), with a new run it restarted and will send fresh snapshots. Finding new
 feeders needs a SCAN of the keyspace, so that happens only every few checks; known keys are
-checked with one pipelined HGET each. Anything else under the pattern (a key of another type,
+checked with one pipelined HGET each (on a cluster a key whose primary is failing over keeps
+its state, and SCAN skips that primary). Anything else under the pattern (a key of another type,
 a name or `started` that is not UTF-8) is not a feeder: ignored, never an error for the loop.
 """
 
@@ -31,8 +35,10 @@ from typing import Any
 import structlog
 from redis.exceptions import NoPermissionError
 
-from polybus.consumers.redisio import RAW, classify, scan
+from polybus.consumers.keyed import out_of_reach, reads
+from polybus.consumers.redisio import classify, scan
 from polybus.redisio import Client
+from polybus.redisio.nodes import Keyed
 from polybus.wire import keys
 from polybus.wire.hashes import HealthField, decode_run
 from polybus.wire.maintained import partition_count, read_lease
@@ -45,6 +51,13 @@ log = structlog.get_logger("consumers.liveness")
 
 NO_COUNT = -1
 """The partition of every token while `P:partitions` holds garbage: it never has a lease."""
+
+
+class _Unknown:
+    """A key this check could not read (its primary is failing over)."""
+
+
+_UNKNOWN = _Unknown()
 
 
 @dataclass(slots=True)
@@ -83,14 +96,18 @@ class FeederWatch:
             candidates |= await self._scan(redis)
         self._checks += 1
         ordered = sorted(candidates)
-        pipe = redis.pipeline(transaction=False)
+        commands: list[Keyed] = []
         for key in ordered:
-            pipe.exists(key)
-            pipe.execute_command("HGET", key, HealthField.STARTED, **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+            commands += [(key, ("EXISTS", key)), (key, ("HGET", key, HealthField.STARTED))]
+        replies = await reads(redis, commands)
         now: dict[str, str] = {}
         for i, key in enumerate(ordered):
             exists, started = replies[2 * i], replies[2 * i + 1]
+            if out_of_reach(redis, exists) or out_of_reach(redis, started):
+                # its primary is failing over: unknown, so as it was (alive, or lost)
+                if key in self.live:
+                    now[key] = self.live[key]
+                continue
             for reply in (exists, started):
                 if isinstance(reply, Exception) and (
                     isinstance(reply, NoPermissionError) or classify(reply) != "refused"
@@ -102,7 +119,7 @@ class FeederWatch:
         return self._update(now)
 
     async def _scan(self, redis: Client) -> set[str]:
-        return await scan(redis, self.pattern)
+        return await scan(redis, self.pattern, partial=True)
 
     def _update(self, now: dict[str, str]) -> FeederChange:
         change = FeederChange()
@@ -161,6 +178,8 @@ class LeaseWatch:
         """One round trip (two when the count is first seen or changes); what changed."""
         tokens = list(tokens)
         raw_count, leases = await self._read(redis, self._wanted(tokens))
+        if raw_count is _UNKNOWN:  # its primary is failing over: nothing known to change
+            return LeaseChange()
         if raw_count is None:
             if self.partitioned:
                 log.info("consumers.leases.gone", key=keys.partitions(self.prefix))
@@ -182,22 +201,27 @@ class LeaseWatch:
             return []
         return sorted({self.partition(t) for t in tokens})
 
-    async def _read(self, redis: Client, wanted: list[int]) -> tuple[Any, dict[int, Lease | None]]:
-        pipe = redis.pipeline(transaction=False)
-        pipe.execute_command("GET", keys.partitions(self.prefix), **RAW)
-        for p in wanted:
-            pipe.execute_command("GET", keys.lease(p, self.prefix), **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _read(
+        self, redis: Client, wanted: list[int]
+    ) -> tuple[Any, dict[int, Lease | _Unknown | None]]:
+        """The raw count (_UNKNOWN: unreadable now) and each wanted partition's lease."""
+        names = [keys.partitions(self.prefix), *(keys.lease(p, self.prefix) for p in wanted)]
+        replies = await reads(redis, [(name, ("GET", name)) for name in names])
         for reply in replies:
-            if isinstance(reply, Exception) and (
-                isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+            if (
+                isinstance(reply, Exception)
+                and not out_of_reach(redis, reply)
+                and (isinstance(reply, NoPermissionError) or classify(reply) != "refused")
             ):
                 raise reply
-        count = replies[0]
+        count = _UNKNOWN if out_of_reach(redis, replies[0]) else replies[0]
         if isinstance(count, Exception):  # WRONGTYPE: exists, but no feeder wrote it
             count = f"<{count}>"
-        leases: dict[int, Lease | None] = {}
+        leases: dict[int, Lease | _Unknown | None] = {}
         for p, reply in zip(wanted, replies[1:], strict=True):
+            if out_of_reach(redis, reply):
+                leases[p] = _UNKNOWN
+                continue
             lease = None if isinstance(reply, Exception) else read_lease(reply)
             if lease is None and reply is not None:
                 self._once(
@@ -206,10 +230,14 @@ class LeaseWatch:
             leases[p] = lease
         return count, leases
 
-    def _update(self, leases: dict[int, Lease | None], wanted: set[int], now: float) -> LeaseChange:
+    def _update(
+        self, leases: dict[int, Lease | _Unknown | None], wanted: set[int], now: float
+    ) -> LeaseChange:
         change = LeaseChange()
         for p in wanted:
             lease = leases.get(p)
+            if isinstance(lease, _Unknown):  # unreadable now: it keeps what it had
+                continue
             if lease is not None:
                 self.missing.pop(p, None)
                 if p in self.lost:

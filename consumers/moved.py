@@ -6,7 +6,8 @@ stream would cost a command per token per poll. Instead the feeder appends, once
 partition, the written tokens to `P:moved:{pN}` (feeder/publisher.py); `MovedWatch` keeps one
 blocking XREAD per partition followed (a task each, on the cluster client's pooled
 connections) and collects the named tokens; the reader then sends one non-blocking XREAD per
-moved stream, pipelined: redis-py splits the pipeline by node, one round trip each.
+moved stream, one pipeline per primary (keyed.py), sent at once: one round trip each, and a
+primary that cannot be reached fails only its own streams' reads.
 
 A notice can be missed: the watch started after it, a partition's read failed (a primary's
 failover), the feeder could not write it, or it was trimmed while the consumer was stalled.
@@ -25,6 +26,7 @@ from typing import Any
 import structlog
 from redis.asyncio.cluster import RedisCluster
 
+from polybus.consumers.keyed import reads
 from polybus.consumers.redisio import RAW, raw, text
 from polybus.redisio import Client
 from polybus.wire import keys
@@ -46,15 +48,13 @@ _RETRY_S = 0.2
 async def read_each(
     redis: Client, streams: dict[str, str], count: int
 ) -> tuple[list[Any], dict[str, BaseException]]:
-    """One non-blocking `XREAD COUNT count` per stream (key -> cursor), in one pipeline: the
-    XREAD reply shape ([[key, entries]…], streams with entries only) and each key's error."""
+    """One non-blocking `XREAD COUNT count` per stream (key -> cursor), in one pipeline (one
+    per primary on a cluster, each failing alone: keyed.py): the XREAD reply shape
+    ([[key, entries]…], streams with entries only) and each key's error."""
     if not streams:
         return [], {}
-    pipe = redis.pipeline(transaction=False)
-    for key, cursor in streams.items():
-        where = await node_of(redis, key)
-        pipe.execute_command("XREAD", "COUNT", count, "STREAMS", key, cursor, **RAW, **where)
-    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    commands = [(k, ("XREAD", "COUNT", count, "STREAMS", k, c)) for k, c in streams.items()]
+    replies = await reads(redis, commands)
     reply: list[Any] = []
     errors: dict[str, BaseException] = {}
     for key, answer in zip(streams, replies, strict=True):
@@ -107,6 +107,11 @@ class MovedWatch:
         self.moved.update(tokens)
         if self.moved:
             self._woken.set()
+
+    def later(self, tokens: Iterable[str]) -> None:
+        """Read these tokens at the next fetch, without waking it (their read was declined
+        for now: a cluster failing over)."""
+        self.moved.update(tokens)
 
     async def wait(
         self, redis: Client, followed: Collection[str], block_ms: int

@@ -19,7 +19,15 @@ per entry; a hash or key that cannot be used (garbage, wrong type) puts only its
 
 On a Redis Cluster one XREAD cannot name streams of many slots: the reader waits for the
 feeders' notices of which streams moved and reads just those, one pipelined XREAD each
-(moved.py); an XREAD refused for one key costs only that key.
+(moved.py); an XREAD refused for one key costs only that key. Every per-token read there
+goes one pipeline per primary (keyed.py), so a primary's failover costs only its tokens:
+- a read that could not reach the token's primary makes the book suspect and marks it for
+  reload (`unreached`), quietly (nothing is wrong with its data; the feed stops vouching),
+  retried every UNREACHED_S: its slot map is refreshed meanwhile, and it loads once the
+  promoted replica serves it;
+- a read the cluster declined for now (CLUSTERDOWN while a replica is elected, TRYAGAIN) did
+  not run: the book stays as it is, and the read is made again later.
+Only a cluster none of whose nodes answers raises (a lost Redis, as on one server).
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from polybus.consumers.books import Callback, TokenBook
 from polybus.consumers.cursor import CursorReport
+from polybus.consumers.keyed import out_of_reach, reads
 from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.poison import Poison
 from polybus.consumers.redisio import RAW, classify, raw, text
 from polybus.redisio import Client, on_cluster
+from polybus.redisio.nodes import unreached
 from polybus.wire import hashes, keys
 from polybus.wire.codec import decode
 from polybus.wire.errors import BackendError, DecodeError, SequenceGap
@@ -50,6 +60,9 @@ log = structlog.get_logger("consumers.reader")
 Reply = list[Any]
 """XREAD's reply, undecoded: [[key, [(id, {field: value})…]]…]."""
 Targets = dict[str, tuple[str, TokenBook]]
+
+UNREACHED_S = 0.25
+"""Pause before a token whose primary could not be reached is loaded again."""
 
 
 def audit_reason(local: int | None, hash_seq: int | None, next_seq: int | None) -> str:
@@ -94,6 +107,9 @@ class Reader:
         """Tokens whose hash must be read again before their stream is followed."""
         self.bad: set[str] = set()
         """Tokens whose hash or key cannot be used now (retried with backoff, quietly)."""
+        self.unreached: dict[str, float] = {}
+        """On a cluster: tokens whose primary could not be reached -> when (monotonic) to load
+        them again."""
         self.events = 0
         self.reloads = 0
         self.moved = MovedWatch(prefix, block_ms)
@@ -111,17 +127,19 @@ class Reader:
         those of `into` (books not yet followed, so the loop cannot race their loading)."""
         if not tokens:
             return []
-        pipe = redis.pipeline(transaction=False)
-        for token in tokens:
-            pipe.execute_command("HGETALL", keys.book(token, self.prefix), **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        _raise_global(replies)
+        replies = await reads(
+            redis, [(k, ("HGETALL", k)) for k in (keys.book(t, self.prefix) for t in tokens)]
+        )
+        _raise_global(redis, replies)
         books = self.books if into is None else into
         calls: list[Callback] = []
         for token, reply in zip(tokens, replies, strict=True):
             book = books.get(token)
             if book is None:
                 self.reload.discard(token)
+                continue
+            if out_of_reach(redis, reply):  # still failing over: stays marked, tried again
+                calls += self.out_of_reach(token, book, reply, loading=True)
                 continue
             try:
                 if isinstance(reply, Exception):
@@ -132,13 +150,15 @@ class Reader:
                 continue
             self.reload.discard(token)
             self.bad.discard(token)
+            self.unreached.pop(token, None)
             self.poison.good(token)
         return calls
 
     async def load_pending(self, redis: Client) -> list[Callback]:
         """Reload every token marked for it whose backoff (if poisoned) has run out."""
         now = time.monotonic()
-        return await self.load(redis, sorted(t for t in self.reload if self.poison.due(t, now)))
+        due = (t for t in self.reload if self.poison.due(t, now))
+        return await self.load(redis, sorted(t for t in due if self.unreached.get(t, 0.0) <= now))
 
     def gap(self, token: str, reason: str, *, quiet: bool = False) -> list[Callback]:
         """Mark a token for reload; its book is suspect meanwhile. `quiet`: the caller logs
@@ -166,10 +186,26 @@ class Reader:
             calls.insert(0, ("error", {"error": error}))
         return calls
 
+    def out_of_reach(
+        self, token: str, book: TokenBook, exc: BaseException, *, loading: bool = False
+    ) -> list[Callback]:
+        """A read of this token met its primary failing over. Unreached (or its hash not
+        loaded): suspect and marked for reload, tried again after UNREACHED_S. Declined for
+        now (CLUSTERDOWN): it did not run, and the book stands."""
+        if not loading and not unreached(exc):
+            return []
+        self.unreached[token] = time.monotonic() + UNREACHED_S
+        if token in self.reload or self.books.get(token) is not book:
+            self.reload.add(token)  # already marked, or not followed yet (subscribe's)
+            return []
+        log.info("consumers.reader.unreached", token=token, error=str(exc))
+        return self.gap(token, "redis_lost", quiet=True)
+
     def forget(self, token: str) -> None:
         """A token is no longer followed."""
         self.reload.discard(token)
         self.bad.discard(token)
+        self.unreached.pop(token, None)
         self.poison.forget(token)
 
     # --- following ------------------------------------------------------------------------
@@ -220,11 +256,16 @@ class Reader:
         per_stream = max(16, self.count // max(1, len(chosen)))
         cursors = {key: book.cursor for key, (_, book) in chosen.items()}
         reply, errors = await read_each(redis, cursors, per_stream)
-        _raise_global(list(errors.values()))
+        _raise_global(redis, list(errors.values()))
         calls: list[Callback] = []
         for key, exc in errors.items():
             token, book = chosen[key]
-            calls += self.set_bad(token, book, "stream", exc)
+            if not out_of_reach(redis, exc):
+                calls += self.set_bad(token, book, "stream", exc)
+            elif unreached(exc):
+                calls += self.out_of_reach(token, book, exc)
+            else:  # declined for now (CLUSTERDOWN): read it again at the next fetch
+                self.moved.later([token])
         # a stream that filled its share may hold more: read it again without waiting
         self.moved.poke(chosen[text(key)][0] for key, items in reply if len(items) >= per_stream)
         return chosen, reply, calls
@@ -235,7 +276,7 @@ class Reader:
         for key in targets:
             pipe.execute_command("TYPE", key, **RAW)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-        _raise_global(replies)
+        _raise_global(redis, replies)
         calls: list[Callback] = []
         for (key, (token, book)), kind in zip(targets.items(), replies, strict=True):
             if isinstance(kind, Exception) or kind not in (b"stream", b"none", "stream", "none"):
@@ -289,15 +330,18 @@ class Reader:
         tokens = [t for t in self.books if t not in self.reload]
         if not tokens:
             return []
-        pipe = redis.pipeline(transaction=False)
-        for token in tokens:
-            pipe.execute_command("HGET", keys.book(token, self.prefix), hashes.BookField.SEQ, **RAW)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        _raise_global(replies)
+        seq = hashes.BookField.SEQ
+        replies = await reads(
+            redis, [(k, ("HGET", k, seq)) for k in (keys.book(t, self.prefix) for t in tokens)]
+        )
+        _raise_global(redis, replies)
         calls: list[Callback] = []
         ahead: list[tuple[str, TokenBook, int | None]] = []
         for token, reply in zip(tokens, replies, strict=True):
             book = self.books[token]
+            if out_of_reach(redis, reply):
+                calls += self.out_of_reach(token, book, reply)
+                continue
             try:
                 hash_seq = _seq(reply)
             except (DecodeError, BackendError) as exc:
@@ -316,15 +360,17 @@ class Reader:
     ) -> list[Callback]:
         if not ahead:
             return []
-        pipe = redis.pipeline(transaction=False)
+        commands = []
         for token, book, _ in ahead:
-            pipe.execute_command(
-                "XRANGE", keys.stream(token, self.prefix), f"({book.cursor}", "+", "COUNT", 1, **RAW
-            )
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        _raise_global(replies)
+            key = keys.stream(token, self.prefix)
+            commands.append((key, ("XRANGE", key, f"({book.cursor}", "+", "COUNT", 1)))
+        replies = await reads(redis, commands)
+        _raise_global(redis, replies)
         calls: list[Callback] = []
         for (token, book, hash_seq), reply in zip(ahead, replies, strict=True):
+            if out_of_reach(redis, reply):
+                calls += self.out_of_reach(token, book, reply)
+                continue
             if isinstance(reply, Exception):
                 calls += self.set_bad(token, book, "stream", reply)
                 continue
@@ -344,10 +390,13 @@ def _seq(reply: Any) -> int | None:
     return hashes.decode_seq(reply)
 
 
-def _raise_global(replies: list[Any]) -> None:
-    """A pipeline's error that is not about one key (lost connection, NOPERM) is everyone's."""
+def _raise_global(redis: Client, replies: list[Any]) -> None:
+    """A pipeline's error that is not about one key (lost connection, NOPERM) is everyone's;
+    on a cluster a key whose primary is failing over costs only that key (keyed.py)."""
     for reply in replies:
-        if isinstance(reply, Exception) and (
-            isinstance(reply, NoPermissionError) or classify(reply) != "refused"
+        if (
+            isinstance(reply, Exception)
+            and not out_of_reach(redis, reply)
+            and (isinstance(reply, NoPermissionError) or classify(reply) != "refused")
         ):
             raise reply

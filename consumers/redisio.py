@@ -62,6 +62,13 @@ RAW: dict[str, Any] = {NEVER_DECODE: True}
 Kind = Literal["lost", "fatal", "refused"]
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_UNREACHED: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    *UNSETTLED,
+)
+"""What a primary failing over answers (scan(partial=True) leaves that primary out)."""
 _FATAL_REPLIES = ("DB index is out of range", "invalid DB index", "WRONGPASS", "NOAUTH")
 
 
@@ -108,28 +115,45 @@ async def probe(redis: Client, prefix: str) -> None:
         await scan(redis, keys.feeder_pattern(prefix), count=1, steps=1)
 
 
-async def scan(redis: Client, pattern: str, *, count: int = 1000, steps: int = 0) -> set[str]:
+async def scan(
+    redis: Client, pattern: str, *, count: int = 1000, steps: int = 0, partial: bool = False
+) -> set[str]:
     """The key names matching `pattern` on one server, or on every primary of a cluster (a
     SCAN cursor is a node's own). Names that are not UTF-8 are left out. `steps` > 0: stop
-    after that many SCAN calls per node (a probe)."""
+    after that many SCAN calls per node (a probe). `partial`: on a cluster, a primary that
+    cannot be reached (failing over) is left out rather than raised, unless none answers."""
     nodes: list[Any] = [None]
     if isinstance(redis, RedisCluster):
         await redis.initialize()  # a new client knows no node until its first command
         nodes = list(redis.get_primaries())
     found: set[str] = set()
+    failed: list[BaseException] = []
     for node in nodes:
-        where = {} if node is None else {"target_nodes": node}
-        cursor: Any = 0
-        for _ in itertools.count(1) if steps <= 0 else range(steps):
-            reply: Any = await redis.execute_command(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", count, **RAW, **where
-            )
-            cursor, names = reply
-            if isinstance(cursor, dict):  # a cluster's cursors are {node name: cursor}
-                cursor = next(iter(cursor.values()))
-            found.update(_names(names))
-            if int(cursor) == 0:
-                break
+        try:
+            found |= await _scan_node(redis, node, pattern, count, steps)
+        except _UNREACHED as exc:
+            if not partial or node is None:
+                raise
+            failed.append(exc)
+    if failed and len(failed) == len(nodes):
+        raise failed[0]
+    return found
+
+
+async def _scan_node(redis: Client, node: Any, pattern: str, count: int, steps: int) -> set[str]:
+    found: set[str] = set()
+    where = {} if node is None else {"target_nodes": node}
+    cursor: Any = 0
+    for _ in itertools.count(1) if steps <= 0 else range(steps):
+        reply: Any = await redis.execute_command(
+            "SCAN", cursor, "MATCH", pattern, "COUNT", count, **RAW, **where
+        )
+        cursor, names = reply
+        if isinstance(cursor, dict):  # a cluster's cursors are {node name: cursor}
+            cursor = next(iter(cursor.values()))
+        found.update(_names(names))
+        if int(cursor) == 0:
+            break
     return found
 
 

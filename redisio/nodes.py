@@ -12,7 +12,7 @@ retries nothing: what failed comes back as that command's exception, and the cal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
@@ -28,16 +28,24 @@ Keyed = tuple[str, Sequence[Any]]
 
 
 async def per_node(
-    redis: RedisCluster, commands: Sequence[Keyed], prelude: Sequence[Any] = ()
+    redis: RedisCluster,
+    commands: Sequence[Keyed],
+    prelude: Sequence[Any] = (),
+    options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Each command's reply, or the exception it met, in order; one round trip per primary,
     all primaries at once. `prelude`: a command sent first on every primary written to (its
-    reply is dropped; e.g. SCRIPT LOAD before the EVALSHAs it serves).
+    reply is dropped; e.g. SCRIPT LOAD before the EVALSHAs it serves). `options`: what
+    `execute_command` would take for each command's reply (NEVER_DECODE, say).
 
     A slot the client's map has no node for answers SlotNotCoveredError; a primary that cannot
     be reached answers ConnectionError (or TimeoutError) for each of its commands. Raises only
     when the slot map itself cannot be had (no node of the cluster answers)."""
-    await redis.initialize()  # a no-op once the slot map is known
+    if not redis.nodes_manager.slots_cache:  # a new client knows no node until asked
+        await redis.initialize()
+    # Not again once the map is known: after any failed call redis-py's initialize() also
+    # asks its default node (maybe the dead primary) for COMMAND, and on failure closes every
+    # node's connections, in flight or not. A stale map is the caller's to `refresh`.
     results: list[Any] = [None] * len(commands)
     shares: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
     for i, (key, args) in enumerate(commands):
@@ -52,7 +60,7 @@ async def per_node(
         share = shares.setdefault(node.name, (node, []))[1]
         if prelude and not share:
             share.append(PipelineCommand(-1, *prelude))
-        share.append(PipelineCommand(i, *args))
+        share.append(PipelineCommand(i, *args, **(options or {})))
     await asyncio.gather(*(_send(node, share) for node, share in shares.values()))
     for _, share in shares.values():
         for cmd in share:
@@ -66,9 +74,17 @@ async def _send(node: ClusterNode, share: list[PipelineCommand]) -> None:
     try:
         await node.execute_pipeline(share)
     except REDIS_OR_OS_ERRORS as exc:
-        for cmd in share:
-            if cmd.result is None:
-                cmd.result = exc
+        _fail(share, exc)
+    except (AttributeError, RuntimeError) as exc:
+        # redis-py (8.1) closes a node's connections from other calls' error paths, in flight
+        # or not; a send racing that meets a connection without its writer
+        _fail(share, ConnectionError(f"connection closed under the pipeline: {exc!r}"))
+
+
+def _fail(share: list[PipelineCommand], exc: Exception) -> None:
+    for cmd in share:
+        if cmd.result is None:
+            cmd.result = exc
 
 
 async def refresh(redis: RedisCluster) -> None:

@@ -1,0 +1,87 @@
+"""Per-key reads on a real Redis Cluster: each key answers or fails alone; a primary out of
+reach costs its keys only, the slot map is refreshed, and no node answering is a lost Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
+
+from polybus.consumers.keyed import REFRESH_S, out_of_reach, reads
+from polybus.consumers.redisio import open_client
+from polybus.redisio.nodes import unreached
+from tests.support import LocalCluster
+
+
+KEYS = [f"k:{{{i}}}" for i in range(12)]
+
+
+def dead_node() -> ClusterNode:
+    """A primary on a loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ClusterNode("127.0.0.1", port, socket_connect_timeout=1)
+
+
+@pytest.fixture
+async def client(redis_cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    redis = await open_client(redis_cluster.url, socket_timeout=2)
+    assert isinstance(redis, RedisCluster)
+    for key in KEYS:
+        await redis.set(key, key)
+    await redis.delete(KEYS[0])
+    await redis.lpush(KEYS[0], "a list")
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def test_each_key_answers_or_fails_alone(client: RedisCluster) -> None:
+    """A key of the wrong type fails with its own error, not taken for a primary out of reach;
+    every other key, on every primary, answers undecoded."""
+    replies = await reads(client, [(k, ("GET", k)) for k in KEYS])
+    assert isinstance(replies[0], ResponseError) and not out_of_reach(client, replies[0])
+    assert replies[1:] == [k.encode() for k in KEYS[1:]]
+
+
+async def test_a_primary_out_of_reach_costs_its_keys_then_the_map_is_refreshed(
+    client: RedisCluster,
+) -> None:
+    """A slot the client's map gives to a dead node: the map is refreshed at once and the key
+    answers; dead again within REFRESH_S (no refresh yet), only its keys fail unreached, the
+    others answer; a refresh later it answers again."""
+    slot = client.keyslot(KEYS[3])
+    real = client.nodes_manager.slots_cache[slot][0].name
+    client.nodes_manager.slots_cache[slot] = [dead_node()]
+    assert await reads(client, [(KEYS[3], ("GET", KEYS[3]))]) == [KEYS[3].encode()]
+    client.nodes_manager.slots_cache[slot] = [dead_node()]
+    replies = await reads(client, [(k, ("GET", k)) for k in KEYS[1:]])
+    lost = [k for k, r in zip(KEYS[1:], replies, strict=True) if out_of_reach(client, r)]
+    assert lost == [KEYS[3]] and unreached(replies[2])
+    assert [r for k, r in zip(KEYS[1:], replies, strict=True) if k != KEYS[3]] == [
+        k.encode() for k in KEYS[1:] if k != KEYS[3]
+    ]
+    await asyncio.sleep(REFRESH_S)
+    assert await reads(client, [(KEYS[3], ("GET", KEYS[3]))]) == [KEYS[3].encode()]
+    assert client.nodes_manager.slots_cache[slot][0].name == real
+
+
+async def test_no_node_answering_is_a_lost_redis(client: RedisCluster) -> None:
+    """When every node of the map and every startup node is dead, reads raise ConnectionError
+    (what the feed takes for a lost Redis), not a per-key failure."""
+    await reads(client, [(KEYS[1], ("GET", KEYS[1]))])
+    dead = dead_node()
+    manager = client.nodes_manager
+    for slot in list(manager.slots_cache):
+        manager.slots_cache[slot] = [dead]
+    manager.nodes_cache = {dead.name: dead}
+    manager.startup_nodes = {dead.name: dead}
+    await asyncio.sleep(REFRESH_S)
+    with pytest.raises(RedisConnectionError):
+        await reads(client, [(k, ("GET", k)) for k in KEYS])
