@@ -18,10 +18,11 @@ from tests.e2e.test_cluster import flowed, primary_of, synced
 from tests.support import LocalCluster, wait_for
 
 
-STALL_S = 0.8
-"""The longest the healthy primaries' tokens may go without a new entry during the outage
-(well under the outage itself: a node timeout of 1 s, then the election), when the cluster
-serves the slots it still has (`cluster-require-full-coverage no`)."""
+STALL_S = 1.5
+"""The longest the healthy primaries' tokens may go without a new entry during the outage,
+when the cluster serves the slots it still has (`cluster-require-full-coverage no`): quiet,
+0.07 - 0.17 s; with every core busy it reached 1.0 s. Always also half a second under the
+outage itself (a node timeout of 1 s, then the election), which a stalled feeder fills."""
 
 HELD_MIN_S = 0.5
 """With full coverage required, how much of the outage at least the healthy tokens are
@@ -117,7 +118,8 @@ async def _kill_one_primary(redis_cluster: LocalCluster, served_on: bool) -> Non
         assert back - killed_ms >= 1000, "the victim's slots were served again too soon"
         stamps = [_ms(i) for t in healthy for i, _ in after[t]]
         stall = _longest_stall(stamps, killed_ms, back)
-        limit = STALL_S * 1000 if served_on else back - killed_ms - HELD_MIN_S * 1000
+        outage = back - killed_ms
+        limit = min(STALL_S * 1000, outage - 500) if served_on else outage - HELD_MIN_S * 1000
         assert stall <= limit, f"healthy tokens stalled {stall} of {back - killed_ms} ms"
         for token in healthy:
             assert any(killed_ms <= _ms(i) < back for i, _ in after[token]) or not served_on
