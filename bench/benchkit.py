@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polybus.feeder.app import Feeder
@@ -21,7 +23,27 @@ from polybus.rig import FAST, fast_env, wait_for
 from polybus.simulator import SimConfig, Simulator
 
 
-__all__ = ["FAST", "Pair", "RedisServer", "fast_env", "feeder_on_simulator", "wait_for"]
+__all__ = [
+    "FAST",
+    "Pair",
+    "RedisServer",
+    "cpu_seconds",
+    "fast_env",
+    "feeder_on_simulator",
+    "tokens_of",
+    "wait_for",
+]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tokens_of(n: int) -> list[str]:
+    """`n` token ids, the same in every process of a bench (even n: YES/NO pairs)."""
+    return [str(10**20 + i) for i in range(n)]
 
 
 @dataclass

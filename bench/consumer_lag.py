@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from benchkit import cpu_seconds, tokens_of
 
 from polybus.consumers import MarketFeed
 from polybus.feeder.outbox import Batch
@@ -38,16 +39,6 @@ from polybus.wire.events import Book, PriceChange
 PARTITIONS = 16
 TICK_S = 0.005
 """The publisher writes one batch per tick (a feeder's batches are of that order)."""
-
-
-def tokens_of(n: int) -> list[str]:
-    return [str(10**20 + i) for i in range(n)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the consumer process -------------------------------------------------------------------
@@ -182,18 +173,16 @@ async def main(args: argparse.Namespace) -> None:
         f"{args.tokens} tokens, {args.rate:.0f} events/s offered for {args.seconds:.0f} s, "
         f"{args.consumers} consumer process(es), one batch per {TICK_S * 1000:.0f} ms"
     )
-    single = RedisServer()
-    single.start()
-    try:
-        show("single", await run_one(single.url, args, tmp, redis_pids(single)))
-    finally:
-        single.close()
-    cluster = LocalCluster()
-    cluster.start()
-    try:
-        show("cluster", await run_one(cluster.url, args, tmp, redis_pids(cluster)))
-    finally:
-        cluster.close()
+    buses: list[tuple[str, RedisServer | LocalCluster]] = [
+        ("single", RedisServer()),
+        ("cluster", LocalCluster()),
+    ]
+    for name, bus in buses:  # one after the other: each gets the machine to itself
+        bus.start()
+        try:
+            show(name, await run_one(bus.url, args, tmp, redis_pids(bus)))
+        finally:
+            bus.close()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+from benchkit import cpu_seconds
 
 from polybus.feeder.app import Feeder
 from polybus.feeder.config import FeederConfig
@@ -48,12 +49,6 @@ XADD = [
     "size",
     "150",
 ]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_benchmark(

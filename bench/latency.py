@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from benchkit import cpu_seconds, tokens_of
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -56,17 +57,6 @@ from polybus.wire import keys
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 0.001
 """The exchange sends what is due every tick (asyncio's sleep is about 1 ms at best)."""
-
-
-def tokens_of(n: int) -> list[str]:
-    """`n` token ids (even n: YES/NO pairs), the same in every process."""
-    return [str(10**20 + i) for i in range(n)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the fake exchange process ----------------------------------------------------------------

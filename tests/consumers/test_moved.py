@@ -4,6 +4,8 @@ reads only those streams; a missed notice costs a sweep or an audit, never an ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from redis.asyncio.cluster import RedisCluster
 
@@ -52,6 +54,23 @@ async def started(client: Client, tokens: list[str]) -> Reader:
     raise AssertionError("the partition readers did not start")
 
 
+@contextlib.asynccontextmanager
+async def following(cluster: LocalCluster) -> AsyncIterator[tuple[Client, Publisher, Reader]]:
+    """A client, an announcing publisher that wrote every token's book, and a started reader
+    following them all; closed after."""
+    client = await connect(cluster.url)
+    reader: Reader | None = None
+    try:
+        pub = Publisher(client, partitions=PARTITIONS)
+        await publish(pub, *(snapshot(t) for t in TOKENS))
+        reader = await started(client, TOKENS)
+        yield client, pub, reader
+    finally:
+        if reader is not None:
+            await reader.close()
+        await client.aclose()
+
+
 async def applied(reader: Reader, client: Client, want: int, timeout: float = 5.0) -> list[str]:
     """Fetch and apply until `want` entries were applied; the tokens they were for."""
     seen: list[str] = []
@@ -76,12 +95,7 @@ async def test_notices_alone_deliver_new_entries(redis_cluster: LocalCluster) ->
     """Once started, a reader whose sweeps are off gets every new entry of tokens on all
     three primaries from the notices, reading only the streams named, each XREAD sent to its
     node (no COMMAND GETKEYS round trip per stream)."""
-    client = await connect(redis_cluster.url)
-    reader: Reader | None = None
-    try:
-        pub = Publisher(client, partitions=PARTITIONS)
-        await publish(pub, *(snapshot(t) for t in TOKENS))
-        reader = await started(client, TOKENS)
+    async with following(redis_cluster) as (client, pub, reader):
         sweeps, getkeys = reader.moved.sweeps, await getkeys_calls(client)
         await publish(pub, change(TOKENS[3], "5"), change(TOKENS[17], "6"))
         seen = await applied(reader, client, 2)
@@ -89,28 +103,16 @@ async def test_notices_alone_deliver_new_entries(redis_cluster: LocalCluster) ->
         assert reader.moved.sweeps == sweeps and reader.moved.notices > 0
         assert await getkeys_calls(client) == getkeys
         assert reader.books[TOKENS[17]].seq == 2
-    finally:
-        if reader is not None:
-            await reader.close()
-        await client.aclose()
 
 
 async def test_without_notices_the_audit_finds_the_news(redis_cluster: LocalCluster) -> None:
     """Entries written by a publisher that announces nothing reach the reader through the gap
     audit (hash ahead of the book), not lost and not waiting for a sweep."""
-    client = await connect(redis_cluster.url)
-    reader: Reader | None = None
-    try:
-        await publish(Publisher(client, partitions=PARTITIONS), *(snapshot(t) for t in TOKENS))
-        reader = await started(client, TOKENS)
+    async with following(redis_cluster) as (client, _, reader):
         await publish(Publisher(client), change(TOKENS[5], "9"))  # no partitions: silent
         assert await applied(reader, client, 1, timeout=0.6) == []
         await reader.audit(client)
         assert await applied(reader, client, 1) == [TOKENS[5]]
-    finally:
-        if reader is not None:
-            await reader.close()
-        await client.aclose()
 
 
 async def test_a_failed_partition_read_makes_the_next_fetch_a_sweep(
@@ -118,12 +120,7 @@ async def test_a_failed_partition_read_makes_the_next_fetch_a_sweep(
 ) -> None:
     """A partition's notice stream that cannot be read (here: not a stream) is retried, and
     the next fetch reads every followed stream, so nothing waits on the broken notices."""
-    client = await connect(redis_cluster.url)
-    reader: Reader | None = None
-    try:
-        pub = Publisher(client, partitions=PARTITIONS)
-        await publish(pub, *(snapshot(t) for t in TOKENS))
-        reader = await started(client, TOKENS)
+    async with following(redis_cluster) as (client, _, reader):
         sweeps, failures = reader.moved.sweeps, reader.moved.failures
         for p in range(PARTITIONS):
             await client.delete(keys.moved(p))
@@ -131,10 +128,6 @@ async def test_a_failed_partition_read_makes_the_next_fetch_a_sweep(
         await publish(Publisher(client), change(TOKENS[8], "3"))
         assert await applied(reader, client, 1) == [TOKENS[8]]
         assert reader.moved.failures > failures and reader.moved.sweeps > sweeps
-    finally:
-        if reader is not None:
-            await reader.close()
-        await client.aclose()
 
 
 async def test_a_garbage_notice_costs_a_sweep_not_the_partition(
@@ -142,12 +135,7 @@ async def test_a_garbage_notice_costs_a_sweep_not_the_partition(
 ) -> None:
     """A notice someone else wrote as garbage (not UTF-8) is stepped over: the next fetch
     sweeps, and the partition's later notices are followed again."""
-    client = await connect(redis_cluster.url)
-    reader: Reader | None = None
-    try:
-        pub = Publisher(client, partitions=PARTITIONS)
-        await publish(pub, *(snapshot(t) for t in TOKENS))
-        reader = await started(client, TOKENS)
+    async with following(redis_cluster) as (client, pub, reader):
         garbled = partition_of(TOKENS[2], PARTITIONS)
         starts = reader.moved.starts
         await client.xadd(keys.moved(garbled), {"tokens": b"\xff\xfe"})
@@ -163,10 +151,6 @@ async def test_a_garbage_notice_costs_a_sweep_not_the_partition(
         await publish(pub, change(again, "8"))
         assert await applied(reader, client, 1) == [again]
         assert reader.moved.sweeps == sweeps and reader.moved.notices > notices
-    finally:
-        if reader is not None:
-            await reader.close()
-        await client.aclose()
 
 
 async def test_without_a_partition_count_fetches_poll_at_the_block_time(

@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from polybus import MarketFeed
 from polybus.redisio import connect
 from polybus.wire import keys
+from tests.consumers.helpers import feed_books_equal_truth
 from tests.e2e.harness import assert_books_equal_truth, rig
 from tests.support import LocalCluster, wait_for
 
@@ -84,21 +85,6 @@ async def test_a_primary_killed_mid_flow_fails_over_and_books_recover(
         assert r.feeder.redis_ok
 
 
-def feed_mismatches(sim, feed: MarketFeed, tokens: list[str]) -> list[str]:
-    """Tokens whose MarketFeed book is not synced or differs from the simulator's truth."""
-    bad = []
-    for token in tokens:
-        book = feed.get_order_book(token)
-        bids, asks = sim.engine.true_book(token)
-        if book is None or book.status != "synced":
-            bad.append(f"{token[:8]}:{None if book is None else book.status}")
-        elif [(lv.price_str, lv.size_str) for lv in book.bids] != list(bids) or [
-            (lv.price_str, lv.size_str) for lv in book.asks
-        ] != list(asks):
-            bad.append(f"{token[:8]}:levels")
-    return bad
-
-
 async def feeds_equal_truth(r, feeds: list[MarketFeed], timeout: float) -> None:
     """Pause the flow; wait until every feed's books equal the truth."""
     await r.sim.pause()
@@ -106,7 +92,7 @@ async def feeds_equal_truth(r, feeds: list[MarketFeed], timeout: float) -> None:
 
     def converged() -> bool:
         nonlocal last
-        last = [m for f in feeds for m in feed_mismatches(r.sim, f, r.tokens)]
+        last = [m for f in feeds for m in feed_books_equal_truth(f, r.sim, r.tokens)]
         return not last
 
     try:
@@ -127,7 +113,9 @@ async def test_two_market_feeds_follow_a_cluster_through_a_primary_kill(
             for feed in feeds:
                 assert await feed.connect() and await feed.subscribe(r.tokens)
                 assert isinstance(feed._redis, RedisCluster)
-            await wait_for(lambda: not feed_mismatches(r.sim, feeds[1], r.tokens), 10, "synced")
+            await wait_for(
+                lambda: not feed_books_equal_truth(feeds[1], r.sim, r.tokens), 10, "synced"
+            )
             notices = [f._reader.moved.notices for f in feeds]
             await flowed(r, 300)
             await feeds_equal_truth(r, feeds, 5)
