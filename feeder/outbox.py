@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from polybus.wire.codec import encode_items, encode_market
+from polybus.wire.codec import Items, encode_items, encode_market
 from polybus.wire.events import Event, MarketEvent
 
 
@@ -22,20 +22,15 @@ if TYPE_CHECKING:
     from polybus.feeder.gate import Gate
 
 
-__all__ = ["SEP", "Batch", "Outbox"]
-
-SEP = "\x1f"
-"""ASCII unit separator between an entry's items on their way to the Lua step."""
+__all__ = ["Batch", "Outbox"]
 
 
 @dataclass(slots=True)
 class Batch:
     """What the publisher writes in one round trip."""
 
-    entries: dict[str, list[str]] = field(default_factory=dict)
-    """token -> Lua ARGV tail: one string per entry, its field/value items joined by SEP."""
-    counts: dict[str, int] = field(default_factory=dict)
-    """token -> number of entries."""
+    entries: dict[str, list[Items]] = field(default_factory=dict)
+    """token -> its entries' field/value items, oldest first (the Lua step's ARGV tail)."""
     quarantine: list[dict[str, str]] = field(default_factory=list)
     markets: list[dict[str, str]] = field(default_factory=list)
     size: int = 0
@@ -50,12 +45,7 @@ class Batch:
         args = self.entries.get(event.asset_id)
         if args is None:
             args = self.entries[event.asset_id] = []
-            self.counts[event.asset_id] = 0
-        packed = SEP.join(items)
-        if packed.count(SEP) != len(items) - 1:  # a separator inside a value: never from us
-            packed = SEP.join(item.replace(SEP, " ") for item in items)
-        args.append(packed)
-        self.counts[event.asset_id] += 1
+        args.append(items)
         self.size += 1
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import orjson
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
     NoPermissionError,
@@ -36,12 +37,12 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from polybus.feeder.outbox import SEP, Batch
+from polybus.feeder.outbox import Batch
 from polybus.feeder.strands import HOLD_LIMIT, PROBE_S, Strands
 from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client, on_cluster
 from polybus.redisio.nodes import Keyed, per_node, refresh, unsettled
 from polybus.wire import keys, status_rules
-from polybus.wire.codec import encode_items
+from polybus.wire.codec import Items, encode_items
 from polybus.wire.errors import BackendError, WriteRefused
 from polybus.wire.events import Status
 from polybus.wire.partitions import partition_of
@@ -163,7 +164,7 @@ class Publisher:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
     def _script_args(
-        self, token: str, args: list[str], peek: int, fence: int | None = None
+        self, token: str, entries: list[Items], peek: int, fence: int | None = None
     ) -> list[Any]:
         prefix = self.prefix
         expected = self.seqs.get(token)
@@ -179,7 +180,7 @@ class Publisher:
             self.writer,
             "" if fence is None else str(fence),
             str(peek),
-            *args,
+            _packed(entries),  # one argument for all (publish.lua says why)
         ]
 
     def _steps(self, batch: Batch) -> list[Step]:
@@ -196,9 +197,7 @@ class Publisher:
                 steps.append(Step(token, entries, fence, argv, peek=peek))
         now = time.time_ns() // 1000
         for token in self.strands.probes(time.monotonic()):
-            probe = [
-                SEP.join(encode_items(Status(token, "suspect", "redis_lost"), epoch=0, rx=now))
-            ]
+            probe = [encode_items(Status(token, "suspect", "redis_lost"), epoch=0, rx=now)]
             argv = self._script_args(token, probe, 0)
             steps.append(Step(token, probe, None, argv, probe=True))
         return steps
@@ -390,7 +389,7 @@ class Step:
     """One token's atomic step of a batch."""
 
     token: str
-    entries: list[str]
+    entries: list[Items]
     fence: int | None
     argv: list[Any]
     """EVALSHA's arguments after the sha."""
@@ -403,6 +402,17 @@ def _xadd(key: str, fields: dict[str, str], maxlen: int) -> Keyed:
     """An XADD with an approximate MAXLEN, routed by its key."""
     items = [x for pair in fields.items() for x in pair]
     return key, ("XADD", key, "MAXLEN", "~", str(maxlen), "*", *items)
+
+
+def _packed(entries: list[Items]) -> bytes:
+    """The entries as publish.lua's JSON argument. A str orjson refuses (a lone surrogate:
+    never from a frame orjson parsed) has it replaced rather than failing the batch."""
+    try:
+        return orjson.dumps(entries)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(
+            [[i.encode("utf-8", "replace").decode("utf-8") for i in e] for e in entries]
+        )
 
 
 def _wrote(result: Any) -> bool:

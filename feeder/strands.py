@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from polybus.wire.codec import Items
+
 
 __all__ = ["HOLD_LIMIT", "HOLD_S", "PROBE_S", "Held", "Strands"]
 
@@ -36,7 +38,7 @@ PROBE_S = 0.1
 class Held:
     """A token's declined entries, oldest first, and the fence they were queued under."""
 
-    args: list[str]
+    args: list[Items]
     fence: int | None
     since: float
 
@@ -54,7 +56,9 @@ class Strands:
     since: dict[str, float] = field(default_factory=dict)
     """token -> when the entries of its step in flight were first held."""
 
-    def take(self, token: str, args: list[str], fence: int | None) -> tuple[list[str], int | None]:
+    def take(
+        self, token: str, args: list[Items], fence: int | None
+    ) -> tuple[list[Items], int | None]:
         """What to send for a token now: its held entries first, then `args` (the batch's);
         nothing (and counted) for a stranded token."""
         if token in self.stranded:
@@ -66,7 +70,7 @@ class Strands:
         self.since[token] = held.since
         return [*held.args, *args], held.fence if fence is None else fence
 
-    def hold(self, token: str, args: list[str], fence: int | None, now: float) -> bool:
+    def hold(self, token: str, args: list[Items], fence: int | None, now: float) -> bool:
         """Hold a declined step's entries; False (and the token stranded) when it was held
         too long already or too much is held."""
         since = self.since.pop(token, now)

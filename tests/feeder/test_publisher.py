@@ -170,11 +170,12 @@ async def test_lost_redis_state_is_reported_per_token(redis) -> None:
     assert await fresh.write(batch_of(snapshot(U))) == [], "a new feeder does not know, so no check"
 
 
-async def test_a_separator_inside_a_value_cannot_shift_fields(redis) -> None:
-    """A value holding the packing separator is written with it blanked, fields intact."""
-    await Publisher(redis).write(batch_of(Status(T, "suspect", "a\x1fb")))
+async def test_a_value_holding_separators_is_written_verbatim(redis) -> None:
+    """Values reach the stream exactly, whatever bytes they hold: items are arguments of
+    their own, never packed into one string to be split."""
+    await Publisher(redis).write(batch_of(Status(T, "suspect", "a\x1fb c\x00d\n")))
     [(_, fields)] = await redis.xrange(keys.stream(T))
-    assert fields["reason"] == "a b"
+    assert fields["reason"] == "a\x1fb c\x00d\n"
     assert fields["state"] == "suspect"
 
 
@@ -210,3 +211,12 @@ async def test_the_exchanges_best_bid_ask_never_overwrites_the_hash_top(redis) -
     book = await redis.hgetall(keys.book(T))
     assert (book["best_bid"], book["best_ask"]) == ("0.47", "0.49")
     assert len(await redis.xrange(keys.stream(T))) == 2
+
+
+async def test_a_value_orjson_cannot_encode_is_replaced_not_fatal(redis) -> None:
+    """A value holding a lone surrogate (never from a parsed frame) is written with it
+    replaced; the batch and its other fields are not lost."""
+    await Publisher(redis).write(batch_of(Status(T, "suspect", "bad\ud800end")))
+    [(_, fields)] = await redis.xrange(keys.stream(T))
+    assert fields["reason"] == "bad?end"
+    assert fields["state"] == "suspect"

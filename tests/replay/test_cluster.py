@@ -4,6 +4,7 @@ streams as on a single redis-server."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,9 @@ async def test_recording_a_live_cluster_replays_the_same_on_a_single_server(
         assert len(primary_of(redis_cluster, r.tokens)) == 3
         await wait_for(lambda: r.feeder.published > 100, 10, "some events")
         task = asyncio.create_task(record_streams(r.redis, out, r.tokens, stop=stop))
+        # counted from when the recording holds every book (its start point), not from when
+        # it was asked for: on a loaded machine the books alone can take most of a second
+        await wait_for(lambda: _hashes_in(out) == len(r.tokens), 10, "the recording started")
         target = r.feeder.published + 300
         await wait_for(lambda: r.feeder.published >= target, 10, "events while recording")
         await assert_books_equal_truth(r)  # the flow paused, every event in Redis
@@ -115,3 +119,10 @@ async def test_recording_a_live_cluster_replays_the_same_on_a_single_server(
         assert {k: v for k, v in copy[token].items() if k not in skip} == {
             k: v for k, v in live[token].items() if k not in (*skip, "last_id")
         }
+
+
+def _hashes_in(path: Path) -> int:
+    """How many book hashes a recording in progress holds so far."""
+    if not path.exists():
+        return 0
+    return sum(1 for x in read_lines(path) if x["kind"] == "hash")
