@@ -11,6 +11,9 @@
 --           field/value items, the first pair ("type", t). One string decoded by cjson (C)
 --           costs Redis no more than ~20 arguments each, and the feeder far less to pack;
 --           splitting a packed string in Lua cost ~3x the XADD itself.
+-- ARGV[8..11] = the book's status after these entries, for each status before them in the
+--           order pending, synced, suspect, retired (wire/status_rules.compose: the one
+--           table of the rules, applied by the feeder; building it here cost every call).
 -- seq is assigned here, so it is contiguous per token whatever the feeder does.
 -- Returns {last_id, seq, code, writer, before}: code 0 = written; 1 = written, but the hash's
 -- seq is not the one this feeder last wrote, or another feeder wrote it since (Redis
@@ -39,11 +42,11 @@ local before = {}
 if (tonumber(ARGV[6]) or 0) > 0 then
   before = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', tonumber(ARGV[6]))
 end
--- The status rules, kind -> status before -> status after: wire/status_rules.py is the one
--- table; publisher.py renders it in here when it loads the script (never edit it here).
-local RULES, UNKNOWN = @STATUS_RULES@, @UNKNOWN_STATUS@
+-- status before -> the ARGV index of the status after (publisher.py renders it in from
+-- wire/status_rules.py when it loads the script: never edit it here)
+local AFTER, UNKNOWN = @STATUS_POSITIONS@, @UNKNOWN_STATUS@
 local status = held[4] or 'pending'
-if not RULES['book'][status] then status = UNKNOWN end  -- someone else wrote it: untrusted
+if not AFTER[status] then status = UNKNOWN end  -- someone else wrote it: untrusted
 local was_retired = status == 'retired'
 local last_id, epoch, retire_ms
 
@@ -138,7 +141,7 @@ local fold = {
   end,
   -- best_bid_ask is the exchange's statement, a cross-check only: the hash's top stays the
   -- one folded from the levels (docs/wire.md), so it never disagrees with them
-  -- what a status entry does to the book's status is in RULES; retired also expires it
+  -- what a status entry does to the book's status is in ARGV[8..]; retired also expires it
   status = function(f)
     if f.state == 'retired' then retire_ms = tonumber(f.ttl_ms) end
   end,
@@ -159,13 +162,11 @@ for _, e in ipairs(cjson.decode(ARGV[7])) do
   epoch = f.epoch
   local step = fold[kind]
   if step then step(f) end
-  if kind == 'status' then kind = 'status:' .. tostring(f.state) end
-  local row = RULES[kind]
-  if row then status = row[status] end
   for j = 1, #e, 2 do f[e[j]] = nil end
 end
 
 if last_id then
+  status = ARGV[AFTER[status]]
   top.asset_id, top.last_id, top.seq, top.epoch, top.status =
     token, last_id, tostring(seq), epoch, status
   if me ~= '' then

@@ -55,7 +55,7 @@ def render(script: str) -> str:
     """publish.lua with the status rules of wire/status_rules.py put in: the Lua step folds
     statuses by the very table the consumers use (an unrendered script does not compile)."""
     for marker, value in (
-        ("@STATUS_RULES@", status_rules.lua_table()),
+        ("@STATUS_POSITIONS@", status_rules.lua_positions(8)),
         ("@UNKNOWN_STATUS@", f"'{status_rules.UNKNOWN_READS_AS}'"),
     ):
         if marker not in script:
@@ -181,6 +181,7 @@ class Publisher:
             "" if fence is None else str(fence),
             str(peek),
             _packed(entries),  # one argument for all (publish.lua says why)
+            *status_rules.compose(_kinds(entries)),
         ]
 
     def _steps(self, batch: Batch) -> list[Step]:
@@ -402,6 +403,21 @@ def _xadd(key: str, fields: dict[str, str], maxlen: int) -> Keyed:
     """An XADD with an approximate MAXLEN, routed by its key."""
     items = [x for pair in fields.items() for x in pair]
     return key, ("XADD", key, "MAXLEN", "~", str(maxlen), "*", *items)
+
+
+def _kinds(entries: list[Items]) -> tuple[str, ...]:
+    """The status rules' kinds of the entries that may change a status, in order."""
+    moving = status_rules.MOVING_TYPES
+    return tuple(status_rules.kind_of(e[1], _state(e)) for e in entries if e[1] in moving)
+
+
+def _state(items: Items) -> str:
+    """A status entry's `state` ("" for other entries)."""
+    if items[1] == "status":
+        for i in range(2, len(items) - 1, 2):
+            if items[i] == "state":
+                return items[i + 1]
+    return ""
 
 
 def _packed(entries: list[Items]) -> bytes:

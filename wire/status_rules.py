@@ -3,8 +3,8 @@
 A book hash's `status` (BOOK_STATUSES) changes only as the entries of its stream say: a
 snapshot (`book`, from the socket or REST) makes it `synced`; a `status` entry (its `state`,
 STATUS_STATES) makes it untrusted or retired; data entries leave it alone. Both sides fold by
-this table: the feeder's Lua step (`feeder/publish.lua`) gets it as a Lua table rendered by
-`lua_table()` when the publisher loads the script, and the consumer's fold
+this table: the feeder's Lua step (`feeder/publish.lua`) gets, with each token's step, the
+status its entries lead to from each status before (`compose()`), and the consumer's fold
 (`consumers/books.py`) looks it up with `after()`. tests/test_status_rules.py drives both
 through every row on a real redis-server, so they cannot drift apart.
 
@@ -26,6 +26,7 @@ Why each rule:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from types import MappingProxyType
 
 from polybus.wire.events import BOOK_STATUSES, STATUS_STATES
@@ -36,9 +37,11 @@ __all__ = [
     "KINDS",
     "RULES",
     "UNKNOWN_READS_AS",
+    "MOVING_TYPES",
     "after",
+    "compose",
     "kind_of",
-    "lua_table",
+    "lua_positions",
 ]
 
 DATA_KINDS = ("book", "price_change", "trade", "tick_size_change", "best_bid_ask")
@@ -100,16 +103,30 @@ def after(kind: str, before: str) -> str:
     return RULES.get((kind, before), before)
 
 
-def lua_table() -> str:
-    """The table as a Lua expression `{[kind] = {[before] = after, …}, …}` for publish.lua."""
-    rows = []
-    for kind, row in _ROWS.items():
-        cells = ", ".join(
-            f"[{_lua_str(before)}] = {_lua_str(status)}"
-            for before, status in zip(BOOK_STATUSES, row, strict=True)
-        )
-        rows.append(f"  [{_lua_str(kind)}] = {{{cells}}},")
-    return "{\n" + "\n".join(rows) + "\n}"
+MOVING_TYPES = frozenset(kind.partition(":")[0] for kind, row in _ROWS.items() if row != _SAME)
+"""Entry types some entry of which changes a status (`book`, `status`): only those need
+looking at to compose a run of entries."""
+
+
+@lru_cache(maxsize=256)
+def compose(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The status after a run of entries of `kinds` (kind_of, in order) folds into a book,
+    for each status before it in the order of BOOK_STATUSES: the feeder's Lua step applies
+    a whole step's entries this way (one lookup, not a table per call)."""
+    finals = []
+    for before in BOOK_STATUSES:
+        status = before
+        for kind in kinds:
+            status = after(kind, status)
+        finals.append(status)
+    return tuple(finals)
+
+
+def lua_positions(first: int) -> str:
+    """`{[status] = n, …}` for publish.lua: the ARGV index, from `first` on, at which the
+    step's status after is given for each status before it (compose's order)."""
+    cells = ", ".join(f"[{_lua_str(s)}] = {first + i}" for i, s in enumerate(BOOK_STATUSES))
+    return "{" + cells + "}"
 
 
 def _lua_str(text: str) -> str:

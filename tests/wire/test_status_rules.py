@@ -48,15 +48,23 @@ def test_unknown_inputs_read_safely() -> None:
     assert status_rules.kind_of("trade") == "trade"
 
 
-def test_the_lua_rendering_is_a_plain_table_literal() -> None:
-    """lua_table() writes one row per kind, cells in BOOK_STATUSES order."""
-    lines = status_rules.lua_table().splitlines()
-    assert lines[0] == "{" and lines[-1] == "}" and len(lines) == len(status_rules.KINDS) + 2
-    assert lines[1] == (
-        "  ['book'] = {['pending'] = 'synced', ['synced'] = 'synced', "
-        "['suspect'] = 'synced', ['retired'] = 'synced'},"
+def test_the_lua_rendering_gives_each_status_its_argument() -> None:
+    """lua_positions() maps each of BOOK_STATUSES, in order, to consecutive ARGV indexes."""
+    assert status_rules.lua_positions(8) == (
+        "{['pending'] = 8, ['synced'] = 9, ['suspect'] = 10, ['retired'] = 11}"
     )
-    assert (
-        "  ['status:connected'] = {['pending'] = 'pending', ['synced'] = 'suspect', "
-        "['suspect'] = 'suspect', ['retired'] = 'suspect'}," in lines
+
+
+def test_compose_folds_a_run_of_entries_from_every_status() -> None:
+    """compose() gives, per status before, the status after every kind in order; an empty
+    run changes nothing, and only book and status entries are moving types."""
+    assert status_rules.compose(()) == status_rules.BOOK_STATUSES
+    assert status_rules.compose(("status:connected",)) == (
+        "pending",
+        "suspect",
+        "suspect",
+        "suspect",
     )
+    assert status_rules.compose(("status:disconnected", "book")) == ("synced",) * 4
+    assert status_rules.compose(("book", "status:retired", "status:resynced")) == (("retired",) * 4)
+    assert status_rules.MOVING_TYPES == {"book", "status"}
