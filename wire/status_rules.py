@@ -35,9 +35,9 @@ from polybus.wire.events import BOOK_STATUSES, STATUS_STATES
 __all__ = [
     "DATA_KINDS",
     "KINDS",
+    "MOVING_TYPES",
     "RULES",
     "UNKNOWN_READS_AS",
-    "MOVING_TYPES",
     "after",
     "compose",
     "kind_of",
