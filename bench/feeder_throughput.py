@@ -1,6 +1,6 @@
 """Feeder throughput: simulator → feeder → Redis, beside redis-benchmark measured in the same run.
 
-    python bench/feeder_throughput.py [--seconds 15] [--markets 50] [--cluster]
+    python bench/feeder_throughput.py [--seconds 15] [--markets 50] [--hog] [--cluster]
 
 Starts a private redis-server, measures `redis-benchmark` XADD (pipelined, and one round trip
 per command) against it, then runs `polybus simulate --rate 0` (as fast as it can) in its own
@@ -10,7 +10,11 @@ publishes over a window. With `--cluster` it then does the same against a local 
 all at once (`redis-benchmark --cluster`), and the same simulator load through the feeder.
 Prints each figure, the ratios to the XADD limits and between the two Redis set-ups, and the
 CPU each process used (what limits the run: on a 2-core machine six redis-servers, the feeder
-and the simulator contend). Not a test.
+and the simulator contend). With `--hog` the single-server run is repeated beside a CPU hog
+(a busy loop, one core's worth) and the feeder's events per CPU-second of its own are compared:
+a feeder that gets less than a core must not spend more per event (it falls behind exactly
+then). For a profile of the feeder in such a run: `py-spy record -o feeder.svg -- python
+bench/feeder_throughput.py --hog` (the feeder runs in this process). Not a test.
 """
 
 from __future__ import annotations
@@ -174,7 +178,33 @@ def single(args: argparse.Namespace) -> tuple[dict[str, float], float]:
     finally:
         server.close()
     report("single", r_, pipelined)
+    if args.hog:
+        hogged(args, r_, pipelined)
     return r_, pipelined
+
+
+def hogged(args: argparse.Namespace, quiet: dict[str, float], limit: float) -> None:
+    """The single-server run again beside a busy loop; events per feeder CPU-second compared."""
+    server = RedisServer()
+    server.start()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert server.proc is not None
+        r = asyncio.run(measure(args, server.url, {"redis": server.proc.pid, "hog": hog.pid}))
+    finally:
+        hog.kill()
+        hog.wait()
+        server.close()
+    report("single beside a CPU hog", r, limit)
+    per_core = {
+        name: x["events_per_s"] / max(x["cpu_feeder"], 1e-9)
+        for name, x in (("quiet", quiet), ("hog", r))
+    }
+    print(
+        f"events per feeder CPU-second: quiet {per_core['quiet']:,.0f} "
+        f"({1e6 / per_core['quiet']:.1f} us/event), beside the hog {per_core['hog']:,.0f} "
+        f"({1e6 / per_core['hog']:.1f} us/event): {per_core['hog'] / per_core['quiet']:.2f}x"
+    )
 
 
 def tag_on(cluster: LocalCluster, node: RedisServer) -> str:
@@ -219,6 +249,7 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=50)
     parser.add_argument("--requests", type=int, default=300_000)
     parser.add_argument("--cluster", action="store_true", help="also a 3+3 local cluster")
+    parser.add_argument("--hog", action="store_true", help="also beside a CPU hog")
     args = parser.parse_args()
     one, one_limit = single(args)
     if not args.cluster:
