@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from polybus.feeder.gate import Gate
 
 
-__all__ = ["Batch", "Outbox"]
+__all__ = ["BATCH_LIMIT", "Batch", "Outbox"]
+
+BATCH_LIMIT = 10_000
+"""Token events per write at most. Packing a write and reading its replies are synchronous
+work on the event loop (a few µs an event): a write of a whole full outbox (100,000) would
+hold the loop for a second or more — lease renewals and PINGs waiting behind it — exactly
+when the feeder is behind. Whole tokens are taken, so each token's events stay in order."""
 
 
 @dataclass(slots=True)
@@ -122,10 +128,46 @@ class Outbox:
         self._ready.set()
         return True
 
-    async def take(self) -> Batch:
-        """Wait for something queued, then return all of it as one batch."""
+    async def take(self, limit: int = BATCH_LIMIT) -> Batch:
+        """Wait for something queued, then return it as one batch: every quarantined and
+        lifecycle entry, and tokens' events, longest-waiting token first, up to `limit` of
+        them (the rest stay queued, and the next take returns at once)."""
         await self._ready.wait()
-        return self.take_nowait()
+        if self._batch.size <= limit:
+            return self.take_nowait()
+        return self._split(limit)
+
+    def _split(self, limit: int) -> Batch:
+        """The first `limit` token events (a token's rest stays first in line for the next
+        write, ahead of its newer events), with every quarantine and lifecycle entry."""
+        rest, out = self._batch, Batch()
+        for token in list(rest.entries):  # insertion order: the longest-waiting token first
+            room = limit - out.size
+            if room <= 0:
+                break
+            entries = rest.entries[token]
+            if len(entries) <= room:
+                del rest.entries[token]
+                if token in rest.fences:
+                    out.fences[token] = rest.fences.pop(token)
+            else:
+                entries, rest.entries[token] = entries[:room], entries[room:]
+                if token in rest.fences:
+                    out.fences[token] = rest.fences[token]
+            out.entries[token] = entries
+            out.size += len(entries)
+            if token in rest.peek:  # a takeover's first write: the peek goes with it
+                rest.peek.discard(token)
+                out.peek.add(token)
+        out.quarantine, rest.quarantine = rest.quarantine, []
+        out.markets, rest.markets = rest.markets, []
+        out.size += len(out.quarantine) + len(out.markets)
+        rest.size -= out.size
+        if not rest.size:  # the limit was only passed with quarantine and lifecycle entries
+            self._ready.clear()
+        if rest.size < self.capacity:
+            self._space.set()
+        return out
 
     def take_nowait(self) -> Batch:
         """Return everything queued (possibly nothing) and make room for producers."""
