@@ -48,7 +48,14 @@ from polybus.feeder.publisher import Publisher
 from polybus.feeder.recorder import Recorder
 from polybus.feeder.redundancy import Redundancy
 from polybus.feeder.rest import RestBooks
-from polybus.redisio import REDIS_ERRORS, REDIS_OR_OS_ERRORS, Client, cluster, upgrade
+from polybus.redisio import (
+    REDIS_ERRORS,
+    REDIS_OR_OS_ERRORS,
+    Client,
+    cluster,
+    packing_in_c,
+    upgrade,
+)
 from polybus.wire import keys
 from polybus.wire.errors import BackendError, ConfigError, WriteRefused
 from polybus.wire.events import MarketEvent, Status
@@ -99,7 +106,9 @@ class Feeder:
         self._ask_cluster = redis is None
         """Whether REDIS_URL still has to be asked if it names a cluster (a client given to
         the constructor is used as it is)."""
-        self.redis: Client = redis or aioredis.Redis.from_url(config.redis_url, **REDIS_OPTIONS)
+        self.redis: Client = redis or packing_in_c(
+            aioredis.Redis.from_url(config.redis_url, **REDIS_OPTIONS)
+        )
         self.redundancy = Redundancy(self)
         gate = self.redundancy.gate
         self.outbox = Outbox(config.outbox_capacity, gate=gate)

@@ -55,7 +55,7 @@ def render(script: str) -> str:
     """publish.lua with the status rules of wire/status_rules.py put in: the Lua step folds
     statuses by the very table the consumers use (an unrendered script does not compile)."""
     for marker, value in (
-        ("@STATUS_POSITIONS@", status_rules.lua_positions(8)),
+        ("@STATUS_POSITIONS@", status_rules.lua_positions(1)),
         ("@UNKNOWN_STATUS@", f"'{status_rules.UNKNOWN_READS_AS}'"),
     ):
         if marker not in script:
@@ -163,26 +163,36 @@ class Publisher:
         except REDIS_ERRORS as exc:
             raise refusal(exc) or BackendError(f"redis: {exc}") from exc
 
-    def _script_args(
+    def _spec(
         self, token: str, entries: list[Items], peek: int, fence: int | None = None
     ) -> list[Any]:
-        prefix = self.prefix
+        """A token's step as publish.lua reads it: [token, expected, fence, peek, entries,
+        after]."""
         expected = self.seqs.get(token)
         if fence is None and self.fences is not None:
             fence = self.fences(token)
         return [
-            2,
-            keys.book(token, prefix),
-            keys.stream(token, prefix),
-            self.maxlen,
             token,
             "" if expected is None else str(expected),
-            self.writer,
             "" if fence is None else str(fence),
-            str(peek),
-            _packed(entries),  # one argument for all (publish.lua says why)
-            *status_rules.compose(_kinds(entries)),
+            peek,
+            entries,
+            status_rules.compose(_kinds(entries)),
         ]
+
+    def _call(self, steps: list[Step]) -> list[Any]:
+        """EVALSHA's arguments after the sha for one call carrying `steps`."""
+        prefix = self.prefix
+        names = [
+            k for s in steps for k in (keys.book(s.token, prefix), keys.stream(s.token, prefix))
+        ]
+        return [len(names), *names, self.maxlen, self.writer, _packed([s.spec for s in steps])]
+
+    def _script_args(
+        self, token: str, entries: list[Items], peek: int, fence: int | None = None
+    ) -> list[Any]:
+        """EVALSHA's arguments after the sha for one token's step alone."""
+        return self._call([Step(token, entries, fence, self._spec(token, entries, peek, fence))])
 
     def _steps(self, batch: Batch) -> list[Step]:
         """The batch's token steps, held entries first; none for a stranded token (on a cluster,
@@ -194,13 +204,12 @@ class Publisher:
             )
             if entries and self._may_write(token, fence, len(entries)):
                 peek = token in batch.peek
-                argv = self._script_args(token, entries, PEEK if peek else 0, fence)
-                steps.append(Step(token, entries, fence, argv, peek=peek))
+                spec = self._spec(token, entries, PEEK if peek else 0, fence)
+                steps.append(Step(token, entries, fence, spec, peek=peek))
         now = time.time_ns() // 1000
         for token in self.strands.probes(time.monotonic()):
             probe = [encode_items(Status(token, "suspect", "redis_lost"), epoch=0, rx=now)]
-            argv = self._script_args(token, probe, 0)
-            steps.append(Step(token, probe, None, argv, probe=True))
+            steps.append(Step(token, probe, None, self._spec(token, probe, 0), probe=True))
         return steps
 
     def _may_write(self, token: str, fence: int | None, entries: int) -> bool:
@@ -332,16 +341,18 @@ class Publisher:
         return self._extra
 
     async def _run_single(self, steps: list[Step], batch: Batch) -> list[Any]:
-        """One pipeline; the script loaded again if the server lost it (restart, SCRIPT
-        FLUSH), and the steps that said NOSCRIPT sent again."""
-        results = await self._pipeline([s.argv for s in steps], self._extras(batch))
-        missing = [i for i, r in enumerate(results[: len(steps)]) if isinstance(r, NoScriptError)]
+        """One pipeline of calls of many steps each (calls()); the script loaded again if the
+        server lost it (restart, SCRIPT FLUSH), and the calls that said NOSCRIPT sent again.
+        Returns one result per step, then the extras'."""
+        groups = calls(steps)
+        results = await self._pipeline([self._call(g) for g in groups], self._extras(batch))
+        missing = [i for i, r in enumerate(results[: len(groups)]) if isinstance(r, NoScriptError)]
         if missing:
             await self.load()
-            again = await self._pipeline([steps[i].argv for i in missing], [])
+            again = await self._pipeline([self._call(groups[i]) for i in missing], [])
             for i, res in zip(missing, again, strict=True):
                 results[i] = res
-        return results
+        return [*_per_step(groups, results), *results[len(groups) :]]
 
     async def _pipeline(self, argvs: list[list[Any]], extras: list[Keyed]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -359,8 +370,8 @@ class Publisher:
         assert on_cluster(self.redis)
         await self._refresh_if_due()
         sha = self._sha or ""
-        commands: list[Keyed] = [
-            (keys.book(s.token, self.prefix), ("EVALSHA", sha, *s.argv)) for s in steps
+        commands: list[Keyed] = [  # one step per call: a call's keys must share a slot
+            (keys.book(s.token, self.prefix), ("EVALSHA", sha, *self._call([s]))) for s in steps
         ]
         results = await per_node(self.redis, [*commands, *self._extras(batch)])
         missing = [i for i, r in enumerate(results[: len(steps)]) if isinstance(r, NoScriptError)]
@@ -370,7 +381,8 @@ class Publisher:
             )
             for i, res in zip(missing, again, strict=True):
                 results[i] = res
-        return results
+        groups = [[s] for s in steps]
+        return [*_per_step(groups, results), *results[len(steps) :]]
 
     async def _refresh_if_due(self) -> None:
         """After a step failed on a cluster, and while tokens are held or stranded, ask the
@@ -392,8 +404,8 @@ class Step:
     token: str
     entries: list[Items]
     fence: int | None
-    argv: list[Any]
-    """EVALSHA's arguments after the sha."""
+    spec: list[Any]
+    """The step as publish.lua reads it (Publisher._spec)."""
     peek: bool = False
     probe: bool = False
     """A stranded token's probe (a `suspect` status): landing means its slot answers again."""
@@ -403,6 +415,38 @@ def _xadd(key: str, fields: dict[str, str], maxlen: int) -> Keyed:
     """An XADD with an approximate MAXLEN, routed by its key."""
     items = [x for pair in fields.items() for x in pair]
     return key, ("XADD", key, "MAXLEN", "~", str(maxlen), "*", *items)
+
+
+CALL_ENTRIES = 2_000
+"""Entries per script call at most, on one server: a call runs atomically, so other clients
+(consumers' reads) wait for it whole — ~20 ms of Redis at most."""
+
+
+def calls(steps: list[Step], limit: int = CALL_ENTRIES) -> list[list[Step]]:
+    """The steps grouped into script calls of at most `limit` entries (a step larger than
+    that alone), in order."""
+    groups: list[list[Step]] = []
+    size = limit
+    for step in steps:
+        n = len(step.entries)
+        if size + n > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(step)
+        size += n
+    return groups
+
+
+def _per_step(groups: list[list[Step]], results: list[Any]) -> list[Any]:
+    """One result per step from one per call: a call's error is each of its steps'."""
+    out: list[Any] = []
+    for group, res in zip(groups, results, strict=False):
+        if isinstance(res, Exception) or not isinstance(res, list) or len(res) != len(group):
+            error = res if isinstance(res, Exception) else ResponseError(f"bad reply: {res!r:.80}")
+            out += [error] * len(group)
+        else:
+            out += res
+    return out
 
 
 def _kinds(entries: list[Items]) -> tuple[str, ...]:
@@ -420,15 +464,17 @@ def _state(items: Items) -> str:
     return ""
 
 
-def _packed(entries: list[Items]) -> bytes:
-    """The entries as publish.lua's JSON argument. A str orjson refuses (a lone surrogate:
+def _packed(specs: list[list[Any]]) -> bytes:
+    """The steps as publish.lua's JSON argument. A str orjson refuses (a lone surrogate:
     never from a frame orjson parsed) has it replaced rather than failing the batch."""
     try:
-        return orjson.dumps(entries)
+        return orjson.dumps(specs)
     except orjson.JSONEncodeError:
-        return orjson.dumps(
-            [[i.encode("utf-8", "replace").decode("utf-8") for i in e] for e in entries]
-        )
+        return orjson.dumps([[*spec[:4], _clean(spec[4]), spec[5]] for spec in specs])
+
+
+def _clean(entries: list[Items]) -> list[list[str]]:
+    return [[i.encode("utf-8", "replace").decode("utf-8") for i in e] for e in entries]
 
 
 def _wrote(result: Any) -> bool:

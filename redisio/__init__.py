@@ -16,6 +16,7 @@ from polybus.redisio.connect import (
     connect,
     is_cluster,
     on_cluster,
+    packing_in_c,
     run_ids,
     upgrade,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "connect",
     "is_cluster",
     "on_cluster",
+    "packing_in_c",
     "run_ids",
     "upgrade",
 ]

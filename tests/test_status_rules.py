@@ -94,6 +94,6 @@ async def test_lua_reads_a_status_it_does_not_know_as_the_table_says(redis_serve
 def test_the_script_carries_the_rendered_table_and_nothing_unrendered() -> None:
     """publisher.LUA holds wire's status positions verbatim and no marker; a script without
     the markers is refused rather than loaded without rules."""
-    assert status_rules.lua_positions(8) in LUA and "@" not in LUA
+    assert status_rules.lua_positions(1) in LUA and "@" not in LUA
     with pytest.raises(ValueError, match="STATUS_POSITIONS"):
         render("return 1")

@@ -220,3 +220,40 @@ async def test_a_value_orjson_cannot_encode_is_replaced_not_fatal(redis) -> None
     [(_, fields)] = await redis.xrange(keys.stream(T))
     assert fields["reason"] == "bad?end"
     assert fields["state"] == "suspect"
+
+
+async def test_one_server_takes_a_batchs_steps_in_few_script_calls(redis_server) -> None:
+    """On one redis-server, 300 tokens of 10 entries go in two script calls of at most
+    CALL_ENTRIES entries, and every token's stream, seq and hash are as if written alone."""
+    from polybus.feeder.publisher import CALL_ENTRIES
+
+    client = redis_server.client()
+    tokens = [str(10**20 + i) for i in range(300)]
+    pub = Publisher(client)
+    await pub.write(batch_of(*(snapshot(t) for t in tokens)))
+    await client.config_resetstat()
+    changes = [
+        PriceChange(t, str(200 + i), "bid", "0.4", str(i + 1), "", "", f"h{i}")
+        for i in range(10)
+        for t in tokens
+    ]
+    assert await pub.write(batch_of(*changes)) == []
+    calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    assert calls == -(-len(changes) // CALL_ENTRIES) == 2
+    for t in tokens[::37]:
+        book = await client.hgetall(keys.book(t))
+        assert (book["seq"], book["bid:0.4"], book["hash"], book["status"]) == (
+            "11", "10", "h9", "synced"
+        )  # fmt: skip
+        assert await client.xlen(keys.stream(t)) == 11
+    await client.aclose()
+
+
+def test_calls_group_steps_in_order_within_the_limit() -> None:
+    """calls() keeps the steps' order, fills each call up to the limit, and gives a step
+    larger than the limit a call of its own."""
+    from polybus.feeder.publisher import Step, calls
+
+    steps = [Step(str(i), [("type", "x")] * n, None, []) for i, n in enumerate([3, 4, 9, 1, 2])]
+    groups = calls(steps, limit=5)
+    assert [[s.token for s in g] for g in groups] == [["0"], ["1"], ["2"], ["3", "4"]]
