@@ -42,7 +42,7 @@ log = structlog.get_logger("feeder.connection")
 
 MAX_FRAME = 32 * 1024 * 1024
 """The initial snapshot is one frame that grows with the token count."""
-YIELD_EVERY = 32
+YIELD_EVERY = 8
 """Frames a reader handles before it lets the loop run others. websockets hands over every
 frame already received without suspending, so a reader behind by a socket buffer (a stall,
 a burst, a hundred connections' snapshots at start) would otherwise hold the loop for all of
