@@ -42,6 +42,11 @@ log = structlog.get_logger("feeder.connection")
 
 MAX_FRAME = 32 * 1024 * 1024
 """The initial snapshot is one frame that grows with the token count."""
+YIELD_EVERY = 8
+"""Frames a reader handles before it lets the loop run others. websockets hands over every
+frame already received without suspending, so a reader behind by a socket buffer (a stall,
+a burst, a hundred connections' snapshots at start) would otherwise hold the loop for all of
+it, and the lease renewal, PINGs and other sockets' handshakes would miss their deadlines."""
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -433,6 +438,8 @@ class Connection:
         subs, recorder = self.subs, self.recorder
         try:
             async for raw in ws:
+                if stats.frames % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 rx = time.time_ns() // 1000
                 if recorder is not None:
                     recorder.rx(self.cid, rx, raw)
