@@ -311,7 +311,9 @@ class MarketFeed:
         await self._fire_calls(calls)
         await self._fire_pending()  # what subscribe() loaded goes before its entries
         for calls in self._reader.entries(targets, reply):
-            await self._fire_calls(calls)
+            rest = self._fire_now(calls)  # most entries: one plain function, called here
+            if rest is not None:
+                await rest
         if self._reader.unreached:  # part of a cluster is lost: those books are suspect
             await self._stop_vouching()
         if self._refusal:
@@ -471,6 +473,32 @@ class MarketFeed:
         pending, self._pending = self._pending, []
         await self._fire_calls(pending)
 
+    def _fire_now(self, calls: list[Callback]) -> Awaitable[None] | None:
+        """Fire these calls in order, without a coroutine per entry for what needs none: a
+        data callback that is a plain function (or unset) is called here; from the first call
+        that must be awaited (a coroutine's result, a status, an error, a raise) the rest go
+        to _fire_calls, whose awaitable this returns (None when all are done)."""
+        for i, (name, payload) in enumerate(calls):
+            attr = _EVENT_CALLBACKS.get(name)
+            if attr is None:
+                return self._fire_calls(calls[i:])
+            handler = getattr(self, attr)
+            if handler is None:
+                continue
+            if handler is self.on_error:  # _fire tells that one's failures apart
+                return self._fire_calls(calls[i:])
+            try:
+                result = handler(payload)
+            except Exception as exc:  # a strategy's bug must not stop the feed
+                return self._after(self._fire(self.on_error, exc), calls[i + 1 :])
+            if result is not None and inspect.isawaitable(result):
+                return self._after(_awaited(self, result), calls[i + 1 :])
+        return None
+
+    async def _after(self, first: Awaitable[None], calls: list[Callback]) -> None:
+        await first
+        await self._fire_calls(calls)
+
     async def _fire_calls(self, calls: list[Callback]) -> None:
         for name, payload in calls:
             if name == "status":
@@ -495,6 +523,14 @@ class MarketFeed:
                 log.error("consumers.feed.on_error_failed", error=repr(exc))
             else:
                 await self._fire(self.on_error, exc)
+
+
+async def _awaited(feed: MarketFeed, result: Awaitable[Any]) -> None:
+    """Await what a callback returned; what it raises goes to on_error (as in _fire)."""
+    try:
+        await result
+    except Exception as exc:
+        await feed._fire(feed.on_error, exc)
 
 
 def _env_ms(name: str, default: int) -> int:

@@ -45,11 +45,11 @@ from polybus.consumers.cursor import CursorReport
 from polybus.consumers.keyed import out_of_reach, reads
 from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.poison import Poison
-from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.consumers.redisio import RAW, as_sent, classify, text
 from polybus.redisio import Client, on_cluster
 from polybus.redisio.nodes import unreached
 from polybus.wire import hashes, keys
-from polybus.wire.codec import decode
+from polybus.wire.codec import RawFields, decode, decode_change, pairs
 from polybus.wire.errors import BackendError, DecodeError, SequenceGap
 
 
@@ -229,7 +229,7 @@ class Reader:
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
-            reply: Any = await raw(
+            reply: Any = await as_sent(
                 redis, "XREAD", "COUNT", per_stream, "BLOCK", block, "STREAMS", *targets, *ids
             )
         except ResponseError as exc:
@@ -239,6 +239,8 @@ class Reader:
             if not calls:
                 raise
             return {}, [], calls
+        if isinstance(reply, dict):  # RESP3, as sent: {key: entries}
+            return targets, list(reply.items()), []
         return targets, list(reply or []), []
 
     async def _fetch_moved(
@@ -289,31 +291,44 @@ class Reader:
         Lazily, so a callback sees the book as of its own event; a token unsubscribed or
         marked for reload meanwhile is skipped (the reload re-reads from its hash).
         """
+        books, reload = self.books, self.reload
         for key, items in reply:
             target = targets.get(text(key))
             if target is None:
                 continue
             token, book = target
-            for entry_id, fields in items:
-                if self.books.get(token) is not book or token in self.reload:
+            for entry_id, fields in items:  # fields: a dict, or as sent (a flat list)
+                if books.get(token) is not book or token in reload:
                     break
-                yield self._apply(token, book, text(entry_id), fields or {})
+                try:  # a stream id is ASCII: text()'s checks only for what is not bytes
+                    eid = entry_id.decode()
+                except (AttributeError, UnicodeDecodeError):
+                    eid = text(entry_id)
+                yield self._apply(token, book, eid, fields or {})
 
     def _apply(
-        self, token: str, book: TokenBook, entry_id: str, fields: dict[Any, Any]
+        self, token: str, book: TokenBook, entry_id: str, fields: RawFields
     ) -> list[Callback]:
         if self.poison.known(token, entry_id):
             book.cursor = entry_id  # seen and reported before: step over it, quietly
             return []
+        now: float | None = None
         try:
-            entry = decode(fields, token, entry_id)
-            calls = book.apply(entry)
+            change = decode_change(fields)  # nearly every entry: no event objects built
+            if change is not None:
+                now = time.time()
+                calls, rx = book.apply_change(change, entry_id, now), change[2]
+            else:
+                entry = decode(
+                    pairs(fields) if isinstance(fields, list) else fields, token, entry_id
+                )
+                calls, rx = book.apply(entry), entry.rx
         except SequenceGap as exc:
             return self.gap(token, str(exc))
         except Exception as exc:  # DecodeError, or anything garbage provokes: this entry's
             return self._poisoned(token, entry_id, exc)
         self.events += 1
-        self.report.observe(entry.rx)
+        self.report.observe(rx, now)
         return calls
 
     def _poisoned(self, token: str, entry_id: str, exc: Exception) -> list[Callback]:

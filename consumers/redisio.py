@@ -45,6 +45,7 @@ from polybus.wire.hashes import HealthField
 __all__ = [
     "RAW",
     "Kind",
+    "as_sent",
     "classify",
     "explain",
     "open_client",
@@ -93,6 +94,16 @@ async def open_client(url: str, *, socket_timeout: float) -> Client:
 async def raw(redis: Client, *args: Any) -> Any:
     """One command whose reply comes back undecoded (bytes)."""
     return await redis.execute_command(*args, **RAW)
+
+
+async def as_sent(redis: Client, name: str, *args: Any) -> Any:
+    """One command whose reply comes back undecoded and as the server sent it, not reshaped
+    by redis-py's reply callback: for XREAD on RESP3, {key: [[id, [name, value, …]], …]}
+    rather than [[key, [(id, {name: value, …}), …]]] — building those tuples and dicts
+    costs as much as reading the reply. redis-py looks callbacks up by the command's name as
+    a str; given as bytes, it finds none (a redis-py that still reshaped the reply gives
+    the usual form, which callers take as well)."""
+    return await redis.execute_command(name.encode(), *args, **RAW)
 
 
 async def probe(redis: Client, prefix: str) -> None:

@@ -36,7 +36,10 @@ from polybus.wire.events import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Change",
+    "RawFields",
     "decode",
+    "decode_change",
     "decode_levels",
     "decode_market",
     "encode",
@@ -44,6 +47,7 @@ __all__ = [
     "encode_items",
     "encode_levels",
     "encode_market",
+    "pairs",
     "text_fields",
 ]
 
@@ -329,6 +333,113 @@ def _decode_status(t: str, f: Fields) -> Event:
     return Status(asset_id=t, state=state, reason=_text(f, "reason"), ts=_ts(f), ttl_ms=ttl)
 
 
+# --- the hot path: a price_change read undecoded ---------------------------------------------
+
+Change = tuple[int, int, int, str, Side, str, str, str, str, str, str]
+"""A price_change entry as decode_change gives it: (seq, epoch, rx, ts, side, price, size,
+best_bid, best_ask, hash, writer)."""
+
+RawFields = Mapping[Any, Any] | list[Any]
+"""An entry's fields as redis-py gives them (a mapping), or as the server sent them: names
+and values alternating in one list."""
+
+_CHANGE_ORDER = [
+    *(b"type", b"seq", b"epoch", b"ts", b"rx", b"v"),
+    *(b"side", b"price", b"size", b"best_bid", b"best_ask", b"hash"),
+]
+"""A price_change's field names in the order the feeder's Lua step writes them."""
+_CHANGE_NAMES = frozenset((*_CHANGE_ORDER, b"writer"))
+_SIDES: dict[bytes, Side] = {b"bid": "bid", b"ask": "ask"}
+_RAW_MAX = 65536
+_RAW_PRICES: dict[bytes, str] = {}
+_RAW_SIZES: dict[bytes, str] = {}
+_RAW_TOPS: dict[bytes, str] = {}
+
+
+def _admit_raw(raw: bytes, cache: dict[bytes, str], rule: _Rule) -> str:
+    """`rule` on the text of `raw` (raises as it does, or UnicodeDecodeError), now cached."""
+    out = rule(raw.decode())
+    if len(cache) >= _RAW_MAX:
+        cache.clear()
+    cache[raw] = out
+    return out
+
+
+def pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A flat [name, value, …] list as a dict, as redis-py makes it (a last odd item is
+    dropped)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=False))
+
+
+def decode_change(fields: RawFields) -> Change | None:
+    """The entry nearly every read is — a `price_change` with bytes names and values, as a
+    consumer reads it — as a tuple holding exactly what `decode` puts in its Entry and
+    PriceChange, by the same rules, without building either (their frozen constructors cost
+    more than the rest of decoding) or a text copy of the fields. None for any other entry,
+    or anything unusual about this one: `decode` then decides, and refuses with a reason."""
+    f: Mapping[Any, Any]
+    try:
+        if isinstance(fields, list):
+            if fields[0::2] == _CHANGE_ORDER:  # as the feeder writes it: no dict needed
+                return _change(*fields[1::2])
+            f = pairs(fields)
+        else:
+            f = fields
+        if f[b"type"] != b"price_change" or not f.keys() <= _CHANGE_NAMES:
+            return None
+        get = f.get
+        return _change(
+            *(b"price_change", f[b"seq"], f[b"epoch"], get(b"ts", b""), f[b"rx"]),
+            *(get(b"v", b"1"), f[b"side"], f[b"price"], f[b"size"]),
+            *(get(b"best_bid", b""), get(b"best_ask", b""), get(b"hash", b""), get(b"writer", b"")),
+        )
+    except Exception:  # not bytes, not UTF-8, a field missing or refused: decode's to judge
+        return None
+
+
+def _change(
+    kind: bytes,
+    seq: bytes,
+    epoch: bytes,
+    ts: bytes,
+    rx: bytes,
+    version: bytes,
+    side: bytes,
+    price: bytes,
+    size: bytes,
+    best_bid: bytes,
+    best_ask: bytes,
+    hash_: bytes,
+    writer: bytes = b"",
+) -> Change | None:
+    """decode_change's rules, field by field (raises, or None, for what decode must judge).
+    Numbers go through caches of the bytes already admitted by wire/validate.py's rules."""
+    if kind != b"price_change" or version != b"1":
+        return None
+    # `_int`'s rule: 1 to 19 ASCII digits (bytes.isdigit is ASCII only; a str raises)
+    if not (0 < len(seq) <= 19 and 0 < len(epoch) <= 19 and 0 < len(rx) <= 19):
+        return None
+    if not bytes.isdigit(seq + epoch + rx):
+        return None
+    if len(ts) > validate.TS_DIGITS or (ts and not bytes.isdigit(ts)):
+        return None
+    if len(hash_) > validate.ID_MAX or len(writer) > validate.ID_MAX:
+        return None  # bytes, not characters: decode counts those
+    p = _RAW_PRICES.get(price) or _admit_raw(price, _RAW_PRICES, validate.price)
+    s = _RAW_SIZES.get(size) or _admit_raw(size, _RAW_SIZES, validate.size)
+    bid = _RAW_TOPS.get(best_bid)
+    if bid is None:
+        bid = _admit_raw(best_bid, _RAW_TOPS, validate.top)
+    ask = _RAW_TOPS.get(best_ask)
+    if ask is None:
+        ask = _admit_raw(best_ask, _RAW_TOPS, validate.top)
+    return (
+        *(int(seq), int(epoch), int(rx), ts.decode(), _SIDES[side], p, s, bid, ask),
+        *(hash_.decode(), writer.decode()),
+    )
+
+
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {
     "book": _decode_book,
     "price_change": _decode_price_change,
@@ -341,6 +452,22 @@ _DECODE: dict[str, Callable[[str, Fields], Event]] = {
 
 def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") -> Entry:
     """The Entry a token stream entry holds; `token` comes from the stream's key."""
+    change = decode_change(fields)
+    if change is None:
+        return _decode_fields(fields, token, entry_id)
+    seq, epoch, rx, ts, side, price, size, best_bid, best_ask, hash_, writer = change
+    return Entry(
+        event=PriceChange(token, ts, side, price, size, best_bid, best_ask, hash_),
+        seq=seq,
+        epoch=epoch,
+        rx=rx,
+        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        writer=writer,
+    )
+
+
+def _decode_fields(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") -> Entry:
+    """decode, the whole way: every type, every field checked, a reason for each refusal."""
     f = text_fields(fields)
     version = f.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
