@@ -47,8 +47,10 @@ class CursorReport:
         `now`: time.time() if the caller has it)."""
         if rx_us:
             delay = (time.time() if now is None else now) * 1000 - rx_us / 1000
-            self.lag_ms = max(self.lag_ms, delay)
-            self.max_lag_ms = max(self.max_lag_ms, delay)
+            if delay > self.lag_ms:  # (not max(): this runs once per entry)
+                self.lag_ms = delay
+                if delay > self.max_lag_ms:
+                    self.max_lag_ms = delay
 
     def due(self) -> bool:
         """True when the hash should be rewritten."""

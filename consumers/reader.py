@@ -291,7 +291,7 @@ class Reader:
         Lazily, so a callback sees the book as of its own event; a token unsubscribed or
         marked for reload meanwhile is skipped (the reload re-reads from its hash).
         """
-        books, reload = self.books, self.reload
+        books, reload, poisoned, report = self.books, self.reload, self.poison.tokens, self.report
         for key, items in reply:
             target = targets.get(text(key))
             if target is None:
@@ -304,7 +304,23 @@ class Reader:
                     eid = entry_id.decode()
                 except (AttributeError, UnicodeDecodeError):
                     eid = text(entry_id)
-                yield self._apply(token, book, eid, fields or {})
+                # the hot path, inline: a price_change of a token with nothing poisoned
+                change = None if token in poisoned else decode_change(fields)
+                if change is None:
+                    yield self._apply(token, book, eid, fields or {})
+                    continue
+                now = time.time()
+                try:
+                    calls = book.apply_change(change, eid, now)
+                except SequenceGap as exc:
+                    yield self.gap(token, str(exc))
+                    continue
+                except Exception as exc:  # anything garbage provokes: this entry's
+                    yield self._poisoned(token, eid, exc)
+                    continue
+                self.events += 1
+                report.observe(change[2], now)
+                yield calls
 
     def _apply(
         self, token: str, book: TokenBook, entry_id: str, fields: RawFields
@@ -312,23 +328,15 @@ class Reader:
         if self.poison.known(token, entry_id):
             book.cursor = entry_id  # seen and reported before: step over it, quietly
             return []
-        now: float | None = None
         try:
-            change = decode_change(fields)  # nearly every entry: no event objects built
-            if change is not None:
-                now = time.time()
-                calls, rx = book.apply_change(change, entry_id, now), change[2]
-            else:
-                entry = decode(
-                    pairs(fields) if isinstance(fields, list) else fields, token, entry_id
-                )
-                calls, rx = book.apply(entry), entry.rx
+            entry = decode(pairs(fields) if isinstance(fields, list) else fields, token, entry_id)
+            calls = book.apply(entry)
         except SequenceGap as exc:
             return self.gap(token, str(exc))
         except Exception as exc:  # DecodeError, or anything garbage provokes: this entry's
             return self._poisoned(token, entry_id, exc)
         self.events += 1
-        self.report.observe(rx, now)
+        self.report.observe(entry.rx)
         return calls
 
     def _poisoned(self, token: str, entry_id: str, exc: Exception) -> list[Callback]:

@@ -354,6 +354,8 @@ _RAW_MAX = 65536
 _RAW_PRICES: dict[bytes, str] = {}
 _RAW_SIZES: dict[bytes, str] = {}
 _RAW_TOPS: dict[bytes, str] = {}
+_EPOCHS: dict[bytes, int] = {}
+"""Epochs met (a feeder's connection generations: a few)."""
 
 
 def _admit_raw(raw: bytes, cache: dict[bytes, str], rule: _Rule) -> str:
@@ -377,67 +379,73 @@ def decode_change(fields: RawFields) -> Change | None:
     consumer reads it — as a tuple holding exactly what `decode` puts in its Entry and
     PriceChange, by the same rules, without building either (their frozen constructors cost
     more than the rest of decoding) or a text copy of the fields. None for any other entry,
-    or anything unusual about this one: `decode` then decides, and refuses with a reason."""
-    f: Mapping[Any, Any]
+    or anything unusual about this one: `decode` then decides, and refuses with a reason.
+    Numbers go through caches of the bytes already admitted by wire/validate.py's rules."""
     try:
+        writer = b""
         if isinstance(fields, list):
-            if fields[0::2] == _CHANGE_ORDER:  # as the feeder writes it: no dict needed
-                return _change(*fields[1::2])
-            f = pairs(fields)
+            if fields[0::2] != _CHANGE_ORDER:  # not as the feeder writes it: by name
+                return decode_change(pairs(fields))
+            kind, seq, epoch, ts, rx, version, side, price, size, bid, ask, hash_ = fields[1::2]
         else:
-            f = fields
-        if f[b"type"] != b"price_change" or not f.keys() <= _CHANGE_NAMES:
+            if not fields.keys() <= _CHANGE_NAMES:
+                return None
+            get = fields.get
+            kind, seq, epoch, ts, rx = (
+                *(fields[b"type"], fields[b"seq"], fields[b"epoch"]),
+                *(get(b"ts", b""), fields[b"rx"]),
+            )
+            version, side, price, size = (
+                get(b"v", b"1"),
+                fields[b"side"],
+                fields[b"price"],
+                fields[b"size"],
+            )
+            bid, ask, hash_, writer = (
+                get(b"best_bid", b""),
+                get(b"best_ask", b""),
+                get(b"hash", b""),
+                get(b"writer", b""),
+            )
+        if kind != b"price_change" or version != b"1":
             return None
-        get = f.get
-        return _change(
-            *(b"price_change", f[b"seq"], f[b"epoch"], get(b"ts", b""), f[b"rx"]),
-            *(get(b"v", b"1"), f[b"side"], f[b"price"], f[b"size"]),
-            *(get(b"best_bid", b""), get(b"best_ask", b""), get(b"hash", b""), get(b"writer", b"")),
+        if not (
+            0 < len(seq) <= 19  # `_int`'s rule: 1 to 19 ASCII digits
+            and 0 < len(epoch) <= 19
+            and 0 < len(rx) <= 19
+            and len(ts) <= validate.TS_DIGITS
+            and len(hash_) <= validate.ID_MAX  # bytes, not characters: decode counts those
+            and len(writer) <= validate.ID_MAX
+        ):
+            return None
+        # bytes.isdigit is ASCII only (and a str raises); ts may be empty
+        if not bytes.isdigit(seq + epoch + rx) or (ts and not bytes.isdigit(ts)):
+            return None
+        return (
+            *(int(seq), _epoch(epoch), int(rx), ts.decode(), _SIDES[side]),
+            _RAW_PRICES.get(price) or _admit_raw(price, _RAW_PRICES, validate.price),
+            _RAW_SIZES.get(size) or _admit_raw(size, _RAW_SIZES, validate.size),
+            _top(bid),
+            _top(ask),
+            hash_.decode(),
+            writer.decode() if writer else "",
         )
     except Exception:  # not bytes, not UTF-8, a field missing or refused: decode's to judge
         return None
 
 
-def _change(
-    kind: bytes,
-    seq: bytes,
-    epoch: bytes,
-    ts: bytes,
-    rx: bytes,
-    version: bytes,
-    side: bytes,
-    price: bytes,
-    size: bytes,
-    best_bid: bytes,
-    best_ask: bytes,
-    hash_: bytes,
-    writer: bytes = b"",
-) -> Change | None:
-    """decode_change's rules, field by field (raises, or None, for what decode must judge).
-    Numbers go through caches of the bytes already admitted by wire/validate.py's rules."""
-    if kind != b"price_change" or version != b"1":
-        return None
-    # `_int`'s rule: 1 to 19 ASCII digits (bytes.isdigit is ASCII only; a str raises)
-    if not (0 < len(seq) <= 19 and 0 < len(epoch) <= 19 and 0 < len(rx) <= 19):
-        return None
-    if not bytes.isdigit(seq + epoch + rx):
-        return None
-    if len(ts) > validate.TS_DIGITS or (ts and not bytes.isdigit(ts)):
-        return None
-    if len(hash_) > validate.ID_MAX or len(writer) > validate.ID_MAX:
-        return None  # bytes, not characters: decode counts those
-    p = _RAW_PRICES.get(price) or _admit_raw(price, _RAW_PRICES, validate.price)
-    s = _RAW_SIZES.get(size) or _admit_raw(size, _RAW_SIZES, validate.size)
-    bid = _RAW_TOPS.get(best_bid)
-    if bid is None:
-        bid = _admit_raw(best_bid, _RAW_TOPS, validate.top)
-    ask = _RAW_TOPS.get(best_ask)
-    if ask is None:
-        ask = _admit_raw(best_ask, _RAW_TOPS, validate.top)
-    return (
-        *(int(seq), int(epoch), int(rx), ts.decode(), _SIDES[side], p, s, bid, ask),
-        *(hash_.decode(), writer.decode()),
-    )
+def _top(raw: bytes) -> str:
+    out = _RAW_TOPS.get(raw)
+    return _admit_raw(raw, _RAW_TOPS, validate.top) if out is None else out
+
+
+def _epoch(raw: bytes) -> int:
+    out = _EPOCHS.get(raw)
+    if out is None:
+        if len(_EPOCHS) >= 1024:  # anyone may write a stream: keep it bounded
+            _EPOCHS.clear()
+        out = _EPOCHS[raw] = int(raw)
+    return out
 
 
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {
