@@ -1,13 +1,15 @@
 """Consumer lag at many tokens, single Redis beside a Redis Cluster, measured in one run.
 
     python bench/consumer_lag.py [--tokens 2000] [--rate 5000] [--seconds 10] [--consumers 1]
+                                 [--share] [--bus single|cluster|both]
 
 For each bus (a private redis-server, then a private 3-primary/3-replica cluster): this process
 writes price changes over `--tokens` tokens at `--rate` events/s through the feeder's own
 publisher (the Lua step, and on a cluster the `P:moved:{pN}` notices), each event's `hash`
-holding its send time; `--consumers` MarketFeed processes follow every token and note, per
-`on_price_change`, now − send time. Prints delivered share, p50/p99/p99.9/max lag, each
-process's CPU, and on the cluster the notices and sweeps the consumers used. Lag here is
+holding its send time; `--consumers` MarketFeed processes follow every token (with
+`--share`, consumer c of k follows every k-th token from the c-th: a tenth each for ten)
+and note, per `on_price_change`, now − send time. Prints delivered share, p50/p99/p99.9/max
+lag, each process's CPU, and on the cluster the notices and sweeps the consumers used. Lag here is
 write → callback: the publisher's round trip, Redis, the consumer's read, decode and apply.
 Not a test: figures for the notes.
 """
@@ -42,9 +44,10 @@ TICK_S = 0.005
 
 
 # --- the consumer process -------------------------------------------------------------------
-async def consume(url: str, n: int, out: str) -> None:
-    """Follow `n` tokens; on `stop` (stdin) write the lags (ms) and the feed's counters."""
-    tokens = tokens_of(n)
+async def consume(url: str, n: int, out: str, share: int, shares: int) -> None:
+    """Follow share `share` of `shares` of `n` tokens; on `stop` (stdin) write the lags (ms)
+    and the feed's counters."""
+    tokens = tokens_of(n)[share::shares]
     feed = MarketFeed(url, name=f"lag{os.getpid()}")
     lags: list[float] = []
     feed.on_price_change = lambda d: lags.append((time.time_ns() - int(d["hash"])) / 1e6)
@@ -110,6 +113,8 @@ async def run_one(
                 url,
                 str(args.tokens),
                 str(tmp / f"c{c}.json"),
+                str(c if args.share else 0),
+                str(args.consumers if args.share else 1),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
@@ -147,10 +152,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def show(name: str, result: dict[str, Any]) -> None:
-    sent = result["sent"]
+def show(name: str, result: dict[str, Any], args: argparse.Namespace) -> None:
     for i, rep in enumerate(result["reports"]):
         lags = rep["lags"]
+        sent = owed(result["sent"], args.tokens, i, args.consumers if args.share else 1)
         share = 100 * len(lags) / max(1, sent)
         print(
             f"{name:8} consumer{i}: delivered {len(lags)}/{sent} ({share:.1f}%)"
@@ -162,6 +167,13 @@ def show(name: str, result: dict[str, Any]) -> None:
     print(f"{name:8} cores busy: {cpu}")
 
 
+def owed(sent: int, tokens: int, share: int, shares: int) -> int:
+    """How many of the `sent` events (round-robin over the tokens) share `share` follows."""
+    per_round = sum(1 for t in range(tokens) if t % shares == share)
+    rounds, rest = divmod(sent, tokens)
+    return rounds * per_round + sum(1 for t in range(rest) if t % shares == share)
+
+
 def redis_pids(server: RedisServer | LocalCluster) -> dict[str, int]:
     nodes = server.nodes if isinstance(server, LocalCluster) else [server]
     return {f"redis:{n.port}": n.proc.pid for n in nodes if n.proc is not None}
@@ -171,28 +183,35 @@ async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="polybus-lag-"))
     print(
         f"{args.tokens} tokens, {args.rate:.0f} events/s offered for {args.seconds:.0f} s, "
-        f"{args.consumers} consumer process(es), one batch per {TICK_S * 1000:.0f} ms"
+        f"{args.consumers} consumer process(es) following "
+        f"{'a share' if args.share else 'every token'} each, "
+        f"one batch per {TICK_S * 1000:.0f} ms, load {os.getloadavg()[0]:.2f}"
     )
     buses: list[tuple[str, RedisServer | LocalCluster]] = [
         ("single", RedisServer()),
         ("cluster", LocalCluster()),
     ]
     for name, bus in buses:  # one after the other: each gets the machine to itself
+        if args.bus not in ("both", name):
+            continue
         bus.start()
         try:
-            show(name, await run_one(bus.url, args, tmp, redis_pids(bus)))
+            show(name, await run_one(bus.url, args, tmp, redis_pids(bus)), args)
         finally:
             bus.close()
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--consume":
-        asyncio.run(consume(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        argv = sys.argv
+        asyncio.run(consume(argv[2], int(argv[3]), argv[4], int(argv[5]), int(argv[6])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--share", action="store_true", help="each consumer follows a share")
+    parser.add_argument("--bus", choices=("single", "cluster", "both"), default="both")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(parser.parse_args()))
