@@ -10,7 +10,9 @@ holding its send time; `--consumers` MarketFeed processes follow every token (wi
 `--share`, consumer c of k follows every k-th token from the c-th: a tenth each for ten)
 and note, per `on_price_change`, now − send time. Prints delivered share, p50/p99/p99.9/max
 lag, each process's CPU, and on the cluster the notices and sweeps the consumers used. Lag here is
-write → callback: the publisher's round trip, Redis, the consumer's read, decode and apply.
+send → callback: the publisher's batch and round trip, Redis, the consumer's read, decode and
+apply; "from XADD" is the consumer's part: callback time − the entry id's time (Redis's clock
+when the Lua step ran, whole ms: up to 1 ms more).
 Not a test: figures for the notes.
 """
 
@@ -50,7 +52,16 @@ async def consume(url: str, n: int, out: str, share: int, shares: int) -> None:
     tokens = tokens_of(n)[share::shares]
     feed = MarketFeed(url, name=f"lag{os.getpid()}")
     lags: list[float] = []
-    feed.on_price_change = lambda d: lags.append((time.time_ns() - int(d["hash"])) / 1e6)
+    stored: list[float] = []
+    books = feed._books
+
+    def on_change(d: dict[str, Any]) -> None:
+        now = time.time_ns()
+        lags.append((now - int(d["hash"])) / 1e6)
+        # the entry's id is Redis's clock (ms) when the Lua step ran: XADD -> callback
+        stored.append(now / 1e6 - int(books[d["asset_id"]].cursor.partition("-")[0]))
+
+    feed.on_price_change = on_change
     assert await feed.connect()
     await feed.subscribe(tokens)
     while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
@@ -58,7 +69,7 @@ async def consume(url: str, n: int, out: str, share: int, shares: int) -> None:
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     moved = feed._reader.moved
-    report = {"lags": lags, "notices": moved.notices, "sweeps": moved.sweeps}
+    report = {"lags": lags, "stored": stored, "notices": moved.notices, "sweeps": moved.sweeps}
     Path(out).write_bytes(orjson.dumps(report))
     await feed.disconnect()
 
@@ -162,6 +173,11 @@ def show(name: str, result: dict[str, Any], args: argparse.Namespace) -> None:
             f"  p50 {pct(lags, 0.5):.2f} ms  p99 {pct(lags, 0.99):.2f} ms"
             f"  p99.9 {pct(lags, 0.999):.2f} ms  max {max(lags, default=float('nan')):.2f} ms"
             f"  notices {rep['notices']}  sweeps {rep['sweeps']}"
+        )
+        stored = rep["stored"]
+        print(
+            f"{'':8} consumer{i}: from XADD (entry id, ms clock): p50 {pct(stored, 0.5):.1f} ms"
+            f"  p99 {pct(stored, 0.99):.1f} ms  max {max(stored, default=float('nan')):.1f} ms"
         )
     cpu = "  ".join(f"{k} {v:.2f}" for k, v in result["cpu"].items())
     print(f"{name:8} cores busy: {cpu}")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -347,10 +347,13 @@ class Reader:
         return [("error", {"error": error}), *self.gap(token, f"poisoned {entry_id}", quiet=True)]
 
     # --- auditing -------------------------------------------------------------------------
-    async def audit(self, redis: Client) -> list[Callback]:
-        """Check every followed token for gaps XREAD cannot show: one HGET each, then one
-        XRANGE for those whose hash is ahead of us (is the next entry still there?)."""
-        tokens = [t for t in self.books if t not in self.reload]
+    async def audit(self, redis: Client, among: Iterable[str] | None = None) -> list[Callback]:
+        """Check every followed token (or those `among` them) for gaps XREAD cannot show: one
+        HGET each, then one XRANGE for those whose hash is ahead of us (is the next entry
+        still there?)."""
+        books = self.books
+        tokens = [t for t in (books if among is None else among) if t in books]
+        tokens = [t for t in tokens if t not in self.reload]
         if not tokens:
             return []
         seq = hashes.BookField.SEQ
