@@ -179,6 +179,8 @@ def show(name: str, result: dict[str, Any], args: argparse.Namespace) -> None:
             f"{'':8} consumer{i}: from XADD (entry id, ms clock): p50 {pct(stored, 0.5):.1f} ms"
             f"  p99 {pct(stored, 0.99):.1f} ms  max {max(stored, default=float('nan')):.1f} ms"
         )
+    achieved = result["sent"] / args.seconds
+    print(f"{name:8} published {result['sent']} ({achieved:,.0f}/s of {args.rate:,.0f}/s offered)")
     cpu = "  ".join(f"{k} {v:.2f}" for k, v in result["cpu"].items())
     print(f"{name:8} cores busy: {cpu}")
 
