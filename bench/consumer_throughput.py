@@ -6,15 +6,20 @@ round after round (`--rounds`, each on the same entries), times:
 1. the floor — plain redis-py XREAD of the same streams from `0-0` to the end, nothing else
    (each reply's last id is the next cursor);
 2. the decode ceiling — the same XREADs, every entry decoded with wire.codec.decode;
-3. a MarketFeed following the tokens from `0-0`, applying every entry to its books and
+3. the XREADs as MarketFeed sends them: packed by hand, replies as the server sent them
+   (RESP3 maps and flat field lists, not reshaped into redis-py's tuples and dicts), nothing
+   else — the read MarketFeed's cost sits on, shown so the floor's ratio can be read fairly;
+4. a MarketFeed following the tokens from `0-0`, applying every entry to its books and
    firing on_price_change (a counter).
 
-The floor and ceiling use the client MarketFeed opens (consumers.redisio.open_client:
-redis-py's asyncio `Redis`, hiredis parser when installed, `decode_responses=True` with each
-XREAD asking `NEVER_DECODE`, RESP2 unless the URL says `?protocol=3`) and its XREAD shape
-(`COUNT` = max(16, 2000 / streams), `BLOCK`), so the comparison is of the same reads. Prints
-each rate, the best of the rounds, and ratios against the floor. `--profile FILE` writes a
-cProfile of the MarketFeed's last round. Not a test: numbers for the notes.
+All use the client MarketFeed opens (consumers.redisio.open_client: redis-py's asyncio
+`Redis`, its hiredis parser, `decode_responses=True` with each XREAD asking `NEVER_DECODE`,
+redis-py 8's default protocol — RESP3, its replies reshaped to the RESP2 form — unless
+`--query protocol=2`) and its XREAD shape (`COUNT` = max(16, 2000 / streams), `BLOCK` 500),
+so the comparison is of the same reads of the same entries. Prints each rate per wall second
+and per CPU second of this process (steadier on a shared machine), the best of the rounds,
+and ratios against the floor. `--profile FILE` writes a cProfile of one more MarketFeed
+round. Not a test: numbers for the notes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 from benchkit import RedisServer, wait_for
 
 from polybus.consumers import MarketFeed
-from polybus.consumers.redisio import open_client, raw
+from polybus.consumers.redisio import XreadPacker, open_client, raw, send_packed
 from polybus.feeder.outbox import Batch
 from polybus.feeder.publisher import Publisher
 from polybus.redisio import Client
@@ -97,6 +102,24 @@ async def _read_all(redis: Client, tokens: list[str], total: int, *, decoding: b
     return seen / (time.perf_counter() - began), seen / (time.process_time() - cpu)
 
 
+async def _read_as_sent(redis: Client, tokens: list[str], total: int) -> Rate:
+    """Entries/s of the same XREADs as MarketFeed sends them (consumers.redisio: packed by
+    hand, replies as the server sent them, not reshaped by redis-py), nothing else."""
+    cursors = {keys.stream(t): "0-0" for t in tokens}
+    streams, packer = tuple(cursors), XreadPacker()
+    per_stream = max(16, COUNT // len(tokens))
+    seen, began, cpu = 0, 0.0, 0.0
+    while seen < total:
+        packed = packer.pack(per_stream, BLOCK_MS, streams, list(cursors.values()))
+        reply: Any = await send_packed(redis, packed)
+        if not began:
+            began, cpu = time.perf_counter(), time.process_time()
+        for bkey, items in reply.items() if isinstance(reply, dict) else reply:
+            cursors[bkey.decode()] = items[-1][0].decode()
+            seen += len(items)
+    return seen / (time.perf_counter() - began), seen / (time.process_time() - cpu)
+
+
 async def _feed(url: str, tokens: list[str], total: int, profile: cProfile.Profile | None) -> Rate:
     feed = MarketFeed(url, cursor_interval=3600)
     count, began, cpu = 0, 0.0, 0.0
@@ -140,7 +163,7 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--query", default="", help="appended to the URL, e.g. protocol=3")
+    parser.add_argument("--query", default="", help="appended to the URL, e.g. protocol=2")
     parser.add_argument("--profile", default="", help="write a cProfile of MarketFeed here")
     args = parser.parse_args()
     tokens = [str(1000 + i) for i in range(args.tokens)]
@@ -158,6 +181,7 @@ async def main() -> None:
             rates = {
                 "floor": await _read_all(redis, tokens, total, decoding=False),
                 "ceiling": await _read_all(redis, tokens, total, decoding=True),
+                "as-sent": await _read_as_sent(redis, tokens, total),
                 "feed": await _feed(url, tokens, total, None),
             }
             print(f"round {r + 1}: " + _line(rates), flush=True)

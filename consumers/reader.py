@@ -45,7 +45,7 @@ from polybus.consumers.cursor import CursorReport
 from polybus.consumers.keyed import out_of_reach, reads
 from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.poison import Poison
-from polybus.consumers.redisio import RAW, as_sent, classify, text
+from polybus.consumers.redisio import RAW, XreadPacker, classify, send_packed, text
 from polybus.redisio import Client, on_cluster
 from polybus.redisio.nodes import unreached
 from polybus.wire import hashes, keys
@@ -112,6 +112,7 @@ class Reader:
         them again."""
         self.events = 0
         self.reloads = 0
+        self._packer = XreadPacker()
         self.moved = MovedWatch(prefix, block_ms)
         """On a cluster: which followed streams have news (moved.py)."""
 
@@ -229,9 +230,8 @@ class Reader:
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
-            reply: Any = await as_sent(
-                redis, "XREAD", "COUNT", per_stream, "BLOCK", block, "STREAMS", *targets, *ids
-            )
+            packed = self._packer.pack(per_stream, block, tuple(targets), ids)
+            reply: Any = await send_packed(redis, packed)
         except ResponseError as exc:
             if isinstance(exc, NoPermissionError) or classify(exc) != "refused":
                 raise
