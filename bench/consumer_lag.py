@@ -1,7 +1,7 @@
 """Consumer lag at many tokens, single Redis beside a Redis Cluster, measured in one run.
 
     python bench/consumer_lag.py [--tokens 2000] [--rate 5000] [--seconds 10] [--consumers 1]
-                                 [--share] [--bus single|cluster|both]
+                                 [--share] [--bus single|cluster|both] [--direct]
 
 For each bus (a private redis-server, then a private 3-primary/3-replica cluster): this process
 writes price changes over `--tokens` tokens at `--rate` events/s through the feeder's own
@@ -13,6 +13,8 @@ lag, each process's CPU, and on the cluster the notices and sweeps the consumers
 send → callback: the publisher's batch and round trip, Redis, the consumer's read, decode and
 apply; "from XADD" is the consumer's part: callback time − the entry id's time (Redis's clock
 when the Lua step ran, whole ms: up to 1 ms more).
+`--direct` (single server) writes the same entries with plain XADDs and an HSET of `seq`
+instead of the Lua step, when the Lua step alone cannot offer the rate on this machine.
 Not a test: figures for the notes.
 """
 
@@ -34,7 +36,7 @@ from benchkit import cpu_seconds, tokens_of
 from polybus.consumers import MarketFeed
 from polybus.feeder.outbox import Batch
 from polybus.feeder.publisher import Publisher
-from polybus.redisio import Client, connect
+from polybus.redisio import Client, connect, on_cluster
 from polybus.redisproc import LocalCluster, RedisServer
 from polybus.wire import keys
 from polybus.wire.events import Book, PriceChange
@@ -97,6 +99,66 @@ async def publish(redis: Client, tokens: list[str], rate: float, seconds: float)
     return sent
 
 
+def _resp(*args: str) -> bytes:
+    """One command in the protocol's bytes (packed here: redis-py's packing, per argument in
+    Python, would make the load generator the bottleneck)."""
+    out = [f"*{len(args)}\r\n"]
+    for arg in args:
+        out.append(f"${len(arg.encode())}\r\n{arg}\r\n")
+    return "".join(out).encode()
+
+
+def _bulk(value: int) -> bytes:
+    text = b"%d" % value
+    return b"$%d\r\n%s\r\n" % (len(text), text)
+
+
+_EPOCH_TS_RX = _resp("epoch", "1", "ts", "", "rx")[4:]
+_V_TO_SIZE = _resp("v", "1", "side", "bid", "price", "0.40", "size")[4:]
+_TOPS_HASH = _resp("best_bid", "", "best_ask", "", "hash")[4:]
+
+
+async def publish_direct(redis: Client, tokens: list[str], rate: float, seconds: float) -> int:
+    """As `publish`, but each batch is one MULTI of plain XADDs (the entries the Lua step
+    would write, fields in its order) and an HSET of each token's `seq` (what the consumers'
+    audit reads), packed by hand: a load generator cheap enough to offer rates the Lua step
+    cannot reach on this machine. One server only."""
+    assert not on_cluster(redis)
+    seqs = dict.fromkeys(tokens, 1)  # seed() wrote seq 1
+    per_tick, sent, i = max(1, round(rate * TICK_S)), 0, 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    heads = {
+        t: (
+            _resp("XADD", keys.stream(t), "MAXLEN", "~", "10000", "*").replace(b"*6", b"*30", 1)
+            + _resp("type", "price_change", "seq")[4:],
+            _resp("HSET", keys.book(t), "seq", "x")[:-7],
+        )
+        for t in tokens
+    }
+    conn: Any = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    while (now := loop.time()) < start + seconds:
+        due = min(int((now - start) * rate) - sent, 20 * per_tick)
+        if due > 0:
+            parts = [_resp("MULTI")]
+            for _ in range(due):
+                token = tokens[i % len(tokens)]
+                seq = seqs[token] = seqs[token] + 1
+                stamp = time.time_ns()
+                xadd, hset = heads[token]
+                parts += (xadd, _bulk(seq), _EPOCH_TS_RX, _bulk(stamp // 1000), _V_TO_SIZE)
+                parts += (_bulk(1 + i % 997), _TOPS_HASH, _bulk(stamp), hset, _bulk(seq))
+                i += 1
+            parts.append(_resp("EXEC"))
+            await conn.send_packed_command(b"".join(parts))
+            for _ in range(2 * due + 2):  # OK, QUEUED…, the EXEC's replies
+                await conn.read_response()
+            sent += due
+        await asyncio.sleep(TICK_S)
+    await redis.connection_pool.release(conn)
+    return sent
+
+
 async def seed(redis: Client, tokens: list[str]) -> None:
     """A book per token, and the partition count the notices are keyed by."""
     await redis.set(keys.partitions(), str(PARTITIONS))
@@ -141,7 +203,8 @@ async def run_one(
     }
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     began = time.monotonic()
-    sent = await publish(redis, tokens, args.rate, args.seconds)
+    write = publish_direct if args.direct else publish
+    sent = await write(redis, tokens, args.rate, args.seconds)
     await asyncio.sleep(1.0)  # 100% within 1 s of the end is what is asked
     wall = time.monotonic() - began
     cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in watched.items()}
@@ -231,5 +294,8 @@ if __name__ == "__main__":
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--share", action="store_true", help="each consumer follows a share")
     parser.add_argument("--bus", choices=("single", "cluster", "both"), default="both")
+    parser.add_argument(
+        "--direct", action="store_true", help="plain XADD+HSET, not the Lua step (single)"
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(parser.parse_args()))
