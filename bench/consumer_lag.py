@@ -13,8 +13,9 @@ lag, each process's CPU, and on the cluster the notices and sweeps the consumers
 send → callback: the publisher's batch and round trip, Redis, the consumer's read, decode and
 apply; "from XADD" is the consumer's part: callback time − the entry id's time (Redis's clock
 when the Lua step ran, whole ms: up to 1 ms more).
-`--direct` (single server) writes the same entries with plain XADDs and an HSET of `seq`
-instead of the Lua step, when the Lua step alone cannot offer the rate on this machine.
+`LAG_PROFILE=1` makes each consumer write a cProfile of its run beside its report (the
+path is printed). `--direct` (single server) writes the same entries with plain XADDs and
+an HSET of `seq` instead of the Lua step, when the Lua step cannot offer the rate here.
 Not a test: figures for the notes.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import os
 import sys
 import tempfile
@@ -69,7 +71,13 @@ async def consume(url: str, n: int, out: str, share: int, shares: int) -> None:
     while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
         await asyncio.sleep(0.05)
     print("ready", flush=True)
+    profile = cProfile.Profile() if os.environ.get("LAG_PROFILE") else None
+    if profile is not None:  # LAG_PROFILE=1: each consumer's run profiled, into OUT.prof
+        profile.enable()
     await asyncio.to_thread(sys.stdin.readline)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(out + ".prof")
     moved = feed._reader.moved
     report = {"lags": lags, "stored": stored, "notices": moved.notices, "sweeps": moved.sweeps}
     Path(out).write_bytes(orjson.dumps(report))
@@ -215,6 +223,8 @@ async def run_one(
         await proc.stdin.drain()
         await asyncio.wait_for(proc.wait(), 30)
         reports.append(orjson.loads((tmp / f"c{c}.json").read_bytes()))
+        if os.environ.get("LAG_PROFILE"):
+            print(f"profile: {tmp / f'c{c}.json.prof'}")
     await redis.aclose()
     return {"sent": sent, "reports": reports, "cpu": cpu}
 
