@@ -239,7 +239,8 @@ def pct(values: list[float], q: float) -> float:
 def show(name: str, result: dict[str, Any], args: argparse.Namespace) -> None:
     for i, rep in enumerate(result["reports"]):
         lags = rep["lags"]
-        sent = owed(result["sent"], args.tokens, i, args.consumers if args.share else 1)
+        shares = args.consumers if args.share else 1
+        sent = owed(result["sent"], args.tokens, i % shares, shares)
         share = 100 * len(lags) / max(1, sent)
         print(
             f"{name:8} consumer{i}: delivered {len(lags)}/{sent} ({share:.1f}%)"
