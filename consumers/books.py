@@ -37,6 +37,7 @@ from polybus.consumers.models import MarketData, OrderBook, PriceLevel
 from polybus.wire import hashes, status_rules
 from polybus.wire.book import OrderBook as WireBook
 from polybus.wire.canon import canon
+from polybus.wire.codec import Change
 from polybus.wire.errors import DecodeError, SequenceGap
 from polybus.wire.events import (
     STATUS_STATES,
@@ -174,6 +175,40 @@ class TokenBook:
         calls = self._apply_data(event)
         self.wire_status = after
         return self._status_change(before, "", event.type) + calls
+
+    def apply_change(self, change: Change, entry_id: str, now: float) -> list[Callback]:
+        """`apply` of a price_change entry in wire.codec.decode_change's form (the hot path),
+        `now` being time.time(): the same checks, state and callbacks, without building the
+        event objects."""
+        seq, _, rx, ts, side, price, size, best_bid, best_ask, hash_, writer = change
+        expected = 1 if self.seq is None else self.seq + 1
+        if seq != expected:
+            raise SequenceGap(self.token, expected, seq)
+        self.seq, self.cursor, self.rx, self.updated = seq, entry_id or self.cursor, rx, now
+        if writer:
+            self.writer = writer
+        book = self.book
+        book.set_canonical(side, price, size)
+        book.hash, book.ts = hash_, ts
+        payload = {
+            "event_type": "price_change",
+            "asset_id": self.token,
+            "market": self.market,
+            "price": price,
+            "size": size,
+            "side": "BUY" if side == "bid" else "SELL",
+            "best_bid": best_bid,
+            "best_ask": best_ask,
+            "timestamp": ts,
+            "hash": hash_,
+        }
+        if self.wire_status == "synced" and not self.doubt:  # the steady state: stays so
+            return [("price_change", payload)]
+        before = self.status
+        if self.doubt == "feeder":
+            self.doubt = ""  # data still flows: the stream was never interrupted
+        self.wire_status = status_rules.after("price_change", self.wire_status)
+        return [*self._status_change(before, "", "price_change"), ("price_change", payload)]
 
     def _apply_status(self, event: Status, before: str) -> list[Callback]:
         return [("status", self._status_payload(before, event.state, event.reason, event.ts))]

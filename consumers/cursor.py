@@ -42,12 +42,15 @@ class CursorReport:
         self._written: set[str] = set()
         """Fields the last rewrite wrote (the next drops those it does not rewrite)."""
 
-    def observe(self, rx_us: int) -> None:
-        """Note the delivery delay of one entry just applied (rx: feeder receive time, µs)."""
+    def observe(self, rx_us: int, now: float | None = None) -> None:
+        """Note the delivery delay of one entry just applied (rx: feeder receive time, µs;
+        `now`: time.time() if the caller has it)."""
         if rx_us:
-            delay = time.time() * 1000 - rx_us / 1000
-            self.lag_ms = max(self.lag_ms, delay)
-            self.max_lag_ms = max(self.max_lag_ms, delay)
+            delay = (time.time() if now is None else now) * 1000 - rx_us / 1000
+            if delay > self.lag_ms:  # (not max(): this runs once per entry)
+                self.lag_ms = delay
+                if delay > self.max_lag_ms:
+                    self.max_lag_ms = delay
 
     def due(self) -> bool:
         """True when the hash should be rewritten."""

@@ -39,19 +39,20 @@ class Poison:
     ) -> None:
         self.base, self.cap = base, cap
         self._rng = rng or random.Random()
-        self._tokens: dict[str, _Token] = {}
+        self.tokens: dict[str, _Token] = {}
+        """Tokens with a record (a token not here has nothing poisoned: the hot path asks)."""
         self.entries = 0
         """Poisoned entries seen (each counted once)."""
 
     def _of(self, token: str) -> _Token:
-        state = self._tokens.get(token)
+        state = self.tokens.get(token)
         if state is None:
-            state = self._tokens[token] = _Token()
+            state = self.tokens[token] = _Token()
         return state
 
     def known(self, token: str, entry_id: str) -> bool:
         """Whether this entry was already found poisoned (step over it quietly)."""
-        state = self._tokens.get(token)
+        state = self.tokens.get(token)
         return state is not None and entry_id in state.ids
 
     def entry(self, token: str, entry_id: str, now: float) -> None:
@@ -73,18 +74,18 @@ class Poison:
 
     def good(self, token: str) -> None:
         """The token loaded cleanly: the backoff restarts, a new problem is reported again."""
-        state = self._tokens.get(token)
+        state = self.tokens.get(token)
         if state is not None:
             state.attempt, state.retry_at, state.reported = 0, 0.0, False
 
     def due(self, token: str, now: float) -> bool:
         """Whether the token may be reloaded now."""
-        state = self._tokens.get(token)
+        state = self.tokens.get(token)
         return state is None or now >= state.retry_at
 
     def forget(self, token: str) -> None:
         """The token is no longer followed."""
-        self._tokens.pop(token, None)
+        self.tokens.pop(token, None)
 
     def _schedule(self, state: _Token, now: float) -> None:
         state.attempt += 1

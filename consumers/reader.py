@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -45,11 +45,11 @@ from polybus.consumers.cursor import CursorReport
 from polybus.consumers.keyed import out_of_reach, reads
 from polybus.consumers.moved import MovedWatch, read_each
 from polybus.consumers.poison import Poison
-from polybus.consumers.redisio import RAW, classify, raw, text
+from polybus.consumers.redisio import RAW, XreadPacker, classify, send_packed, text
 from polybus.redisio import Client, on_cluster
 from polybus.redisio.nodes import unreached
 from polybus.wire import hashes, keys
-from polybus.wire.codec import decode
+from polybus.wire.codec import RawFields, decode, decode_change, pairs
 from polybus.wire.errors import BackendError, DecodeError, SequenceGap
 
 
@@ -112,6 +112,7 @@ class Reader:
         them again."""
         self.events = 0
         self.reloads = 0
+        self._packer = XreadPacker()
         self.moved = MovedWatch(prefix, block_ms)
         """On a cluster: which followed streams have news (moved.py)."""
 
@@ -229,9 +230,8 @@ class Reader:
         per_stream = max(16, self.count // len(targets))  # bound the reply, not each stream
         ids = [book.cursor for _, book in targets.values()]
         try:
-            reply: Any = await raw(
-                redis, "XREAD", "COUNT", per_stream, "BLOCK", block, "STREAMS", *targets, *ids
-            )
+            packed = self._packer.pack(per_stream, block, tuple(targets), ids)
+            reply: Any = await send_packed(redis, packed)
         except ResponseError as exc:
             if isinstance(exc, NoPermissionError) or classify(exc) != "refused":
                 raise
@@ -239,6 +239,8 @@ class Reader:
             if not calls:
                 raise
             return {}, [], calls
+        if isinstance(reply, dict):  # RESP3, as sent: {key: entries}
+            return targets, list(reply.items()), []
         return targets, list(reply or []), []
 
     async def _fetch_moved(
@@ -289,24 +291,45 @@ class Reader:
         Lazily, so a callback sees the book as of its own event; a token unsubscribed or
         marked for reload meanwhile is skipped (the reload re-reads from its hash).
         """
+        books, reload, poisoned, report = self.books, self.reload, self.poison.tokens, self.report
         for key, items in reply:
             target = targets.get(text(key))
             if target is None:
                 continue
             token, book = target
-            for entry_id, fields in items:
-                if self.books.get(token) is not book or token in self.reload:
+            for entry_id, fields in items:  # fields: a dict, or as sent (a flat list)
+                if books.get(token) is not book or token in reload:
                     break
-                yield self._apply(token, book, text(entry_id), fields or {})
+                try:  # a stream id is ASCII: text()'s checks only for what is not bytes
+                    eid = entry_id.decode()
+                except (AttributeError, UnicodeDecodeError):
+                    eid = text(entry_id)
+                # the hot path, inline: a price_change of a token with nothing poisoned
+                change = None if token in poisoned else decode_change(fields)
+                if change is None:
+                    yield self._apply(token, book, eid, fields or {})
+                    continue
+                now = time.time()
+                try:
+                    calls = book.apply_change(change, eid, now)
+                except SequenceGap as exc:
+                    yield self.gap(token, str(exc))
+                    continue
+                except Exception as exc:  # anything garbage provokes: this entry's
+                    yield self._poisoned(token, eid, exc)
+                    continue
+                self.events += 1
+                report.observe(change[2], now)
+                yield calls
 
     def _apply(
-        self, token: str, book: TokenBook, entry_id: str, fields: dict[Any, Any]
+        self, token: str, book: TokenBook, entry_id: str, fields: RawFields
     ) -> list[Callback]:
         if self.poison.known(token, entry_id):
             book.cursor = entry_id  # seen and reported before: step over it, quietly
             return []
         try:
-            entry = decode(fields, token, entry_id)
+            entry = decode(pairs(fields) if isinstance(fields, list) else fields, token, entry_id)
             calls = book.apply(entry)
         except SequenceGap as exc:
             return self.gap(token, str(exc))
@@ -324,10 +347,13 @@ class Reader:
         return [("error", {"error": error}), *self.gap(token, f"poisoned {entry_id}", quiet=True)]
 
     # --- auditing -------------------------------------------------------------------------
-    async def audit(self, redis: Client) -> list[Callback]:
-        """Check every followed token for gaps XREAD cannot show: one HGET each, then one
-        XRANGE for those whose hash is ahead of us (is the next entry still there?)."""
-        tokens = [t for t in self.books if t not in self.reload]
+    async def audit(self, redis: Client, among: Iterable[str] | None = None) -> list[Callback]:
+        """Check every followed token (or those `among` them) for gaps XREAD cannot show: one
+        HGET each, then one XRANGE for those whose hash is ahead of us (is the next entry
+        still there?)."""
+        books = self.books
+        tokens = [t for t in (books if among is None else among) if t in books]
+        tokens = [t for t in tokens if t not in self.reload]
         if not tokens:
             return []
         seq = hashes.BookField.SEQ

@@ -56,7 +56,9 @@ class _Ladder:
         self.index = sorted((_decimal(p), p) for p in self.sizes)
 
     def set(self, price: str, size: str) -> None:
-        p, s = canon(price), canon(size)
+        self.set_canonical(canon(price), canon(size))
+
+    def set_canonical(self, p: str, s: str) -> None:
         present = p in self.sizes
         if s == "0":
             if present:
@@ -92,6 +94,11 @@ class OrderBook:
     def set_level(self, side: Side, price: str, size: str) -> None:
         """Set one level to a new absolute size; size 0 removes it."""
         (self._bids if side == "bid" else self._asks).set(price, size)
+
+    def set_canonical(self, side: Side, price: str, size: str) -> None:
+        """set_level of a price and size already canonical (decoded from the bus: the hot
+        path, which need not look them up again)."""
+        (self._bids if side == "bid" else self._asks).set_canonical(price, size)
 
     def apply(self, event: object) -> None:
         """Fold a Book or PriceChange into the book; other events leave the levels alone."""

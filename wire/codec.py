@@ -36,7 +36,10 @@ from polybus.wire.events import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Change",
+    "RawFields",
     "decode",
+    "decode_change",
     "decode_levels",
     "decode_market",
     "encode",
@@ -44,6 +47,7 @@ __all__ = [
     "encode_items",
     "encode_levels",
     "encode_market",
+    "pairs",
     "text_fields",
 ]
 
@@ -329,6 +333,121 @@ def _decode_status(t: str, f: Fields) -> Event:
     return Status(asset_id=t, state=state, reason=_text(f, "reason"), ts=_ts(f), ttl_ms=ttl)
 
 
+# --- the hot path: a price_change read undecoded ---------------------------------------------
+
+Change = tuple[int, int, int, str, Side, str, str, str, str, str, str]
+"""A price_change entry as decode_change gives it: (seq, epoch, rx, ts, side, price, size,
+best_bid, best_ask, hash, writer)."""
+
+RawFields = Mapping[Any, Any] | list[Any]
+"""An entry's fields as redis-py gives them (a mapping), or as the server sent them: names
+and values alternating in one list."""
+
+_CHANGE_ORDER = [
+    *(b"type", b"seq", b"epoch", b"ts", b"rx", b"v"),
+    *(b"side", b"price", b"size", b"best_bid", b"best_ask", b"hash"),
+]
+"""A price_change's field names in the order the feeder's Lua step writes them."""
+_CHANGE_NAMES = frozenset((*_CHANGE_ORDER, b"writer"))
+_SIDES: dict[bytes, Side] = {b"bid": "bid", b"ask": "ask"}
+_RAW_MAX = 65536
+_RAW_PRICES: dict[bytes, str] = {}
+_RAW_SIZES: dict[bytes, str] = {}
+_RAW_TOPS: dict[bytes, str] = {}
+_EPOCHS: dict[bytes, int] = {}
+"""Epochs met (a feeder's connection generations: a few)."""
+
+
+def _admit_raw(raw: bytes, cache: dict[bytes, str], rule: _Rule) -> str:
+    """`rule` on the text of `raw` (raises as it does, or UnicodeDecodeError), now cached."""
+    out = rule(raw.decode())
+    if len(cache) >= _RAW_MAX:
+        cache.clear()
+    cache[raw] = out
+    return out
+
+
+def pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A flat [name, value, …] list as a dict, as redis-py makes it (a last odd item is
+    dropped)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=False))
+
+
+def decode_change(fields: RawFields) -> Change | None:
+    """The entry nearly every read is — a `price_change` with bytes names and values, as a
+    consumer reads it — as a tuple holding exactly what `decode` puts in its Entry and
+    PriceChange, by the same rules, without building either (their frozen constructors cost
+    more than the rest of decoding) or a text copy of the fields. None for any other entry,
+    or anything unusual about this one: `decode` then decides, and refuses with a reason.
+    Numbers go through caches of the bytes already admitted by wire/validate.py's rules."""
+    try:
+        writer = b""
+        if isinstance(fields, list):
+            if fields[0::2] != _CHANGE_ORDER:  # not as the feeder writes it: by name
+                return decode_change(pairs(fields))
+            kind, seq, epoch, ts, rx, version, side, price, size, bid, ask, hash_ = fields[1::2]
+        else:
+            if not fields.keys() <= _CHANGE_NAMES:
+                return None
+            get = fields.get
+            kind, seq, epoch, ts, rx = (
+                *(fields[b"type"], fields[b"seq"], fields[b"epoch"]),
+                *(get(b"ts", b""), fields[b"rx"]),
+            )
+            version, side, price, size = (
+                get(b"v", b"1"),
+                fields[b"side"],
+                fields[b"price"],
+                fields[b"size"],
+            )
+            bid, ask, hash_, writer = (
+                get(b"best_bid", b""),
+                get(b"best_ask", b""),
+                get(b"hash", b""),
+                get(b"writer", b""),
+            )
+        if kind != b"price_change" or version != b"1":
+            return None
+        if not (
+            0 < len(seq) <= 19  # `_int`'s rule: 1 to 19 ASCII digits
+            and 0 < len(epoch) <= 19
+            and 0 < len(rx) <= 19
+            and len(ts) <= validate.TS_DIGITS
+            and len(hash_) <= validate.ID_MAX  # bytes, not characters: decode counts those
+            and len(writer) <= validate.ID_MAX
+        ):
+            return None
+        # bytes.isdigit is ASCII only (and a str raises); ts may be empty
+        if not bytes.isdigit(seq + epoch + rx) or (ts and not bytes.isdigit(ts)):
+            return None
+        return (
+            *(int(seq), _epoch(epoch), int(rx), ts.decode(), _SIDES[side]),
+            _RAW_PRICES.get(price) or _admit_raw(price, _RAW_PRICES, validate.price),
+            _RAW_SIZES.get(size) or _admit_raw(size, _RAW_SIZES, validate.size),
+            _top(bid),
+            _top(ask),
+            hash_.decode(),
+            writer.decode() if writer else "",
+        )
+    except Exception:  # not bytes, not UTF-8, a field missing or refused: decode's to judge
+        return None
+
+
+def _top(raw: bytes) -> str:
+    out = _RAW_TOPS.get(raw)
+    return _admit_raw(raw, _RAW_TOPS, validate.top) if out is None else out
+
+
+def _epoch(raw: bytes) -> int:
+    out = _EPOCHS.get(raw)
+    if out is None:
+        if len(_EPOCHS) >= 1024:  # anyone may write a stream: keep it bounded
+            _EPOCHS.clear()
+        out = _EPOCHS[raw] = int(raw)
+    return out
+
+
 _DECODE: dict[str, Callable[[str, Fields], Event]] = {
     "book": _decode_book,
     "price_change": _decode_price_change,
@@ -341,6 +460,22 @@ _DECODE: dict[str, Callable[[str, Fields], Event]] = {
 
 def decode(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") -> Entry:
     """The Entry a token stream entry holds; `token` comes from the stream's key."""
+    change = decode_change(fields)
+    if change is None:
+        return _decode_fields(fields, token, entry_id)
+    seq, epoch, rx, ts, side, price, size, best_bid, best_ask, hash_, writer = change
+    return Entry(
+        event=PriceChange(token, ts, side, price, size, best_bid, best_ask, hash_),
+        seq=seq,
+        epoch=epoch,
+        rx=rx,
+        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        writer=writer,
+    )
+
+
+def _decode_fields(fields: Mapping[Any, Any], token: str, entry_id: str | bytes = "") -> Entry:
+    """decode, the whole way: every type, every field checked, a reason for each refusal."""
     f = text_fields(fields)
     version = f.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:

@@ -177,3 +177,40 @@ def test_audit_rules(
     """The audit reloads exactly when XREAD alone could miss entries: the hash is ahead of
     us and the entry after our cursor is not the next one (or the hash is behind or gone)."""
     assert bool(audit_reason(local, hash_seq, next_seq)) is reload
+
+
+def _state(book: TokenBook) -> tuple[object, ...]:
+    levels = (book.book.bids, book.book.asks, book.book.hash, book.book.ts)
+    return (book.status, book.wire_status, book.doubt, book.seq, book.cursor, book.rx, *levels)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["synced", "pending", "disconnected", "feeder_doubt", "reload_doubt", "retired"],
+)
+def test_apply_change_is_apply_of_a_price_change(setup: str) -> None:
+    """The hot path (a decoded price_change tuple) leaves the book, its status and doubt
+    exactly as `apply` of the same entry does, firing the same callbacks, in any state."""
+    books = [TokenBook(T), TokenBook(T)]
+    for book in books:
+        book.load(HASH if setup != "pending" else {})
+        if setup == "pending":
+            book.seq = 7
+        if setup in ("disconnected", "retired"):
+            state = "retired" if setup == "retired" else "disconnected"
+            book.apply(entry(Status(T, state, "x"), 8))
+        if setup == "feeder_doubt":
+            book.suspect("feeder", "feeder_lost")
+        if setup == "reload_doubt":
+            book.suspect("reload", "gap")
+    slow, fast = books
+    seq = slow.seq + 1 if slow.seq is not None else 1
+    for i, (side, price, size) in enumerate([("bid", "0.47", "5"), ("ask", "0.52", "0")]):
+        event = PriceChange(T, str(20 + i), side, price, size, "0.48", "0.53", f"h{i}")
+        change = (seq + i, 1, 9 + i, event.ts, side, price, size, "0.48", "0.53", event.hash, "")
+        assert fast.apply_change(change, f"2-{i}", 123.0) == slow.apply(
+            Entry(event, seq + i, 1, 9 + i, f"2-{i}")
+        )
+        assert _state(fast) == _state(slow)
+    with pytest.raises(SequenceGap):
+        fast.apply_change((seq + 5, *change[1:]), "3-0", 0.0)

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from polybus.consumers import ConnectionState, MarketFeed
+from polybus.consumers.feed import AUDIT_SLICE
 from polybus.feeder.outbox import Batch
 from polybus.wire import keys
 from polybus.wire.events import PriceChange
@@ -98,3 +99,29 @@ async def test_a_trim_past_a_just_active_token_is_caught_within_one_audit_interv
     assert ("0.3", "10") in bids, "the reload brought the burst that XREAD never saw"
     await feed.disconnect()
     await bus.redis.aclose()
+
+
+async def test_many_tokens_are_audited_in_slices_each_once_per_interval(
+    redis_server: RedisServer,
+) -> None:
+    """With more tokens than AUDIT_SLICE, the audit reads at most AUDIT_SLICE hashes at a
+    time (no round stalls on all of them) and still covers every token once per interval."""
+    tokens = [str(5000 + i) for i in range(2 * AUDIT_SLICE + 50)]
+    interval = 1.0
+    feed = MarketFeed(redis_server.url, audit_interval=interval, block_ms=100)
+    audited: list[tuple[float, list[str]]] = []
+    real = feed._reader.audit
+
+    async def audit(redis: Any, among: Any = None) -> Any:
+        audited.append((time.monotonic(), list(among)))
+        return await real(redis, among)
+
+    feed._reader.audit = audit  # type: ignore[method-assign]
+    assert await feed.connect() and await feed.subscribe(tokens)
+    await wait_for(lambda: len(audited) >= 8, 10, "two rounds of audit slices")
+    assert all(len(among) <= AUDIT_SLICE for _, among in audited)
+    first = next(i for i, (_, among) in enumerate(audited) if among and among[0] == tokens[0])
+    cycle = audited[first : first + 3]
+    assert sorted(t for _, among in cycle for t in among) == sorted(tokens)
+    assert cycle[-1][0] - cycle[0][0] <= interval, "one interval covers every token"
+    await feed.disconnect()

@@ -11,7 +11,9 @@ from hypothesis import given, strategies as st
 from polybus.wire import validate
 from polybus.wire.codec import (
     SCHEMA_VERSION,
+    _decode_fields,
     decode,
+    decode_change,
     decode_market,
     encode,
     encode_market,
@@ -441,3 +443,117 @@ def test_text_fields_refuse_what_is_not_text(fields: dict[Any, Any]) -> None:
     """A name or value that is not UTF-8 text is a DecodeError, never a crash."""
     with pytest.raises(DecodeError):
         text_fields(fields)
+
+
+# --- the hot path: decode_change against the full decode -----------------------------------
+
+price_changes = st.builds(
+    PriceChange,
+    asset_id=st.just(T),
+    ts=stamps,
+    side=st.sampled_from(["bid", "ask"]),
+    price=st.one_of(prices, st.sampled_from(["0.50", ".5", "0.5000"])),
+    size=st.one_of(nums, st.sampled_from(["1200.0", "007", "0"])),
+    best_bid=tops,
+    best_ask=tops,
+    hash=text,
+)
+change_damage = st.dictionaries(
+    st.sampled_from(["type", "seq", "epoch", "rx", "ts", "v", "side", "price", "size"])
+    | st.sampled_from(["best_bid", "best_ask", "hash", "writer", "extra"]),
+    values,
+    max_size=3,
+)
+
+
+def _raw(fields: dict[str, str], junk: bytes) -> dict[bytes, bytes]:
+    return {k.encode(): v.encode() + (junk if k == "hash" else b"") for k, v in fields.items()}
+
+
+def _flat(fields: dict[Any, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _as_change(entry: Entry) -> tuple[Any, ...]:
+    e = entry.event
+    assert isinstance(e, PriceChange)
+    fields = (e.ts, e.side, e.price, e.size, e.best_bid, e.best_ask, e.hash, entry.writer)
+    return (entry.seq, entry.epoch, entry.rx, *fields)
+
+
+@given(price_changes, st.integers(1, 2**40), st.integers(0, 2**31), st.integers(0, 2**62))
+def test_decode_change_takes_a_price_change_as_consumers_read_it(
+    event: PriceChange, seq: int, epoch: int, rx: int
+) -> None:
+    """A price_change read undecoded — a dict of bytes, or the flat list the server sends in
+    the feeder's field order — is taken by the hot path with exactly the full decode's values."""
+    fields = _raw(encode(Entry(event, seq, epoch, rx)), b"")
+    expected = _as_change(_decode_fields(fields, T, "1-0"))
+    assert decode_change(fields) == expected
+    assert decode_change(_flat(fields)) == expected
+    assert decode(fields, T, "1-0") == _decode_fields(fields, T, "1-0")
+
+
+@given(
+    price_changes,
+    change_damage,
+    st.sampled_from([b"", b"\xff", b"\xc3("]),
+    st.booleans(),
+    st.sampled_from(["", "seq", "price", "hash", "ts"]),
+)
+def test_decode_change_declines_all_the_full_decode_refuses(
+    event: PriceChange, damage: dict[str, str], junk: bytes, flat: bool, as_str: str
+) -> None:
+    """With garbage in up to three fields (or one value left a str, or bytes that are not
+    UTF-8), the hot path gives the full decode's values or declines (None) — never a value
+    the full decode would refuse or decode otherwise."""
+    fields: dict[Any, Any] = _raw({**encode(Entry(event, 3, 1, 5)), **damage}, junk)
+    if as_str and as_str.encode() in fields:
+        fields[as_str.encode()] = fields[as_str.encode()].decode("utf-8", "replace")
+    got = decode_change(_flat(fields) if flat else fields)
+    try:
+        entry = _decode_fields(fields, T, "1-0")
+    except DecodeError:
+        assert got is None
+        return
+    if got is not None:
+        assert _as_change(entry) == got
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b"seq", b"1_000"),
+        (b"seq", b" 5"),
+        (b"seq", "٣".encode()),
+        (b"epoch", b"+5"),
+        (b"epoch", b""),
+        (b"rx", b"12345678901234567890"),
+        (b"ts", b"12a"),
+        (b"ts", b"1" * 21),
+        (b"hash", b"x" * 257),
+        (b"hash", b"\xff"),
+        (b"writer", b"x" * 257),
+        (b"v", b"2"),
+        (b"side", b"BUY"),
+        (b"price", b"7"),
+        (b"price", b"0.123456789"),
+        (b"size", b"-5"),
+        (b"best_bid", b"1.5"),
+        (b"best_ask", b"\xc3("),
+        (b"extra", b"\xff"),
+    ],
+)
+def test_decode_change_declines_each_thing_the_full_decode_refuses(
+    name: bytes, value: bytes
+) -> None:
+    """Each rule of the full decode holds on the hot path too: one bad field, by name or as
+    sent, and decode_change declines while decode refuses it."""
+    fields = {
+        **_raw(encode(Entry(PriceChange(T, "1", "bid", "0.5", "2", "", "", "h"), 3, 1, 5)), b""),
+        name: value,
+    }
+    assert decode_change(fields) is None
+    assert decode_change(_flat(fields)) is None
+    with pytest.raises(DecodeError):
+        decode(fields, T)
