@@ -241,6 +241,8 @@ class Run:
     sent: int = 0
     end_ns: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
+    commands: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Redis command -> (calls/s, µs per call) over the window (INFO commandstats)."""
     received: list[dict[str, list[int]]] = field(default_factory=list)
     stamps: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     """event number -> (send ns, feeder rx µs, XADD ms)."""
@@ -306,6 +308,8 @@ async def measure(
     pids = {"exchange": ex.pid, "feeder": feeder.pid, "redis": server.proc.pid}
     pids.update({f"consumer{i}": c.pid for i, c in enumerate(consumers)})
     run.load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    with server.sync_client() as r:
+        r.config_resetstat()
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     began = time.monotonic()
     await tell(ex, f"go {run.rate} {args.seconds} {args.per_frame}")
@@ -314,6 +318,12 @@ async def measure(
     await asyncio.sleep(1.0)
     wall = time.monotonic() - began
     run.cpu = {k: (cpu_seconds(p) - before[k]) / wall for k, p in pids.items()}
+    with server.sync_client() as r:
+        stats: Any = r.info("commandstats")
+    run.commands = {
+        k.removeprefix("cmdstat_"): (v["calls"] / wall, float(v["usec_per_call"]))
+        for k, v in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:4]
+    }
 
 
 async def stamps(url: str, n: int) -> dict[int, tuple[int, int, int]]:
@@ -374,6 +384,10 @@ def show(run: Run) -> None:
     print(f"  feeder rx→XADD      {pcts(to_xadd)}")
     print(f"  XADD→callback       {pcts(callback)}")
     print("  cores busy: " + "  ".join(f"{k} {v:.2f}" for k, v in run.cpu.items()))
+    print(
+        "  redis, busiest commands: "
+        + ", ".join(f"{k} {n:,.0f}/s at {us:.1f} us" for k, (n, us) in run.commands.items())
+    )
 
 
 def numbers(text: str) -> Sequence[float]:
