@@ -1,10 +1,12 @@
 """The Redis publisher: one pipeline per batch, one atomic Lua step per token in it.
 
-Each token's entries of a batch go in one EVALSHA (stream entries + hash fold, atomic), and all
-of a batch's script calls, quarantine and lifecycle entries go in one non-transactional
-pipeline: one round trip per batch, never per event. Keys of different tokens may live on
-different Redis Cluster slots; each script call only touches one token's two keys, so on a
-cluster the batch goes as one pipeline per primary, sent at once (polybus.redisio.nodes), each
+Each token's entries of a batch are one atomic step (stream entries + hash fold) of the Lua
+script; on one server a script call carries many tokens' steps (up to CALL_ENTRIES entries:
+a call costs Redis and the client far more than a step in it). All of a batch's script calls,
+quarantine and lifecycle entries go in one non-transactional pipeline: one round trip per
+batch, never per event. Keys of different tokens may live on different Redis Cluster slots, so
+on a cluster each call carries one token's step (its two keys share a slot) and the batch goes
+as one pipeline per primary, sent at once (polybus.redisio.nodes), each
 primary failing alone: during a primary's failover the others' tokens are written on, and
 the failed primary's tokens are held or stranded, then resynced (feeder/strands.py). After a
 failover the new primary has no script cache (it is not replicated): its calls answer
