@@ -13,7 +13,8 @@
 --   peek     = how many of the stream's last entries to return before writing (0 = none):
 --              a new leader's first write reads where the old one stopped, atomically
 --   entries  = the entries, oldest first, each its flat field/value items, the first pair
---              ("type", t)
+--              ("type", t); a price change as its values alone, in wire/codec.py's
+--              PRICE_CHANGE_NAMES order (its first value "price_change", never "type")
 --   after    = the book's status after these entries, for each status before them in the
 --              order pending, synced, suspect, retired (wire/status_rules.compose: the one
 --              table of the rules, applied by the feeder)
@@ -30,6 +31,8 @@ local maxlen, me = ARGV[1], ARGV[2]
 -- status before -> its index in a step's `after` (publisher.py renders it in from
 -- wire/status_rules.py when it loads the script: never edit it here)
 local AFTER, UNKNOWN = @STATUS_POSITIONS@, @UNKNOWN_STATUS@
+-- a price change sent as its values alone: name -> position (rendered from wire/codec.py)
+local PC = @PC_POSITIONS@
 
 local function chunked(name, key, items)
   -- unpack() has a C-stack limit: HSET/HDEL in chunks
@@ -113,32 +116,41 @@ local function step(book, stream, s)
   local last_id, epoch, retire_ms
   local lv, top = {}, {}
   for _, e in ipairs(entries) do
-    local kind = e[2]
-    if me ~= '' and (kind == 'book' or kind == 'status') then
-      e[#e + 1] = 'writer'; e[#e + 1] = me  -- who vouches for this snapshot or marker
-    end
     seq = seq + 1
-    last_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-                         'type', kind, 'seq', tostring(seq), unpack(e, 3))
-    for j = 1, #e, 2 do f[e[j]] = e[j + 1] end
-    epoch = f.epoch
-    if kind == 'price_change' then
-      lv[f.side .. ':' .. f.price] = f.size
-      top.best_bid, top.best_ask, top.hash, top.ts = f.best_bid, f.best_ask, f.hash, f.ts
-    elseif kind == 'book' then
-      flush(book, {}, top)  -- the snapshot clears every level anyway
-      lv, top = {}, {}
-      fold_book(book, f)
-    elseif kind == 'trade' then
-      top.last_trade_price, top.last_trade_size, top.last_trade_side = f.price, f.size, f.side
-    elseif kind == 'tick_size_change' then
-      top.tick_size = f.new
-    elseif kind == 'status' and f.state == 'retired' then  -- retired also expires the keys
-      retire_ms = tonumber(f.ttl_ms)
+    if e[1] ~= 'type' then  -- a price change's values alone (publisher.py _compact)
+      last_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+                           'type', 'price_change', 'seq', tostring(seq), @PC_FIELDS@)
+      epoch = e[PC.epoch]
+      lv[e[PC.side] .. ':' .. e[PC.price]] = e[PC.size]
+      top.best_bid, top.best_ask, top.hash, top.ts =
+        e[PC.best_bid], e[PC.best_ask], e[PC.hash], e[PC.ts]
+    else
+      local kind = e[2]
+      if me ~= '' and (kind == 'book' or kind == 'status') then
+        e[#e + 1] = 'writer'; e[#e + 1] = me  -- who vouches for this snapshot or marker
+      end
+      last_id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+                           'type', kind, 'seq', tostring(seq), unpack(e, 3))
+      for j = 1, #e, 2 do f[e[j]] = e[j + 1] end
+      epoch = f.epoch
+      if kind == 'price_change' then
+        lv[f.side .. ':' .. f.price] = f.size
+        top.best_bid, top.best_ask, top.hash, top.ts = f.best_bid, f.best_ask, f.hash, f.ts
+      elseif kind == 'book' then
+        flush(book, {}, top)  -- the snapshot clears every level anyway
+        lv, top = {}, {}
+        fold_book(book, f)
+      elseif kind == 'trade' then
+        top.last_trade_price, top.last_trade_size, top.last_trade_side = f.price, f.size, f.side
+      elseif kind == 'tick_size_change' then
+        top.tick_size = f.new
+      elseif kind == 'status' and f.state == 'retired' then  -- retired also expires the keys
+        retire_ms = tonumber(f.ttl_ms)
+      end
+      -- best_bid_ask is the exchange's statement, a cross-check only: the hash's top stays
+      -- the one folded from the levels (docs/wire.md), so it never disagrees with them
+      for j = 1, #e, 2 do f[e[j]] = nil end
     end
-    -- best_bid_ask is the exchange's statement, a cross-check only: the hash's top stays the
-    -- one folded from the levels (docs/wire.md), so it never disagrees with them
-    for j = 1, #e, 2 do f[e[j]] = nil end
   end
   if last_id then
     status = after[AFTER[status]]

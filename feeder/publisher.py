@@ -44,7 +44,7 @@ from polybus.feeder.strands import HOLD_LIMIT, PROBE_S, Strands
 from polybus.redisio import REDIS_ERRORS, UNSETTLED, Client, on_cluster
 from polybus.redisio.nodes import Keyed, per_node, refresh, unsettled
 from polybus.wire import keys, status_rules
-from polybus.wire.codec import Items, encode_items
+from polybus.wire.codec import PRICE_CHANGE_NAMES, Items, encode_items
 from polybus.wire.errors import BackendError, WriteRefused
 from polybus.wire.events import Status
 from polybus.wire.partitions import partition_of
@@ -54,11 +54,16 @@ __all__ = ["LUA", "Publisher", "refusal", "render"]
 
 
 def render(script: str) -> str:
-    """publish.lua with the status rules of wire/status_rules.py put in: the Lua step folds
-    statuses by the very table the consumers use (an unrendered script does not compile)."""
+    """publish.lua with the status rules of wire/status_rules.py and the price_change layout
+    of wire/codec.py put in: the Lua step folds statuses by the very table the consumers use,
+    and names a price change's values as the codec does (an unrendered script does not
+    compile)."""
+    names = PRICE_CHANGE_NAMES
     for marker, value in (
         ("@STATUS_POSITIONS@", status_rules.lua_positions(1)),
         ("@UNKNOWN_STATUS@", f"'{status_rules.UNKNOWN_READS_AS}'"),
+        ("@PC_POSITIONS@", "{" + ", ".join(f"{n} = {i + 1}" for i, n in enumerate(names)) + "}"),
+        ("@PC_FIELDS@", ", ".join(f"'{n}', e[{i + 1}]" for i, n in enumerate(names) if i)),
     ):
         if marker not in script:
             raise ValueError(f"publish.lua has no {marker}")
@@ -178,7 +183,7 @@ class Publisher:
             "" if expected is None else str(expected),
             "" if fence is None else str(fence),
             peek,
-            entries,
+            [_compact(e) for e in entries],
             status_rules.compose(_kinds(entries)),
         ]
 
@@ -455,6 +460,14 @@ def _kinds(entries: list[Items]) -> tuple[str, ...]:
     """The status rules' kinds of the entries that may change a status, in order."""
     moving = status_rules.MOVING_TYPES
     return tuple(status_rules.kind_of(e[1], _state(e)) for e in entries if e[1] in moving)
+
+
+def _compact(items: Items) -> Items:
+    """A price change as its values alone (publish.lua names them: half the strings for it
+    to decode, and no table of fields to fill); any other entry as it is."""
+    if items[1] == "price_change" and items[0::2] == PRICE_CHANGE_NAMES:
+        return items[1::2]
+    return items
 
 
 def _state(items: Items) -> str:

@@ -35,6 +35,7 @@ from polybus.wire.events import (
 
 
 __all__ = [
+    "PRICE_CHANGE_NAMES",
     "SCHEMA_VERSION",
     "Change",
     "RawFields",
@@ -175,6 +176,13 @@ def encode_items(event: Event, *, epoch: int, rx: int) -> Items:
         SCHEMA_VERSION,
         *_ITEMS[event.type](event),
     )
+
+
+PRICE_CHANGE_NAMES: tuple[str, ...] = encode_items(
+    PriceChange("0", "0", "bid", "0.5", "1", "", "", ""), epoch=0, rx=0
+)[0::2]
+"""The names of a price_change entry's items, in order (every one has the same): the
+publisher sends these entries' values alone, and publish.lua names them (rendered in)."""
 
 
 def encode_body(event: Event, *, epoch: int, rx: int) -> Fields:

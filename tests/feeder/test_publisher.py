@@ -257,3 +257,40 @@ def test_calls_group_steps_in_order_within_the_limit() -> None:
     steps = [Step(str(i), [("type", "x")] * n, None, []) for i, n in enumerate([3, 4, 9, 1, 2])]
     groups = calls(steps, limit=5)
     assert [[s.token for s in g] for g in groups] == [["0"], ["1"], ["2"], ["3", "4"]]
+
+
+async def test_price_changes_sent_as_values_write_what_full_entries_write(
+    redis_server, monkeypatch
+) -> None:
+    """A price change sent as its values alone leaves the same stream entries (fields and
+    their order) and the same hash as the same events sent as full field/value items."""
+    from polybus.feeder import publisher as module
+
+    events = [
+        snapshot(T),
+        PriceChange(T, "101", "bid", "0.48", "150", "0.48", "0.49", "h1"),
+        Trade(T, "102", "0.49", "5", "BUY", "0", "0xt"),
+        PriceChange(T, "103", "ask", "0.49", "0", "0.48", "0.51", "h2"),
+        Status(T, "suspect", "x"),
+        PriceChange(T, "104", "bid", "0.46", "0", "0.48", "0.51", "h3"),
+    ]
+    from polybus.wire.codec import encode_items
+
+    sent = module._compact(encode_items(events[1], epoch=1, rx=7))
+    assert sent[0] == "price_change" and len(sent) == 11  # values alone: the path under test
+    client = redis_server.client()
+    seen = []
+    for compact in (True, False):
+        await client.flushall()
+        if not compact:
+            monkeypatch.setattr(module, "_compact", lambda items: items)
+        pub = Publisher(client, writer="w1")
+        await pub.write(batch_of(*events[:3]))
+        await pub.write(batch_of(*events[3:]))
+        entries = [list(f.items()) for _, f in await client.xrange(keys.stream(T))]
+        book = await client.hgetall(keys.book(T))
+        book.pop("last_id")
+        seen.append((entries, book))
+    assert seen[0] == seen[1]
+    assert [e[0] for e in seen[0][0]] == [("type", e.type) for e in events]
+    await client.aclose()
