@@ -158,6 +158,8 @@ async def test_health_shows_leaders_standbys_fences_and_lease_ages(redis_server)
         and line.endswith("standbys a")
         for line in lines
     )
+    for p, lease in ((0, "4:a"), (1, "9:b")):  # alive however slowly the command starts
+        await redis.set(keys.lease(p), lease, px=60_000)
     code, out, _ = await polybus("health", "--json", "--redis-url", redis_server.url)
     assert code == 0 and orjson.loads(out)["partitions"][0]["standbys"] == ["b"]
     await redis.aclose()
@@ -171,12 +173,14 @@ async def test_health_fails_a_carried_partition_without_leader_and_warns_without
     redis = redis_server.client()
     await redis.set(keys.partitions(), "2")
     await feeder(redis, "a", led="0", carrying="0,1")
-    await redis.set(keys.lease(0), "4:a", px=3000)
+    # leases that outlive the test: two `polybus health` processes may take seconds to start
+    # on a loaded machine, and a lapsed lease is another finding
+    await redis.set(keys.lease(0), "4:a", px=60_000)
     report = await check(redis, "pm", 90, 30_000)
     assert report.problems == ["partition 1 has no leader: carried by a, nobody writes its tokens"]
     code, out, _ = await polybus("health", "--redis-url", redis_server.url)
     assert code == 1 and "p1   NO LEADER  standbys a" in out
-    await redis.set(keys.lease(1), "5:a", px=3000)
+    await redis.set(keys.lease(1), "5:a", px=60_000)
     await feeder(redis, "gone", carrying="0,1", member_ms=-1000)
     code, out, _ = await polybus("health", "--redis-url", redis_server.url)
     assert code == 0, out
