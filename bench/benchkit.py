@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,9 @@ __all__ = [
     "cpu_seconds",
     "fast_env",
     "feeder_on_simulator",
+    "renumbered",
     "tokens_of",
+    "until_synced",
     "wait_for",
 ]
 
@@ -39,6 +41,23 @@ def cpu_seconds(pid: int) -> float:
     """User+system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def renumbered(entries: list[Any], n: int) -> Iterator[dict[bytes, Any]]:
+    """`n` copies of stream entries' fields (bytes keys), cycling through `entries`, with
+    `seq` and `rx` counting on as a feeder's would: a long stream to size (MEMORY USAGE)."""
+    seq, rx = 0, 1_760_000_000_000_000
+    for i in range(n):
+        fields = dict(entries[i % len(entries)])
+        seq, rx = seq + 1, rx + 2_000
+        fields[b"seq"], fields[b"rx"] = str(seq).encode(), str(rx).encode()
+        yield fields
+
+
+async def until_synced(feed: Any, tokens: list[str]) -> None:
+    """Wait until every one of a MarketFeed's books is synced (a bench consumer's start)."""
+    while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
+        await asyncio.sleep(0.05)
 
 
 def tokens_of(n: int) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchkit import cpu_seconds, tokens_of
+from benchkit import cpu_seconds, tokens_of, until_synced
 
 from polybus.consumers import MarketFeed
 from polybus.feeder.outbox import Batch
@@ -68,8 +68,7 @@ async def consume(url: str, n: int, out: str, share: int, shares: int) -> None:
     feed.on_price_change = on_change
     assert await feed.connect()
     await feed.subscribe(tokens)
-    while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
-        await asyncio.sleep(0.05)
+    await until_synced(feed, tokens)
     print("ready", flush=True)
     profile = cProfile.Profile() if os.environ.get("LAG_PROFILE") else None
     if profile is not None:  # LAG_PROFILE=1: each consumer's run profiled, into OUT.prof

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchkit import cpu_seconds, tokens_of
+from benchkit import cpu_seconds, tokens_of, until_synced
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -193,8 +193,7 @@ async def consume(url: str, n: int, out: str) -> None:
     feed.on_price_change = noted
     assert await feed.connect()
     await feed.subscribe(tokens)
-    while not all((b := feed.get_order_book(t)) and b.status == "synced" for t in tokens):
-        await asyncio.sleep(0.05)
+    await until_synced(feed, tokens)
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     Path(out).write_bytes(orjson.dumps({"n": numbers.tolist(), "at": at.tolist()}))

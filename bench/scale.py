@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 import redis
-from benchkit import cpu_seconds
+from benchkit import cpu_seconds, renumbered
 
 from polybus.redisproc import RedisServer, free_port
 from polybus.wire import keys
@@ -240,15 +240,13 @@ def entry_size(r: redis.Redis, tokens: list[str], probe: int) -> tuple[float, fl
         entries += [fields for _, fields in found]
         if len(entries) >= 5_000:
             break
-    key, seq, rx = "scale:probe", 0, 1_760_000_000_000_000
-    for start in range(0, probe, 1_000):
-        pipe = r.pipeline(transaction=False)
-        for i in range(start, start + 1_000):
-            fields = dict(entries[i % len(entries)])
-            seq, rx = seq + 1, rx + 2_000
-            fields[b"seq"], fields[b"rx"] = str(seq).encode(), str(rx).encode()
-            pipe.xadd(key, fields, maxlen=probe, approximate=True)
-        pipe.execute()
+    key = "scale:probe"
+    pipe = r.pipeline(transaction=False)
+    for i, fields in enumerate(renumbered(entries, probe), 1):
+        pipe.xadd(key, fields, maxlen=probe, approximate=True)
+        if i % 1_000 == 0:
+            pipe.execute()
+    pipe.execute()
     per_entry = int(r.memory_usage(key, samples=0) or 0) / int(r.xlen(key))
     r.delete(key)
     return per_entry, sum(books) / len(books), round(sum(lengths) / len(lengths))

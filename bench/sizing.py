@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 import redis.asyncio as aioredis
-from benchkit import RedisServer, feeder_on_simulator, wait_for
+from benchkit import RedisServer, feeder_on_simulator, renumbered, wait_for
 
 from polybus.wire import keys
 
@@ -51,15 +51,12 @@ async def sample(server: RedisServer, markets: int, entries: int) -> tuple[list[
 
 async def fill(redis: aioredis.Redis, key: str, entries: list[Any], maxlen: int) -> int:
     """XADD `entries` cyclically until the stream is at its cap; its MEMORY USAGE."""
-    seq, rx = 0, 1_760_000_000_000_000
-    for start in range(0, maxlen + maxlen // 50, 1000):
-        pipe = redis.pipeline(transaction=False)
-        for i in range(start, start + 1000):
-            fields = dict(entries[i % len(entries)])
-            seq, rx = seq + 1, rx + 2_000
-            fields[b"seq"], fields[b"rx"] = str(seq).encode(), str(rx).encode()
-            pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
-        await pipe.execute()
+    pipe = redis.pipeline(transaction=False)
+    for i, fields in enumerate(renumbered(entries, maxlen + maxlen // 50), 1):
+        pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+        if i % 1000 == 0:
+            await pipe.execute()
+    await pipe.execute()
     return int(await redis.memory_usage(key, samples=0) or 0)
 
 
