@@ -6,9 +6,12 @@ import argparse
 import ast
 import inspect
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from polybus.cli import GRACE, build_parser, main
@@ -152,3 +155,34 @@ def test_no_package_imports_the_console_face(package: str) -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not set(names) & CONSOLE_FACE, f"{path} imports {names}"
+
+
+def test_a_running_command_freezes_what_it_built_out_of_the_collectors_sight() -> None:
+    """A command running past SETTLE_AFTER has frozen its start-up heap (gc.freeze): the
+    debug event names tens of thousands of frozen objects."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "polybus", "simulate", "--port", "0", "--markets", "2"),
+            *("--log-level", "debug", "--log-format", "json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stderr is not None
+    frozen: list[dict[str, object]] = []
+    timer = threading.Timer(30, proc.kill)  # a hung child fails the test, never the suite
+    timer.start()
+    try:
+        for line in proc.stderr:
+            event = orjson.loads(line)
+            if event.get("event") == "process.heap.frozen":
+                frozen.append(event)
+                break
+    finally:
+        timer.cancel()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert frozen, "no process.heap.frozen event before the process ended"
+    objects = frozen[0]["objects"]
+    assert isinstance(objects, int) and objects > 10_000, frozen[0]
