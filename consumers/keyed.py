@@ -11,7 +11,8 @@ A key out of reach makes the client's slot map stale: the next `reads` asks the 
 found within that once it serves. A key unreached (refused, reset, timed out) is sent again,
 up to three times within ~0.1 s: another task's failed call on the same client may have
 closed a healthy node's connections under it (redis-py closes every node's connections at a
-CLUSTERDOWN, in tasks of their own), and only a node that fails every try is taken as gone.
+CLUSTERDOWN, in tasks of their own), and only a node that fails every try is taken as gone;
+one whose connection keeps being closed under it is tried for up to CLOSED_FOR_S.
 When no node answers the slot map cannot be had: that raises a ConnectionError, a lost Redis
 like a single server's. On one server this is one pipeline, as before: a failure there is
 everyone's, raised by the pipeline.
@@ -42,6 +43,14 @@ _AGAIN_S = (0.0, 0.02, 0.05)
 """Pauses before sending an unreached key's command again: only a key unreached every time
 is out of reach (redis-py closes healthy nodes' connections in tasks of their own)."""
 
+CLOSED_FOR_S = 1.0
+"""How long a key whose connection keeps being closed under it is sent again (every
+_CLOSED_PAUSE_S) before it counts as unreached. That is a healthy node's symptom through a
+failover: redis-py closes every node's connections again at each other task's failure, which
+a loaded machine spread past _AGAIN_S's 70 ms. A dead node refuses the new connection at once
+instead, so its keys are unreached as soon as before."""
+_CLOSED_PAUSE_S = 0.05
+
 _stale: weakref.WeakSet[RedisCluster] = weakref.WeakSet()
 """Clients some key of which was out of reach since their map was last refreshed."""
 
@@ -59,8 +68,16 @@ async def reads(redis: Client, commands: Sequence[Keyed]) -> list[Any]:
         return replies
     await _refresh_if_due(redis)
     results = await _per_node(redis, commands)
-    for pause in _AGAIN_S:
+    deadline = time.monotonic() + CLOSED_FOR_S
+    pauses = iter(_AGAIN_S)
+    while True:
         again = [i for i, r in enumerate(results) if isinstance(r, BaseException) and unreached(r)]
+        pause = next(pauses, None)
+        if pause is None:  # tried enough, but for keys whose connection was closed under them
+            again = [i for i in again if _closed_under_us(results[i])]
+            pause = _CLOSED_PAUSE_S
+            if time.monotonic() > deadline:
+                break
         if not again:
             break
         _stale.add(redis)
@@ -72,6 +89,12 @@ async def reads(redis: Client, commands: Sequence[Keyed]) -> list[Any]:
     if any(out_of_reach(redis, r) for r in results):
         _stale.add(redis)
     return results
+
+
+def _closed_under_us(exc: BaseException) -> bool:
+    """The connection was closed while the command was on it (redis-py's reader met the end
+    of the stream): its node may be well, and a new connection will tell."""
+    return isinstance(exc, RedisConnectionError) and str(exc).startswith("Connection closed")
 
 
 def out_of_reach(redis: Client, reply: Any) -> bool:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
 
-from polybus.consumers.keyed import REFRESH_S, out_of_reach, reads
+from polybus.consumers import keyed
+from polybus.consumers.keyed import CLOSED_FOR_S, REFRESH_S, out_of_reach, reads
 from polybus.consumers.redisio import open_client
 from polybus.redisio.nodes import unreached
 from tests.support import LocalCluster
@@ -85,3 +88,41 @@ async def test_no_node_answering_is_a_lost_redis(client: RedisCluster) -> None:
     await asyncio.sleep(REFRESH_S)
     with pytest.raises(RedisConnectionError):
         await reads(client, [(k, ("GET", k)) for k in KEYS])
+
+
+def _failing(monkeypatch: pytest.MonkeyPatch, error: str, seconds: float) -> list[float]:
+    """Make every key's read meet ConnectionError(error) for `seconds`, then read for real;
+    return the times of the tries."""
+    real, tries = keyed._per_node, []
+    start = time.monotonic()
+
+    async def per_node(redis: RedisCluster, commands: Any) -> list[Any]:
+        tries.append(time.monotonic() - start)
+        if time.monotonic() - start < seconds:
+            return [RedisConnectionError(error) for _ in commands]
+        return await real(redis, commands)
+
+    monkeypatch.setattr(keyed, "_per_node", per_node)
+    return tries
+
+
+async def test_a_connection_closed_again_and_again_is_tried_until_it_answers(
+    client: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A healthy node whose connections redis-py keeps closing under the read (as through a
+    failover, every other task's failure closes them again) for 0.3 s, four times the first
+    retries' window: the key is sent again until it answers, not taken as out of reach."""
+    tries = _failing(monkeypatch, "Connection closed by server.", 0.3)
+    assert await reads(client, [(KEYS[1], ("GET", KEYS[1]))]) == [KEYS[1].encode()]
+    assert tries[-1] >= 0.3 and len(tries) > 4
+
+
+async def test_a_refused_connection_is_out_of_reach_within_the_first_retries(
+    client: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that refuses new connections (dead) is out of reach after the first retries'
+    ~70 ms: the longer patience is for connections closed under a read only."""
+    tries = _failing(monkeypatch, "Error 111 connecting to 127.0.0.1:1.", 5.0)
+    replies = await reads(client, [(KEYS[1], ("GET", KEYS[1]))])
+    assert out_of_reach(client, replies[0]) and len(tries) == 4
+    assert tries[-1] < CLOSED_FOR_S / 2
