@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _start(*args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "POLYBUS_LOG_LEVEL": "warning", "PYTHONASYNCIODEBUG": "0"}
+    env = {**os.environ, "POLYBUS_LOG_LEVEL": "warning"}
+    env.pop("PYTHONASYNCIODEBUG", None)  # set at all, even to 0, it turns debug mode on
     return await asyncio.create_subprocess_exec(
         *POLYBUS,
         *args,
