@@ -36,6 +36,7 @@ def full_collection_ms(rounds: int = 3) -> float:
 
 
 def books(n: int, levels: int) -> list[OrderBook]:
+    """`n` books of `levels` levels a side, as a process following `n` tokens holds."""
     out = []
     for i in range(n):
         book = OrderBook(asset_id=str(i))

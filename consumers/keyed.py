@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -69,31 +69,44 @@ async def reads(redis: Client, commands: Sequence[Keyed]) -> list[Any]:
     await _refresh_if_due(redis)
     results = await _per_node(redis, commands)
     deadline = time.monotonic() + CLOSED_FOR_S
-    pauses = iter(_AGAIN_S)
-    while True:
-        again = [i for i, r in enumerate(results) if isinstance(r, BaseException) and unreached(r)]
-        pause = next(pauses, None)
-        if pause is None:  # tried enough, but for keys whose connection was closed under them
-            again = [i for i in again if _closed_under_us(results[i])]
-            pause = _CLOSED_PAUSE_S
-            if time.monotonic() > deadline:
-                break
-        if not again:
+    for pause in _AGAIN_S:
+        if not await _send_again(redis, commands, results, unreached, pause):
             break
-        _stale.add(redis)
-        await asyncio.sleep(pause)  # let the closing of connections scheduled meanwhile run
-        await _refresh_if_due(redis)
-        retried = await _per_node(redis, [commands[i] for i in again])
-        for i, result in zip(again, retried, strict=True):
-            results[i] = result
+    else:  # still unreached: go on only with keys whose connection was closed under them
+        while time.monotonic() < deadline and await _send_again(
+            redis, commands, results, _closed_under_us, _CLOSED_PAUSE_S
+        ):
+            pass
     if any(out_of_reach(redis, r) for r in results):
         _stale.add(redis)
     return results
 
 
+async def _send_again(
+    redis: RedisCluster,
+    commands: Sequence[Keyed],
+    results: list[Any],
+    which: Callable[[BaseException], bool],
+    pause: float,
+) -> bool:
+    """After `pause`, send again the commands whose error is `which`, their new results in
+    `results`; False when there was none to send."""
+    again = [i for i, r in enumerate(results) if isinstance(r, BaseException) and which(r)]
+    if not again:
+        return False
+    _stale.add(redis)
+    await asyncio.sleep(pause)  # let the closing of connections scheduled meanwhile run
+    await _refresh_if_due(redis)
+    retried = await _per_node(redis, [commands[i] for i in again])
+    for i, result in zip(again, retried, strict=True):
+        results[i] = result
+    return True
+
+
 def _closed_under_us(exc: BaseException) -> bool:
     """The connection was closed while the command was on it (redis-py's reader met the end
-    of the stream): its node may be well, and a new connection will tell."""
+    of the stream): its node may be well, and a new connection will tell. redis-py says so
+    only in the message (its SERVER_CLOSED_CONNECTION_ERROR), the type is ConnectionError's."""
     return isinstance(exc, RedisConnectionError) and str(exc).startswith("Connection closed")
 
 
