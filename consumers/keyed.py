@@ -104,10 +104,23 @@ async def _send_again(
 
 
 def _closed_under_us(exc: BaseException) -> bool:
-    """The connection was closed while the command was on it (redis-py's reader met the end
-    of the stream): its node may be well, and a new connection will tell. redis-py says so
-    only in the message (its SERVER_CLOSED_CONNECTION_ERROR), the type is ConnectionError's."""
-    return isinstance(exc, RedisConnectionError) and str(exc).startswith("Connection closed")
+    """An established connection broke under the command (closed while reading, lost while
+    writing: what redis-py's closing of every node's connections does to a healthy node's),
+    not a connection that could not be made (refused, or timed out: a dead or hung node)."""
+    return isinstance(exc, RedisConnectionError) and not _not_connected(exc)
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """redis-py could not open the connection: it says "… connecting to host:port" (its
+    format_error_message), the refusal itself is in the exception's context."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; never follow one forever
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError) or " connecting to " in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def out_of_reach(redis: Client, reply: Any) -> bool:

@@ -106,13 +106,17 @@ def _failing(monkeypatch: pytest.MonkeyPatch, error: str, seconds: float) -> lis
     return tries
 
 
+@pytest.mark.parametrize(
+    "error",
+    ["Connection closed by server.", "Error UNKNOWN while writing to socket. Connection lost."],
+)
 async def test_a_connection_closed_again_and_again_is_tried_until_it_answers(
-    client: RedisCluster, monkeypatch: pytest.MonkeyPatch
+    client: RedisCluster, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
-    """A healthy node whose connections redis-py keeps closing under the read (as through a
-    failover, every other task's failure closes them again) for 0.3 s, four times the first
-    retries' window: the key is sent again until it answers, not taken as out of reach."""
-    tries = _failing(monkeypatch, "Connection closed by server.", 0.3)
+    """A healthy node whose connections redis-py keeps closing under the read or the write (as
+    through a failover, every other task's failure closes them again) for 0.3 s, four times
+    the first retries' window: the key is sent again until it answers, not out of reach."""
+    tries = _failing(monkeypatch, error, 0.3)
     assert await reads(client, [(KEYS[1], ("GET", KEYS[1]))]) == [KEYS[1].encode()]
     assert tries[-1] >= 0.3 and len(tries) > 4
 
