@@ -12,7 +12,7 @@ found within that once it serves. A key unreached (refused, reset, timed out) is
 up to three times within ~0.1 s: another task's failed call on the same client may have
 closed a healthy node's connections under it (redis-py closes every node's connections at a
 CLUSTERDOWN, in tasks of their own), and only a node that fails every try is taken as gone;
-one whose connection keeps being closed under it is tried for up to CLOSED_FOR_S.
+one whose open connection keeps breaking under it is tried for up to CLOSED_FOR_S.
 When no node answers the slot map cannot be had: that raises a ConnectionError, a lost Redis
 like a single server's. On one server this is one pipeline, as before: a failure there is
 everyone's, raised by the pipeline.
